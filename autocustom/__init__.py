@@ -1,0 +1,34 @@
+"""autocustom: move a language model along one axis with LLM-written contrastive data.
+
+The public API is imported lazily so that `import autocustom` (and `autocustom --help`) does not
+import torch or transformers, which take seconds.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Axis": "autocustom.axis",
+    "parse_axis": "autocustom.axis",
+    "AutocustomError": "autocustom.errors",
+    "generate": "autocustom.data.generate",
+    "GenerateConfig": "autocustom.data.generate",
+    "load_dataset_dir": "autocustom.data.io",
+    "train": "autocustom.train.trainer",
+    "TrainConfig": "autocustom.train.config",
+    "shift_score": "autocustom.score.report",
+    "ScoreConfig": "autocustom.score.report",
+    "load_model": "autocustom.models",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'autocustom' has no attribute {name!r}")

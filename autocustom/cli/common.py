@@ -1,0 +1,136 @@
+"""What every command shares: error-to-exit-code mapping, progress rendering, JSON output.
+
+Exit codes: 0 success, 1 a quality gate failed, 2 bad usage or input (one line, no traceback).
+Progress and messages go to stderr so that `--json` leaves exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from autocustom.errors import AutocustomError
+from autocustom.progress import ProgressCallback, ProgressEvent
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+
+EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2
+
+
+def fancy_output() -> bool:
+    """Rich live bars only on an interactive terminal outside CI."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def fail(line: str, code: int = EXIT_USAGE) -> NoReturn:
+    stderr.print(f"[red]error:[/red] {line}" if fancy_output() else f"error: {line}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn library errors into one line and exit 2; Ctrl-C into exit 130 with no traceback."""
+    try:
+        yield
+    except AutocustomError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("interrupted: rerun the same command to resume where it stopped")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def progress_reporter(quiet: bool = False) -> Iterator[ProgressCallback]:
+    """A progress callback: rich bars on a TTY, plain lines in CI or when piped, nothing when quiet."""
+    if quiet:
+        yield lambda _event: None
+        return
+    if not fancy_output():
+        yield _plain_progress()
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+    )
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(event: ProgressEvent) -> None:
+            if event.stage not in tasks:
+                tasks[event.stage] = progress.add_task(event.stage, total=event.total, message="")
+            progress.update(tasks[event.stage], completed=event.done, total=event.total, message=event.message)
+
+        yield update
+
+
+def _plain_progress() -> ProgressCallback:
+    """One line per stage start, per ~10% step and per end: readable in a CI log, not a flood."""
+    last: dict[str, int] = {}
+
+    def update(event: ProgressEvent) -> None:
+        total = event.total or 0
+        step = max(1, total // 10) if total else 1
+        previous = last.get(event.stage)
+        if previous is not None and event.done != total and event.done - previous < step:
+            return
+        last[event.stage] = event.done
+        count = f"{event.done}/{total}" if total else str(event.done)
+        suffix = f" {event.message}" if event.message else ""
+        print(f"[{event.stage}] {count}{suffix}", file=sys.stderr, flush=True)
+
+    return update
+
+
+def emit_json(data: Any) -> None:
+    """Exactly one JSON object on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    quiet_third_party_output()
+
+
+def quiet_third_party_output() -> None:
+    """transformers/datasets print their own bars and advice; ours is the only progress shown."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def parse_float_list(text: str, option: str, count: int | None = None) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"{option} '{text}' is not a comma-separated list of numbers; e.g. {option} 0.7,0.15,0.15")
+    if count is not None and len(values) != count:
+        fail(f"{option} '{text}' needs {count} numbers; e.g. {option} 0.7,0.15,0.15")
+    return values
+
+
+Renderer = Callable[[dict[str, Any]], None]

@@ -1,0 +1,36 @@
+"""The one protocol every chat backend implements, and the parameters of a generation call."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings; part of the cache key, so changing any of them makes new calls."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """Answers a batch of conversations; one reply text per conversation, in order.
+
+    `name` is the backend kind ("local", "openai") and `model` the model it serves; both go into the
+    cache key and the manifest.
+    """
+
+    name: str
+    model: str
+
+    def complete(self, conversations: list[Conversation], params: GenerationParams) -> list[str]: ...

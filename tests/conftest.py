@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny random model (every code path in milliseconds) and a scripted backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub; fail fast instead of hanging
+
+from autocustom.llm.base import Conversation, GenerationParams  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The packaged SmolLM2-135M-Instruct as a plain model directory (converted once per machine)."""
+    from autocustom.models import materialize_packaged
+
+    return materialize_packaged("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
+    """A 2-layer, width-64 random Llama with SmolLM2's tokenizer and chat template, saved to disk."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+class ScriptedBackend:
+    """A ChatBackend whose replies come from a function of the conversation; records every call."""
+
+    name = "scripted"
+
+    def __init__(self, reply: Callable[[Conversation], str], model: str = "scripted-model") -> None:
+        self.reply = reply
+        self.model = model
+        self.calls: list[Conversation] = []
+
+    def complete(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
+        self.calls.extend(conversations)
+        return [self.reply(conversation) for conversation in conversations]
+
+
+@pytest.fixture
+def scripted_backend() -> Callable[[Callable[[Conversation], str]], ScriptedBackend]:
+    return ScriptedBackend
