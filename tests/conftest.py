@@ -60,9 +60,13 @@ class ScriptedBackend:
         self.model = model
         self.calls: list[Conversation] = []
 
-    def complete(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
+    def complete(self, conversations: list[Conversation], params: GenerationParams, on_reply=None) -> list[str]:
         self.calls.extend(conversations)
-        return [self.reply(conversation) for conversation in conversations]
+        replies = [self.reply(conversation) for conversation in conversations]
+        for index, reply in enumerate(replies):
+            if on_reply is not None:
+                on_reply(index, reply)
+        return replies
 
 
 @pytest.fixture

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 Conversation = list[Message]
+ReplyCallback = Callable[[int, str], None]  # (index in the batch, reply text), called as each reply is ready
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,16 @@ class ChatBackend(Protocol):
     """Answers a batch of conversations; one reply text per conversation, in order.
 
     `name` is the backend kind ("local", "openai") and `model` the model it serves; both go into the
-    cache key and the manifest.
+    cache key and the manifest. `on_reply`, when given, is called as soon as each reply is ready, so
+    the cache can store it before the rest of the batch finishes: a kill loses only calls in flight.
     """
 
     name: str
     model: str
 
-    def complete(self, conversations: list[Conversation], params: GenerationParams) -> list[str]: ...
+    def complete(
+        self,
+        conversations: list[Conversation],
+        params: GenerationParams,
+        on_reply: ReplyCallback | None = None,
+    ) -> list[str]: ...

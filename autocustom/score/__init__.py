@@ -1,0 +1,1 @@
+"""Scoring: per-answer log-probs, BiasShift/Lean/GenLean/TailShift, MMLU, Drift, and their intervals."""
