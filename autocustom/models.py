@@ -106,7 +106,7 @@ def load_model(
             tokenizer = _load_tokenizer(location, trust_remote_code, gguf_file=gguf)
     except ModelLoadError:
         raise
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load model '{reference}': {_first_line(exc)}",
             "pass a local model directory, a run directory, or a packaged name "

@@ -71,7 +71,9 @@ def progress_reporter(quiet: bool = False) -> Iterator[ProgressCallback]:
         def update(event: ProgressEvent) -> None:
             if event.stage not in tasks:
                 tasks[event.stage] = progress.add_task(event.stage, total=event.total, message="")
-            progress.update(tasks[event.stage], completed=event.done, total=event.total, message=event.message)
+            progress.update(
+                tasks[event.stage], completed=event.done, total=event.total, message=event.message
+            )
 
         yield update
 

@@ -1,0 +1,285 @@
+"""`autocustom run`, `compare` and `report`: the whole method in one command, and its evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from autocustom.cli.common import (
+    EXIT_GATE,
+    EXIT_USAGE,
+    configure_logging,
+    emit_json,
+    fail,
+    parse_float_list,
+    progress_reporter,
+    stderr,
+    stdout,
+    user_errors,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)
+    app.command("compare")(compare_command)
+    app.command("report")(report_command)
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def run_command(
+    axis: str = typer.Option(..., "--axis", help='Two poles "pole_a:pole_b", or a YAML axis file.'),
+    toward: str = typer.Option(..., "--toward", help="The pole to move the model toward."),
+    out: Path = typer.Option(..., "--out", help="Run directory (data/, train/, score.json, report.md)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model to customize (and to score against)."),
+    generator_model: str | None = typer.Option(
+        None, "--generator-model", help="LLM that writes the data (default: --model for local)."
+    ),
+    backend: str = typer.Option("local", "--backend", help="Data generation backend: local or openai."),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible server (openai backend)."
+    ),
+    concurrency: int = typer.Option(4, "--concurrency", help="Parallel requests (openai backend)."),
+    subareas: int = typer.Option(6, "--subareas", help="Subareas (topics) where the poles differ."),
+    questions_per_subarea: int = typer.Option(8, "--questions-per-subarea", help="Questions per subarea."),
+    split: str = typer.Option(
+        "0.5,0.25,0.25", "--split", help="train,validation,test fractions, by subarea."
+    ),
+    loss: str = typer.Option("contrastive", "--loss", help="contrastive, dpo, ipo or simpo."),
+    max_steps: int = typer.Option(60, "--max-steps", help="Optimizer steps (early stopping may end sooner)."),
+    eval_steps: int = typer.Option(20, "--eval-steps", help="Evaluate on validation every N steps."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Pairs per training step."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 2e-5 full, 2e-4 LoRA)."),
+    reg: str = typer.Option("nll", "--reg", help="MMLU regulariser: nll or kl."),
+    reg_weight: float = typer.Option(0.5, "--reg-weight", help="Weight of the regulariser (0 = off)."),
+    mmlu_questions: int | None = typer.Option(None, "--mmlu-questions", help="MMLU retention subset size."),
+    drift_texts: int | None = typer.Option(None, "--drift-texts", help="Neutral texts for Drift."),
+    min_shift: float | None = typer.Option(None, "--min-shift", help="Gate: test BiasShift at least this."),
+    min_lean: float | None = typer.Option(None, "--min-lean", help="Gate: test Lean at least this."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every stage."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+) -> None:
+    """Generate data, train toward a pole, score on held-out subareas and write the report.
+
+    Example:
+
+        autocustom run --axis "formal:casual" --toward formal --out runs/formal-demo
+
+    Re-running the same command after a stop resumes every stage; finished stages are not redone.
+    Exit 1 when a gate (--min-shift, --min-lean) fails.
+    """
+    configure_logging(verbose)
+    ratios = parse_float_list(split, "--split", count=3)
+    with user_errors():
+        from autocustom.axis import parse_axis
+        from autocustom.data.generate import GenerateConfig
+        from autocustom.pipeline import run
+        from autocustom.score.report import ScoreConfig
+        from autocustom.train.config import TrainConfig
+
+        parsed_axis = parse_axis(axis)
+        parsed_axis.opposite(toward)  # fail before any work when --toward is not a pole
+        generate_config = GenerateConfig(
+            axis=parsed_axis,
+            out=out,
+            subareas=subareas,
+            questions_per_subarea=questions_per_subarea,
+            split=tuple(ratios),
+            seed=seed,
+            backend=backend,
+            model=generator_model or (model if backend == "local" else None),
+            base_url=base_url,
+            concurrency=concurrency,
+            device=device,
+        )
+        train_config = TrainConfig(
+            data=str(out),
+            toward=toward,
+            out=str(out),
+            model=model,
+            loss=loss,
+            max_steps=max_steps,
+            eval_steps=eval_steps,
+            batch_size=batch_size,
+            lr=lr,
+            reg=reg,
+            reg_weight=reg_weight,
+            mmlu_questions=mmlu_questions,
+            drift_texts=drift_texts,
+            seed=seed,
+            device=device,
+        )
+        score_config = ScoreConfig(
+            model=str(out),
+            data=str(out),
+            base=model,
+            toward=toward,
+            mmlu_questions=mmlu_questions,
+            drift_texts=drift_texts,
+            seed=seed,
+            device=device,
+            min_shift=min_shift,
+            min_lean=min_lean,
+        )
+        with progress_reporter(quiet=quiet) as progress:
+            result = run(out, generate_config, train_config, score_config, progress=progress).to_dict()
+    if json_output:
+        emit_json(result)
+    else:
+        _render_run(result)
+    _exit_on_gates(result["score"])
+
+
+def _render_run(result: dict[str, Any]) -> None:
+    from autocustom.cli.score_cmd import render_score
+
+    counts = result["generate"]["counts"]
+    stdout.print(f"dataset: {result['generate']['out']} ({counts.get('pairs', {})} pairs per split)")
+    train = result["train"]
+    stdout.print(
+        f"training: {train['run_dir']} best step {train['best_step']} of {train['steps']}, "
+        f"stopped by {train['stop_reason']}, {train['wall_seconds']:.0f} s"
+    )
+    render_score(result["score"])
+    stdout.print(f"report: {result['report']['report']}")
+
+
+def _exit_on_gates(score: dict[str, Any]) -> None:
+    failed = [g for g in score["gates"] if not g["passed"]]
+    for gate in failed:
+        stderr.print(
+            f"gate failed: --{gate['name']} {gate['threshold']} ({gate['metric']} = {gate['value']})"
+        )
+    if failed:
+        raise typer.Exit(EXIT_GATE)
+
+
+def compare_command(
+    data: Path = typer.Option(..., "--data", help="Dataset directory made by `autocustom generate`."),
+    toward: str = typer.Option(..., "--toward", help="The pole every method aims for."),
+    out: Path = typer.Option(..., "--out", help="Comparison directory (resumable)."),
+    models: str = typer.Option(
+        "smollm2-135m", "--models", help="Comma-separated models; trained methods use the first."
+    ),
+    methods: str = typer.Option(
+        "base,system-prompt,instruction-after,few-shot,contrastive,dpo,simpo",
+        "--methods",
+        help="Comma-separated methods.",
+    ),
+    padding: str = typer.Option(
+        "64,256", "--padding", help="Distracting-token lengths to test (comma-separated)."
+    ),
+    adversarial: bool = typer.Option(
+        True, "--adversarial/--no-adversarial", help="Add the adversarial user turn."
+    ),
+    few_shot: int = typer.Option(3, "--few-shot", help="Train pairs shown to the few-shot baseline."),
+    max_steps: int = typer.Option(30, "--max-steps", help="Training steps of every trained method."),
+    eval_steps: int = typer.Option(
+        10, "--eval-steps", help="Validation evaluation interval during training."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate of every trained method."),
+    train_batch_size: int = typer.Option(4, "--train-batch-size", help="Pairs per training step."),
+    gen: bool = typer.Option(False, "--gen", help="Also measure GenLean (generates replies: slow on CPU)."),
+    mmlu_questions: int | None = typer.Option(None, "--mmlu-questions", help="MMLU retention subset size."),
+    drift_texts: int | None = typer.Option(None, "--drift-texts", help="Neutral texts for Drift."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of training and intervals."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+) -> None:
+    """Compare prompting baselines and training losses on the same held-out pairs and metrics.
+
+    Example:
+
+        autocustom compare --data data/formal --toward formal --out runs/formal-compare
+
+    Rows: base, system prompt, instruction after the question, few-shot, and models trained with the
+    contrastive, DPO and SimPO losses, each clean, with distracting padding and with an adversarial
+    user turn. Writes OUT/compare.json and OUT/compare.md; a stopped comparison resumes.
+    """
+    configure_logging(verbose)
+    lengths = [int(x) for x in parse_float_list(padding, "--padding")] if padding.strip() else []
+    if any(n <= 0 for n in lengths):
+        fail(f"--padding '{padding}' needs positive token counts; e.g. --padding 64,256")
+    with user_errors():
+        from autocustom.compare import CompareConfig, compare
+
+        config = CompareConfig(
+            data=str(data),
+            toward=toward,
+            out=str(out),
+            models=_names(models),
+            methods=_names(methods),
+            padding=lengths,
+            adversarial=adversarial,
+            few_shot=few_shot,
+            max_steps=max_steps,
+            eval_steps=eval_steps,
+            lr=lr,
+            train_batch_size=train_batch_size,
+            gen=gen,
+            mmlu_questions=mmlu_questions,
+            drift_texts=drift_texts,
+            bootstrap=bootstrap,
+            seed=seed,
+            device=device,
+        )
+        with progress_reporter(quiet=quiet) as progress:
+            result = compare(config, progress=progress)
+    if json_output:
+        emit_json(result.to_dict())
+    elif markdown:
+        stdout.print(result.to_markdown(), markup=False, soft_wrap=True)
+    else:
+        _render_compare(result.to_dict())
+        stdout.print(f"table: {Path(config.out) / 'compare.md'}")
+
+
+def _render_compare(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from autocustom.compare import COLUMNS, format_estimate
+
+    table = Table(title=f"{result['axis']['pole_a']}:{result['axis']['pole_b']} toward {result['toward']}")
+    for column in ("model", "method", "condition", *COLUMNS):
+        table.add_column(column)
+    for row in result["rows"]:
+        cells = [format_estimate(row["metrics"].get(name)) for name in COLUMNS]
+        table.add_row(row["model"], row["method"], row["condition"], *cells)
+    stdout.print(table)
+
+
+def report_command(
+    run_dir: Path = typer.Argument(..., help="A directory written by `run`, `train` or `compare`."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Write RUN_DIR/report.md with PNG plots from what the run directory holds.
+
+    Example:
+
+        autocustom report runs/formal-demo
+
+    On an unfinished run it reports what exists, names what is missing and exits 2.
+    """
+    with user_errors():
+        from autocustom.report import build_report
+
+        result = build_report(run_dir)
+    if json_output:
+        emit_json(result.to_dict())
+    else:
+        stdout.print(f"report: {result.path}")
+        for plot in result.plots:
+            stdout.print(f"plot: {plot}")
+    if result.missing:
+        fail(f"{run_dir} is unfinished; missing: {'; '.join(result.missing)}", EXIT_USAGE)

@@ -1,0 +1,527 @@
+"""The generation pipeline: subareas -> questions -> one answer per pole, then dedup and split.
+
+Every LLM call goes through a SQLite cache in the output directory, and the files are written
+atomically only at the end, so a killed run restarted with the same command re-asks only the calls
+that were in flight, and a finished run restarted makes no call at all.
+
+Small models repeat themselves and ignore formats. Each list stage therefore asks again, in bounded
+rounds, with what was already kept listed as "not these"; each unparseable reply is retried with a new
+sample (a new seed) a bounded number of times and then recorded in dropped.jsonl, never silently lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocustom import __version__
+from autocustom.axis import Axis
+from autocustom.data import io, parsing
+from autocustom.data.dedup import DEFAULT_BLOCK, dedup_texts
+from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
+from autocustom.data.split import check_ratios, split_subareas
+from autocustom.errors import OutputExistsError, UsageError
+from autocustom.llm.base import ChatBackend, Conversation, GenerationParams
+from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.prompts import load_prompt
+
+log = logging.getLogger(__name__)
+
+PROMPTS = ("subareas", "questions", "answers")
+CACHE_FILE = "cache.sqlite"
+# Files this command writes; a directory holding only these (and the cache's journal) is ours to resume.
+OUTPUT_FILES = (
+    "manifest.json",
+    "subareas.jsonl",
+    "pairs.jsonl",
+    "dropped.jsonl",
+    *(f"{s}.jsonl" for s in SPLITS),
+)
+# A list reply needs ~15-20 tokens per item; capping at this many stops a small model's repetition
+# loops ("1. Professionalism, 2. Professionalism, ...") early instead of at --max-new-tokens.
+LIST_TOKENS_PER_ITEM, LIST_TOKENS_EXTRA = 24, 32
+ROUND_SEED_STRIDE = 1000  # seeds of round r are seed + r*1000 + attempt: rounds never share a sample
+
+
+@dataclass
+class GenerateConfig:
+    """Everything `generate` needs; the CLI maps its options one to one onto these fields."""
+
+    axis: Axis
+    out: Path
+    subareas: int = 8
+    questions_per_subarea: int = 10
+    dedup_threshold: float = 0.90  # cosine on MiniLM embeddings; 0.9 drops rewordings, keeps variants
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+    backend: str = "local"
+    model: str | None = None  # None: the packaged smollm2-135m for local; required for openai
+    base_url: str | None = None
+    concurrency: int = 4
+    batch_size: int = 8
+    device: str | None = None
+    max_retries: int = 3  # new samples for an unusable reply before it is recorded as dropped
+    max_rounds: int = 4  # asks per list (first included) when the model returns too few distinct items
+    max_new_tokens: int = 200  # for list replies; a list of 10 questions is ~150 tokens
+    answer_max_new_tokens: int = 96  # answers of ~50 words; a small model rambles past any instruction
+    answer_words: int = 50  # the length both poles are instructed to match
+    temperature: float = 0.7
+    dedup_block: int = DEFAULT_BLOCK
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.split = check_ratios(self.split)
+        positive = {
+            "subareas": (self.subareas, "--subareas 6"),
+            "questions_per_subarea": (self.questions_per_subarea, "--questions-per-subarea 10"),
+            "max_rounds": (self.max_rounds, "--max-rounds 4"),
+            "max_new_tokens": (self.max_new_tokens, "--max-new-tokens 200"),
+            "answer_max_new_tokens": (self.answer_max_new_tokens, "--answer-max-new-tokens 96"),
+        }
+        for name, (value, example) in positive.items():
+            if value < 1:
+                raise UsageError(
+                    f"{name.replace('_', '-')} is {value}; it must be at least 1", f"e.g. {example}"
+                )
+        if self.max_retries < 0:
+            raise UsageError(
+                f"max-retries is {self.max_retries}; it must be 0 or more", "e.g. --max-retries 3"
+            )
+        if not 0.0 < self.dedup_threshold <= 1.0:
+            raise UsageError(
+                f"dedup threshold {self.dedup_threshold} is outside (0, 1]", "e.g. --dedup-threshold 0.9"
+            )
+
+    def settings(self) -> dict[str, Any]:
+        """The options that shaped the data, for the manifest (no secrets: the key is never here)."""
+        data = dataclasses.asdict(self)
+        for name in ("axis", "out", "backend", "model", "seed"):  # recorded in their own manifest fields
+            data.pop(name)
+        data["split"] = list(self.split)
+        return data
+
+
+@dataclass
+class GenerateResult:
+    """What a run produced: where, the counts (shortfall included) and the manifest written."""
+
+    out: Path
+    manifest: Manifest
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shortfall(self) -> dict[str, int]:
+        return self.counts.get("shortfall", {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "axis": self.manifest.axis, "counts": self.counts}
+
+
+def generate(
+    config: GenerateConfig, *, backend: ChatBackend | None = None, progress: ProgressCallback = no_progress
+) -> GenerateResult:
+    """Generate a contrastive dataset for `config.axis` into `config.out` (resumable, see module doc)."""
+    from autocustom.llm.cache import CachedBackend, CallCache
+
+    check_output_dir(config.out, config.axis)
+    templates = {name: load_prompt(name) for name in PROMPTS}
+    if backend is None:
+        backend = _make_backend(config)
+    config.out.mkdir(parents=True, exist_ok=True)
+    with CallCache(config.out / CACHE_FILE) as cache:
+        cached = CachedBackend(backend, cache)
+        run = _Run(config, cached, progress)
+        subareas = run.subareas()
+        questions = run.questions(subareas)
+        pairs = run.answers(questions)
+        counts_calls = {"calls_made": cached.calls_made, "cache_hits": cached.cache_hits}
+    return _write_dataset(config, backend, templates, subareas, pairs, run, counts_calls)
+
+
+def check_output_dir(out: Path, axis: Axis) -> None:
+    """Refuse an --out that is a file, another axis' dataset, or a directory of other files."""
+    fix_other = "choose another --out directory"
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} is an existing file", fix_other)
+    if not out.is_dir():
+        return
+    manifest_path = out / io.MANIFEST
+    if manifest_path.is_file():
+        try:
+            existing = Axis.from_dict(Manifest.from_dict(io.read_json(manifest_path)).axis)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OutputExistsError(f"{manifest_path} is not a valid manifest ({exc})", fix_other) from None
+        if existing.poles != axis.poles:
+            raise OutputExistsError(
+                f"{out} holds a dataset of the axis {existing.label}, not {axis.label}",
+                f"{fix_other}, or rerun with --axis '{existing.label}' to resume it",
+            )
+        return
+    stale = set(_stale_temp_files(out))
+    foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name) and p not in stale)
+    if foreign:
+        raise OutputExistsError(
+            f"--out {out} is a non-empty directory that is not a dataset (holds {', '.join(foreign[:3])})",
+            fix_other,
+        )
+
+
+def _ours(name: str) -> bool:
+    return name in OUTPUT_FILES or name == CACHE_FILE or name.startswith(f"{CACHE_FILE}-")
+
+
+def _stale_temp_files(out: Path) -> list[Path]:
+    """Temporary files of an atomic write that a kill interrupted (`.pairs.jsonl.x1y2.tmp`)."""
+    return [p for p in out.glob(".*.tmp") if any(p.name.startswith(f".{name}.") for name in OUTPUT_FILES)]
+
+
+def _make_backend(config: GenerateConfig) -> ChatBackend:
+    from autocustom.llm.factory import make_backend
+
+    backend = make_backend(
+        config.backend,
+        config.model,
+        base_url=config.base_url,
+        concurrency=config.concurrency,
+        device=config.device,
+        batch_size=config.batch_size,
+    )
+    check = getattr(backend, "check_reachable", None)
+    if check is not None:
+        check()  # an unreachable server or a refused key fails now, not after the first stage
+    if config.backend == "local":
+        from autocustom.models import resolve_model_dir
+
+        resolve_model_dir(backend.model)  # a missing model path fails now; the model itself loads lazily
+    return backend
+
+
+@dataclass
+class _Question:
+    id: str
+    subarea: str
+    text: str
+
+
+class _Run:
+    """The three stages over one cached backend; collects dropped records and counts as it goes."""
+
+    def __init__(self, config: GenerateConfig, backend: ChatBackend, progress: ProgressCallback) -> None:
+        self.config = config
+        self.backend = backend
+        self.progress = progress
+        self.dropped: list[Dropped] = []
+        self.counts: dict[str, Any] = {}
+        axis = config.axis
+        self.poles_note = _poles_note(axis)
+
+    # -- sampling with bounded retries -------------------------------------------------------------
+
+    def _sample(
+        self,
+        stage: str,
+        conversations: list[Conversation],
+        parse: Callable[[str], Any],
+        params: GenerationParams,
+    ) -> list[tuple[Any, str, str | None]]:
+        """Ask every conversation; re-ask (new seed) those whose reply `parse` rejects.
+
+        `parse` returns a value, or raises _Unusable(reason). Returns (value or None, last reply,
+        last reason or None) per conversation; all pending conversations of an attempt go in one
+        batch, so local batching and server concurrency are used.
+        """
+        results: list[tuple[Any, str, str | None]] = [(None, "", None)] * len(conversations)
+        pending = list(range(len(conversations)))
+        for attempt in range(self.config.max_retries + 1):
+            if not pending:
+                break
+            label = f"attempt {attempt + 1}" if attempt else ""
+            tick = _ticker(self.progress, stage, len(pending), label)
+            batch = [conversations[i] for i in pending]
+            attempt_params = dataclasses.replace(params, seed=params.seed + attempt)
+            replies = self.backend.complete(batch, attempt_params, on_reply=tick)
+            still = []
+            for index, reply in zip(pending, replies, strict=True):
+                try:
+                    results[index] = (parse(reply), reply, None)
+                except _Unusable as exc:
+                    results[index] = (None, reply, exc.reason)
+                    still.append(index)
+            pending = still
+        return results
+
+    def _params(self, round_index: int, max_new_tokens: int) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=max_new_tokens,
+            temperature=self.config.temperature,
+            seed=self.config.seed + round_index * ROUND_SEED_STRIDE,
+        )
+
+    # -- stage 1 -----------------------------------------------------------------------------------
+
+    def subareas(self) -> list[Subarea]:
+        config, axis = self.config, self.config.axis
+        template = load_prompt("subareas")
+        kept: dict[str, tuple[str, str]] = {}  # normalised name -> (name, description)
+        for round_index in range(config.max_rounds):
+            if len(kept) >= config.subareas:
+                break
+            # The full count every round, not only the missing ones: a small model asked for "1 topic"
+            # often writes prose instead of a list; extra items beyond the count are not taken.
+            messages = template.render(
+                pole_a=axis.pole_a,
+                pole_b=axis.pole_b,
+                count=config.subareas,
+                poles_note=self.poles_note,
+                avoid=_avoid([name for name, _ in kept.values()]),
+            )
+            params = self._params(round_index, _list_tokens(config, config.subareas))
+            [(items, reply, reason)] = self._sample("subareas", [messages], _parse_subareas, params)
+            if items is None:
+                self._drop(f"subareas-round{round_index + 1}", "parse-failed", "subareas", reply, reason)
+                continue
+            for position, (name, description) in enumerate(items, 1):
+                key = parsing.normalized(name)
+                if key in kept:
+                    item_id = f"subareas-round{round_index + 1}-{position}"
+                    self._drop(item_id, "duplicate-subarea", "subareas", name)
+                elif len(kept) < config.subareas:
+                    kept[key] = (name, description)
+        width = max(2, len(str(config.subareas)))
+        subareas = [Subarea(f"s{i:0{width}d}", name, desc) for i, (name, desc) in enumerate(kept.values(), 1)]
+        self.counts["subareas_asked"] = config.subareas
+        self.counts["subareas"] = len(subareas)
+        return subareas
+
+    # -- stage 2 -----------------------------------------------------------------------------------
+
+    def questions(self, subareas: Sequence[Subarea]) -> list[_Question]:
+        """Questions per subarea, near-duplicates removed across all subareas after every round.
+
+        Greedy dedup in a fixed order is prefix-stable, so re-running it over the growing candidate
+        list never changes an earlier decision; only the questions still missing are asked again.
+        """
+        config, axis = self.config, self.config.axis
+        template = load_prompt("questions")
+        per_subarea = config.questions_per_subarea
+        candidates: list[_Question] = []
+        seen: set[str] = set()
+        kept_ids: set[str] = set()
+        duplicates: dict[int, tuple[int, float]] = {}
+        width = max(4, len(str(len(subareas) * per_subarea * config.max_rounds)))
+        for round_index in range(config.max_rounds):
+            kept_by_subarea = Counter(q.subarea for q in candidates if q.id in kept_ids)
+            short = [s for s in subareas if kept_by_subarea[s.id] < per_subarea]
+            if not short:
+                break
+            kept_texts = {
+                s.id: [q.text for q in candidates if q.subarea == s.id and q.id in kept_ids] for s in short
+            }
+            conversations = [
+                template.render(
+                    pole_a=axis.pole_a,
+                    pole_b=axis.pole_b,
+                    subarea=s.name,
+                    count=per_subarea,  # the full count again, as for subareas
+                    poles_note=self.poles_note,
+                    avoid=_avoid(kept_texts[s.id]),
+                )
+                for s in short
+            ]
+            params = self._params(round_index, _list_tokens(config, per_subarea))
+            results = self._sample("questions", conversations, _parse_questions, params)
+            for subarea, (items, reply, reason) in zip(short, results, strict=True):
+                if items is None:
+                    self._drop(
+                        f"{subarea.id}-round{round_index + 1}", "parse-failed", "questions", reply, reason
+                    )
+                    continue
+                need = per_subarea - kept_by_subarea[subarea.id]
+                for text in items:
+                    key = parsing.normalized(text)
+                    if key in seen or need <= 0:
+                        continue
+                    seen.add(key)
+                    candidates.append(_Question(f"p{len(candidates) + 1:0{width}d}", subarea.id, text))
+                    need -= 1
+            kept_ids, duplicates = self._dedup(candidates)
+        kept = [q for q in candidates if q.id in kept_ids]
+        for q_index, (of, similarity) in duplicates.items():
+            question = candidates[q_index]
+            self.dropped.append(
+                Dropped(
+                    question.id,
+                    "near-duplicate",
+                    "questions",
+                    candidates[of].id,
+                    round(similarity, 4),
+                    question.text,
+                )
+            )
+        self.counts["questions_asked"] = len(subareas) * per_subarea
+        self.counts["questions_generated"] = len(candidates)
+        self.counts["questions_kept"] = len(kept)
+        return kept
+
+    def _dedup(self, candidates: Sequence[_Question]) -> tuple[set[str], dict[int, tuple[int, float]]]:
+        self.progress(ProgressEvent("dedup", 0, len(candidates)))
+        result = dedup_texts(
+            [q.text for q in candidates], self.config.dedup_threshold, block_size=self.config.dedup_block
+        )
+        self.progress(ProgressEvent("dedup", len(candidates), len(candidates)))
+        return {candidates[i].id for i in result.kept}, result.duplicates
+
+    # -- stage 3 -----------------------------------------------------------------------------------
+
+    def answers(self, questions: Sequence[_Question]) -> list[Pair]:
+        """One answer per pole per question; a question loses its pair when either answer is unusable."""
+        config, axis = self.config, self.config.axis
+        template = load_prompt("answers")
+        jobs = [(q, pole) for q in questions for pole in axis.poles]
+        conversations = [
+            template.render(
+                pole=pole, question=q.text, words=config.answer_words, pole_note=_pole_note(axis, pole)
+            )
+            for q, pole in jobs
+        ]
+        params = self._params(0, config.answer_max_new_tokens)
+        results = self._sample("answers", conversations, _parse_answer, params)
+        answers: dict[str, dict[str, str]] = {}
+        failed: dict[str, tuple[str, str, str]] = {}
+        for (question, pole), (text, reply, reason) in zip(jobs, results, strict=True):
+            if text is None:
+                failed.setdefault(question.id, (reason or "empty", pole, reply))
+            else:
+                answers.setdefault(question.id, {})[pole] = text
+        pairs = []
+        for question in questions:
+            if question.id in failed:
+                reason, pole, reply = failed[question.id]
+                self.dropped.append(
+                    Dropped(
+                        question.id, reason, "answers", text=question.text, detail=f"{pole}: {reply[:200]}"
+                    )
+                )
+            else:
+                pairs.append(Pair(question.id, question.subarea, question.text, answers[question.id]))
+        self.counts["pairs"] = len(pairs)
+        return pairs
+
+    def _drop(self, item_id: str, reason: str, stage: str, text: str, detail: str | None = None) -> None:
+        self.dropped.append(Dropped(item_id, reason, stage, text=text[:500], detail=detail or ""))
+
+
+def _ticker(progress: ProgressCallback, stage: str, total: int, message: str) -> Callable[[int, str], None]:
+    """An on_reply callback that reports one unit of progress per reply as it arrives."""
+    done = 0
+
+    def tick(_index: int, _reply: str) -> None:
+        nonlocal done
+        done += 1
+        progress(ProgressEvent(stage, done, total, message))
+
+    return tick
+
+
+class _Unusable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _parse_subareas(reply: str) -> list[tuple[str, str]]:
+    items = [s for s in (parsing.clean_subarea(item) for item in parsing.parse_list(reply)) if s]
+    if not items:
+        raise _Unusable("no list of short topics in the reply")
+    return items
+
+
+def _parse_questions(reply: str) -> list[str]:
+    items = [q for q in (parsing.clean_question(item) for item in parsing.parse_list(reply)) if q]
+    if not items:
+        raise _Unusable("no list of questions in the reply")
+    return items
+
+
+def _parse_answer(reply: str) -> str:
+    text = parsing.clean_answer(reply)
+    problem = parsing.answer_problem(text)
+    if problem:
+        raise _Unusable(problem)
+    return text
+
+
+def _list_tokens(config: GenerateConfig, items: int) -> int:
+    return min(config.max_new_tokens, LIST_TOKENS_PER_ITEM * items + LIST_TOKENS_EXTRA)
+
+
+def _avoid(items: Sequence[str]) -> str:
+    """The "not these" sentence for a repeated ask; empty on the first ask."""
+    if not items:
+        return ""
+    listed = "; ".join(items)
+    return f"\nDo not repeat any of these, which we already have: {listed}."
+
+
+def _poles_note(axis: Axis) -> str:
+    notes = [f'"{p}" means: {axis.description(p)}' for p in axis.poles if axis.description(p)]
+    return f"\nHere {'; '.join(notes)}." if notes else ""
+
+
+def _pole_note(axis: Axis, pole: str) -> str:
+    return f'\nHere "{pole}" means: {axis.description(pole)}.' if axis.description(pole) else ""
+
+
+def _write_dataset(
+    config: GenerateConfig,
+    backend: ChatBackend,
+    templates: dict[str, Any],
+    subareas: list[Subarea],
+    pairs: list[Pair],
+    run: _Run,
+    calls: dict[str, int],
+) -> GenerateResult:
+    """Split by subarea and write every file atomically, the manifest last (it marks completion)."""
+    with_pairs = sorted({p.subarea for p in pairs})
+    assignment = split_subareas(with_pairs, config.split, config.seed)
+    split_of = {sid: name for name, ids in assignment.items() for sid in ids}
+    by_split: dict[str, list[Pair]] = {name: [] for name in SPLITS}
+    for pair in pairs:
+        by_split[split_of[pair.subarea]].append(pair)
+    counts = dict(run.counts)
+    counts["pairs_per_split"] = {name: len(by_split[name]) for name in SPLITS}
+    counts["subareas_per_split"] = {name: len(assignment[name]) for name in SPLITS}
+    counts["dropped"] = dict(Counter(d.reason for d in run.dropped))
+    counts.update(calls)
+    counts["shortfall"] = {
+        "subareas": config.subareas - counts["subareas"],
+        "questions": counts["questions_asked"] - counts["questions_kept"],
+        "pairs": counts["questions_asked"] - counts["pairs"],
+    }
+    manifest = Manifest(
+        axis=config.axis.to_dict(),
+        backend=backend.name,
+        model=backend.model,
+        prompts={name: template.sha256 for name, template in templates.items()},
+        settings=config.settings(),
+        counts=counts,
+        seed=config.seed,
+        version=__version__,
+    )
+    out = config.out
+    for stale in _stale_temp_files(out):
+        stale.unlink(missing_ok=True)
+    io.write_jsonl_atomic(out / "subareas.jsonl", subareas)
+    io.write_jsonl_atomic(out / "pairs.jsonl", pairs)
+    io.write_jsonl_atomic(out / "dropped.jsonl", run.dropped)
+    for name in SPLITS:
+        io.write_jsonl_atomic(out / f"{name}.jsonl", by_split[name])
+    io.write_json_atomic(out / io.MANIFEST, manifest.to_dict())
+    if any(counts["shortfall"].values()):
+        log.info("shortfall against what was asked: %s", counts["shortfall"])
+    return GenerateResult(out, manifest, counts)

@@ -1,0 +1,102 @@
+"""`run`: generate -> train -> shift-score -> report in one directory, resumable at every stage.
+
+Each stage resumes on its own (the generation call cache, the Trainer checkpoints, a finished run's
+summary), so re-running the same command after a kill continues where it stopped and redoes nothing
+that finished. Layout of the run directory::
+
+    OUT/data/        the dataset (autocustom generate)
+    OUT/train/       the training run (autocustom train)
+    OUT/score.json   shift-score on the held-out test subareas
+    OUT/report.md    the report, with OUT/plots/*.png
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from autocustom.data.generate import GenerateConfig, GenerateResult, generate
+from autocustom.data.io import read_json, write_json_atomic
+from autocustom.errors import OutputExistsError
+from autocustom.llm.base import ChatBackend
+from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.report import SCORE, TRAIN_SUBDIR, ReportResult, build_report
+from autocustom.score.report import ScoreConfig, shift_score
+from autocustom.train.config import TrainConfig
+from autocustom.train.trainer import TrainResult, train
+
+DATA_SUBDIR = "data"
+STAGES = ("generate", "train", "shift-score", "report")
+
+
+@dataclass
+class RunResult:
+    out: Path
+    generated: GenerateResult
+    trained: TrainResult
+    score: dict[str, Any]  # the shift-score report as written to score.json
+    report: ReportResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "generate": self.generated.to_dict(),
+            "train": self.trained.to_dict(),
+            "score": self.score,
+            "report": self.report.to_dict(),
+            "passed": self.score["passed"],
+        }
+
+
+def run(
+    out: str | Path,
+    generate_config: GenerateConfig,
+    train_config: TrainConfig,
+    score_config: ScoreConfig,
+    *,
+    backend: ChatBackend | None = None,
+    progress: ProgressCallback = no_progress,
+) -> RunResult:
+    """Run every stage into `out`; the stage configs' own paths are replaced by the run layout.
+
+    `backend`, when given, writes the data instead of the one `generate_config` names (scripts, tests).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} is a file", "pass a directory")
+    data_dir, train_dir, score_path = out / DATA_SUBDIR, out / TRAIN_SUBDIR, out / SCORE
+    train_config = replace(train_config, data=str(data_dir), out=str(train_dir), resume=True)
+    train_config.validate()  # bad training options fail before the data is generated
+    _announce(progress, 0)
+    generated = generate(replace(generate_config, out=data_dir), backend=backend, progress=progress)
+    _announce(progress, 1)
+    trained = train(
+        replace(train_config, data=str(data_dir), out=str(train_dir), resume=True), progress=progress
+    )
+    _announce(progress, 2)
+    score = _score_once(replace(score_config, model=str(train_dir), data=str(data_dir)), score_path, progress)
+    _announce(progress, 3)
+    report = build_report(out)
+    _announce(progress, 4)
+    return RunResult(out, generated, trained, score, report)
+
+
+def _score_once(config: ScoreConfig, path: Path, progress: ProgressCallback) -> dict[str, Any]:
+    """Score the trained model, reusing a report already written for the same settings."""
+    if path.is_file():
+        previous = read_json(path)
+        if previous.get("run_settings") == _settings(config):
+            return previous
+    report = {**shift_score(config, progress=progress).to_dict(), "run_settings": _settings(config)}
+    write_json_atomic(path, report)
+    return report
+
+
+def _settings(config: ScoreConfig) -> dict[str, Any]:
+    return {k: v for k, v in vars(config).items() if v is None or isinstance(v, (str, int, float, bool))}
+
+
+def _announce(progress: ProgressCallback, done: int) -> None:
+    message = STAGES[done] if done < len(STAGES) else "done"
+    progress(ProgressEvent("run", done, len(STAGES), message))

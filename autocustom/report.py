@@ -1,0 +1,251 @@
+"""`report`: a Markdown report with PNG plots from whatever a run directory holds.
+
+It reads only files the other commands wrote (metrics.jsonl and summary.json of a training run,
+the shift-score JSON, compare.json), so a report can be rebuilt at any time without a model. On an
+unfinished run it writes what exists and names what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocustom.compare import RESULT as COMPARE_RESULT
+from autocustom.compare import compare_markdown, format_estimate
+from autocustom.data.io import read_json, write_text_atomic
+from autocustom.errors import DataError
+
+REPORT = "report.md"
+PLOTS = "plots"
+SCORE = "score.json"  # where `autocustom run` puts the shift-score report
+TRAIN_SUBDIR = "train"  # where `autocustom run` puts the training run
+FIGSIZE = (8, 4.5)
+DPI = 100
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    plots: list[Path]
+    sections: list[str]
+    missing: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report": str(self.path),
+            "plots": [str(p) for p in self.plots],
+            "sections": self.sections,
+            "missing": self.missing,
+            "complete": not self.missing,
+        }
+
+
+def build_report(run_dir: str | Path) -> ReportResult:
+    """Write `report.md` and `plots/*.png` into `run_dir` from what it holds (see module doc)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(run_dir, "is not a directory", "pass a run, train or compare output directory")
+    train_dir = run_dir / TRAIN_SUBDIR if (run_dir / TRAIN_SUBDIR).is_dir() else run_dir
+    parts: list[str] = [f"# autocustom report: {run_dir.name}", ""]
+    plots: list[Path] = []
+    sections: list[str] = []
+    missing: list[str] = []
+
+    if (train_dir / "metrics.jsonl").is_file():
+        sections.append("training")
+        parts += _training_section(train_dir, run_dir / PLOTS, plots, missing)
+    elif (train_dir / "run_config.json").is_file():
+        missing.append(f"{train_dir}/metrics.jsonl (training has not evaluated yet)")
+    if (run_dir / SCORE).is_file():
+        sections.append("shift-score")
+        parts += _score_section(read_json(run_dir / SCORE), run_dir / PLOTS, plots)
+    elif sections == ["training"]:
+        missing.append(
+            f"{run_dir / SCORE} (not scored yet: run `autocustom shift-score --out {run_dir / SCORE}`)"
+        )
+    if (run_dir / COMPARE_RESULT).is_file():
+        sections.append("compare")
+        parts += _compare_section(read_json(run_dir / COMPARE_RESULT), run_dir / PLOTS, plots)
+    elif (run_dir / "compare_config.json").is_file():
+        missing.append(f"{run_dir / COMPARE_RESULT} (the comparison has not finished: rerun it to resume)")
+    if not sections and not missing:
+        raise DataError(
+            run_dir,
+            "holds no training metrics, shift-score report or comparison",
+            "pass a directory written by `autocustom run`, `train` or `compare`",
+        )
+    if missing:
+        parts += ["## Missing", "", *[f"- {item}" for item in missing], ""]
+    path = run_dir / REPORT
+    write_text_atomic(path, "\n".join(parts))
+    return ReportResult(path, plots, sections, missing)
+
+
+def _training_section(train_dir: Path, plot_dir: Path, plots: list[Path], missing: list[str]) -> list[str]:
+    rows = [
+        json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
+    summary = read_json(train_dir / "summary.json") if (train_dir / "summary.json").is_file() else None
+    if summary is None:
+        missing.append(f"{train_dir}/summary.json (training unfinished: rerun with --resume)")
+    plot = _plot_training(rows, summary, plot_dir / "training.png")
+    plots.append(plot)
+    lines = [
+        "## Training",
+        "",
+        f"![BiasShift and MMLU over training]({plot.relative_to(plot_dir.parent)})",
+        "",
+    ]
+    if summary is not None:
+        lines += [
+            "| figure | value |",
+            "|---|---|",
+            f"| best step | {summary['best_step']} of {summary['steps']} |",
+            f"| stop reason | {summary['stop_reason']} |",
+            f"| BiasShift (validation, best) | {format_estimate(summary.get('bias_shift'))} |",
+            f"| BiasShift (test) | {format_estimate(summary.get('bias_shift_test'))} |",
+            f"| MMLU before | {format_estimate(summary.get('mmlu_before'))} |",
+            f"| MMLU after | {format_estimate(summary.get('mmlu_after'))} |",
+            f"| Drift (nats/token) | {format_estimate(summary.get('drift'))} |",
+            f"| wall time | {summary['wall_seconds']:.0f} s ({summary['pairs_per_second']:.2f} pairs/s) |",
+            "",
+        ]
+    return lines
+
+
+def _score_section(score: dict[str, Any], plot_dir: Path, plots: list[Path]) -> list[str]:
+    lines = [
+        "## Shift score",
+        "",
+        f"Model `{score['model']}` vs base `{score['base']}` on the {score['split']} split, "
+        f"toward **{score['toward']}**.",
+        "",
+        "| metric | value [95% interval] | n |",
+        "|---|---|---|",
+    ]
+    for name, estimate in score["metrics"].items():
+        if estimate is not None:
+            lines.append(f"| {name} | {format_estimate(estimate)} | {estimate['n']} |")
+    lines.append("")
+    if score.get("subareas"):
+        plot = _plot_subareas(score["subareas"], score["toward"], plot_dir / "lean_by_subarea.png")
+        plots.append(plot)
+        lines += [f"![Lean per subarea]({plot.relative_to(plot_dir.parent)})", ""]
+    gates = score.get("gates", [])
+    if gates:
+        lines += ["| gate | threshold | value | passed |", "|---|---|---|---|"]
+        lines += [f"| {g['name']} | {g['threshold']} | {g['value']} | {g['passed']} |" for g in gates]
+        lines.append("")
+    return lines
+
+
+def _compare_section(result: dict[str, Any], plot_dir: Path, plots: list[Path]) -> list[str]:
+    plot = _plot_padding(result, plot_dir / "lean_vs_padding.png")
+    plots.append(plot)
+    return [
+        "## Comparison",
+        "",
+        compare_markdown(result),
+        f"![Lean against padding length]({plot.relative_to(plot_dir.parent)})",
+        "",
+    ]
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, plt.figure(figsize=FIGSIZE, dpi=DPI)
+
+
+def _save(plt, figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    figure.savefig(tmp)
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+def _plot_training(rows: list[dict[str, Any]], summary: dict[str, Any] | None, path: Path) -> Path:
+    plt, figure = _figure()
+    shift_axis = figure.add_subplot(1, 1, 1)
+    steps = [r["step"] for r in rows]
+    shift_axis.plot(
+        steps, [r["bias_shift"]["value"] for r in rows], marker="o", color="tab:blue", label="BiasShift"
+    )
+    shift_axis.fill_between(
+        steps, [r["bias_shift"]["low"] for r in rows], [r["bias_shift"]["high"] for r in rows],
+        color="tab:blue", alpha=0.2,
+    )  # fmt: skip
+    shift_axis.set_xlabel("optimizer step")
+    shift_axis.set_ylabel("BiasShift, validation (nats/token)", color="tab:blue")
+    mmlu_axis = shift_axis.twinx()
+    mmlu_axis.plot(steps, [r["mmlu"]["value"] for r in rows], marker="s", color="tab:orange", label="MMLU")
+    mmlu_axis.set_ylabel("MMLU accuracy (retention subset)", color="tab:orange")
+    title = "Training"
+    if summary is not None and summary.get("best_step") is not None:
+        shift_axis.axvline(summary["best_step"], color="tab:green", linestyle="--", label="kept (best)")
+        title += f": best step {summary['best_step']}, stopped by {summary['stop_reason']}"
+    shift_axis.legend(loc="upper left")
+    shift_axis.set_title(title)
+    return _save(plt, figure, path)
+
+
+def _plot_subareas(subareas: list[dict[str, Any]], toward: str, path: Path) -> Path:
+    import numpy as np
+
+    plt, figure = _figure()
+    axis = figure.add_subplot(1, 1, 1)
+    names = [s["name"][:28] for s in subareas]
+    y = np.arange(len(subareas))
+    tuned = [s["lean"]["value"] for s in subareas]
+    has_base = all(s.get("base_lean") for s in subareas)
+    height = 0.4 if has_base else 0.8
+    axis.barh(y + (height / 2 if has_base else 0), tuned, height=height, label="model", color="tab:blue")
+    if has_base:
+        base = [s["base_lean"]["value"] for s in subareas]
+        axis.barh(y - height / 2, base, height=height, label="base", color="tab:gray")
+    axis.set_yticks(y, names)
+    axis.set_xlim(-1, 1)
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_xlabel(f"Lean toward {toward} (-1 .. 1)")
+    axis.set_title("Lean per held-out subarea")
+    axis.legend()
+    return _save(plt, figure, path)
+
+
+def _plot_padding(result: dict[str, Any], path: Path) -> Path:
+    plt, figure = _figure()
+    axis = figure.add_subplot(1, 1, 1)
+    series: dict[str, list[tuple[int, float, float, float]]] = {}
+    for row in result["rows"]:
+        if row["condition"] == "adversarial" or row["metrics"].get("lean") is None:
+            continue
+        lean = row["metrics"]["lean"]
+        key = (
+            row["method"]
+            if row["model"] == result["config"]["models"][0]
+            else f"{row['method']} ({row['model']})"
+        )
+        series.setdefault(key, []).append((row["padding_tokens"], lean["value"], lean["low"], lean["high"]))
+    for key, points in series.items():
+        points.sort()
+        xs = [p[0] for p in points]
+        axis.errorbar(
+            xs, [p[1] for p in points],
+            yerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]],
+            marker="o", capsize=3, label=key,
+        )  # fmt: skip
+    axis.set_xlabel("distracting tokens before the question")
+    axis.set_ylabel(f"Lean toward {result['toward']}")
+    axis.set_ylim(-1.05, 1.05)
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set_title("Lean against padding length")
+    axis.legend(fontsize="small", ncol=2)
+    return _save(plt, figure, path)

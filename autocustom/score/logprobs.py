@@ -1,0 +1,261 @@
+"""Per-token log-probs of answers given prompts: the one scorer behind BiasShift, Lean, MMLU and Drift.
+
+Speed comes from three things, each exact (the numbers match a one-sequence-at-a-time computation):
+- a prompt with several continuations (the two answers of a pair, the four MMLU letters) is encoded
+  once; its KV cache is copied to each continuation, so the shared question is never recomputed;
+- prompts are left-padded and continuations right-padded inside length-sorted batches, so every
+  row's last prompt token sits at the same index and padding stays small;
+- logits are computed only where a continuation token is predicted (`logits_to_keep` with a boolean
+  mask), not over the whole sequence: the vocabulary projection is a large share of a small model.
+Log-probs are taken in float32 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from autocustom.chat import PLAIN, EncodedPair, PromptCondition, encode_prompt_answer, render_prompt
+from autocustom.data.schema import Pair
+
+
+@dataclass(frozen=True)
+class Group:
+    """One prompt and the continuations scored after it (token ids, prompt without continuation)."""
+
+    prompt: list[int]
+    continuations: list[list[int]]
+
+
+def answer_logprobs(
+    model,
+    tokenizer,
+    prompts: list[str],
+    answers: list[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> np.ndarray:
+    """Mean per-token log-prob of `answers[i]` given the rendered prompt text `prompts[i]`, shape (n,)."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    groups = [
+        _single(encode_prompt_answer(tokenizer, p, a, max_length))
+        for p, a in zip(prompts, answers, strict=True)
+    ]
+    scores = score_groups(model, groups, batch_size=batch_size)
+    return np.array([s[0].mean() for s in scores], dtype=np.float64)
+
+
+def pair_margins(
+    model,
+    tokenizer,
+    pairs: list[Pair],
+    target: str,
+    *,
+    condition: PromptCondition = PLAIN,
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> np.ndarray:
+    """m(q) = lp(target answer | q) - lp(opposite answer | q) for each pair, nats/token, shape (n,)."""
+    target_lp, opposite_lp = pair_logprobs(
+        model, tokenizer, pairs, target, condition=condition, batch_size=batch_size, max_length=max_length
+    )
+    return target_lp - opposite_lp
+
+
+def pair_logprobs(
+    model,
+    tokenizer,
+    pairs: list[Pair],
+    target: str,
+    *,
+    condition: PromptCondition = PLAIN,
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lp(target|q), lp(opposite|q)) per pair: the question is encoded once for both answers."""
+    groups = []
+    for pair in pairs:
+        if target not in pair.answers:
+            raise ValueError(
+                f"pair {pair.id} has no answer for pole '{target}' (poles: {sorted(pair.answers)})"
+            )
+        opposite = next(pole for pole in pair.answers if pole != target)
+        prompt = render_prompt(tokenizer, condition.conversation(pair.question))
+        encoded = [
+            encode_prompt_answer(tokenizer, prompt, pair.answers[p], max_length) for p in (target, opposite)
+        ]
+        groups.append(shared_groups(encoded))
+    scores = score_groups(model, [g for group in groups for g in group], batch_size=batch_size)
+    means, index = [], 0
+    for group in groups:  # a pair is one group, or two when truncation left different prompts
+        taken = scores[index : index + len(group)]
+        means.append([part.mean() for s in taken for part in s])
+        index += len(group)
+    lp = np.array(means, dtype=np.float64).reshape(len(pairs), 2)
+    return lp[:, 0], lp[:, 1]
+
+
+def encode_context_continuation(tokenizer, context: str, continuation: str, max_length: int) -> EncodedPair:
+    """Raw-text encoding, the lm-evaluation-harness way: no chat template, the tokenizer's own specials.
+
+    Used for MMLU and neutral text, which are scored as plain documents like the harness does. The
+    context keeps its trailing text as written (the harness moves trailing spaces into the
+    continuation; our contexts never end in one). Context is cut from the left when too long.
+    """
+    context_ids = tokenizer(context)["input_ids"]
+    continuation_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    continuation_ids = continuation_ids[: max(1, max_length - 1)]
+    overflow = len(context_ids) + len(continuation_ids) - max_length
+    if overflow > 0:
+        context_ids = context_ids[overflow:]
+    return EncodedPair([*context_ids, *continuation_ids], len(context_ids))
+
+
+def score_groups(
+    model,
+    groups: Sequence[Group],
+    *,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[np.ndarray]]:
+    """Per-token log-probs (float64 arrays) of every continuation of every group, in input order.
+
+    `batch_size` bounds the continuation rows per forward pass; `on_batch(done_groups)` reports progress.
+    """
+    order = sorted(range(len(groups)), key=lambda i: -_group_length(groups[i]))
+    results: list[list[np.ndarray]] = [[] for _ in groups]
+    done = 0
+    for batch in _batches(order, [len(g.continuations) for g in groups], batch_size):
+        for index, value in zip(batch, _score_batch(model, [groups[i] for i in batch]), strict=True):
+            results[index] = value
+        done += len(batch)
+        if on_batch is not None:
+            on_batch(done)
+    return results
+
+
+@torch.inference_mode()
+def _score_batch(model, groups: list[Group]) -> list[list[np.ndarray]]:
+    device = _device(model)
+    pad = _pad_id(model)
+    prompt_ids, prompt_mask = _left_pad([g.prompt for g in groups], pad, device)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (groups, vocab)
+
+    owner = [gi for gi, g in enumerate(groups) for _ in g.continuations]  # continuation row -> group
+    rows = [c for g in groups for c in g.continuations]
+    owner_t = torch.tensor(owner, device=device)
+    first_tokens = torch.tensor([c[0] for c in rows], device=device)
+    first_lp = first[owner_t, first_tokens]  # (rows,)
+
+    rest_lp: torch.Tensor | None = None
+    longest = max(len(c) for c in rows)
+    if longest > 1:  # one-token continuations (MMLU letters) need no second pass
+        cache = out.past_key_values
+        cache.batch_select_indices(owner_t)
+        cont_ids, cont_mask = _right_pad(rows, pad, device)
+        lengths = cont_mask.sum(-1)
+        keep = torch.arange(longest, device=device)[None, :] < (lengths[:, None] - 1)  # predicts token j+1
+        out = model(
+            input_ids=cont_ids,
+            attention_mask=torch.cat([prompt_mask[owner_t], cont_mask], dim=-1),
+            position_ids=prompt_mask.sum(-1)[owner_t, None] + torch.arange(longest, device=device)[None, :],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=keep,
+        )
+        logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # (kept positions, vocab)
+        targets = cont_ids[:, 1:][keep[:, :-1]]
+        rest_lp = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+    per_row: list[np.ndarray] = []
+    cursor = 0
+    first_np = first_lp.double().cpu().numpy()
+    rest_np = rest_lp.double().cpu().numpy() if rest_lp is not None else np.zeros(0)
+    for r, cont in enumerate(rows):
+        tail = rest_np[cursor : cursor + len(cont) - 1]
+        cursor += len(cont) - 1
+        per_row.append(np.concatenate([[first_np[r]], tail]))
+    grouped: list[list[np.ndarray]] = [[] for _ in groups]
+    for r, gi in enumerate(owner):
+        grouped[gi].append(per_row[r])
+    return grouped
+
+
+def _single(encoded: EncodedPair) -> Group:
+    ids = encoded.input_ids
+    return Group(ids[: encoded.prompt_length], [ids[encoded.prompt_length :]])
+
+
+def shared_groups(encoded: list[EncodedPair]) -> list[Group]:
+    """One group when all encodings share their prompt ids (the usual case), else one group each."""
+    groups = [_single(e) for e in encoded]
+    if all(g.prompt == groups[0].prompt for g in groups):
+        return [Group(groups[0].prompt, [g.continuations[0] for g in groups])]
+    return groups
+
+
+def _group_length(group: Group) -> int:
+    return len(group.prompt) + max(len(c) for c in group.continuations)
+
+
+def _batches(order: list[int], rows: list[int], batch_size: int) -> list[list[int]]:
+    """Consecutive groups (in `order`) holding at most `batch_size` continuation rows (at least one group)."""
+    batches: list[list[int]] = []
+    used = 0
+    for index in order:
+        if batches and used + rows[index] <= batch_size:
+            batches[-1].append(index)
+            used += rows[index]
+        else:
+            batches.append([index])
+            used = rows[index]
+    return batches
+
+
+def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _right_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad_id(model) -> int:
+    """Any valid id works for padding (it is masked); prefer the model's own pad token."""
+    config = model.config
+    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(config, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0

@@ -1,0 +1,185 @@
+"""TrainConfig: every knob of `autocustom train`, with its help text and the reason for its default."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from autocustom.assets import DEFAULT_MODEL
+from autocustom.errors import UsageError
+from autocustom.train.losses import LOSSES
+
+REGULARIZERS = ("nll", "kl")
+LORA_AUTO_THRESHOLD = 1_000_000_000  # parameters: above this, full fine-tuning stops fitting on one GPU
+
+
+@dataclass
+class TrainConfig:
+    """The resolved settings of one training run; written to run_config.json."""
+
+    data: str = field(
+        default="",
+        metadata={"help": "dataset directory made by `autocustom generate` (train/validation[/test].jsonl)"},
+    )
+    toward: str = field(
+        default="",
+        metadata={"help": "the pole to move the model toward; must be one of the dataset's two poles"},
+    )
+    out: str = field(
+        default="",
+        metadata={"help": "run directory to create (model/, metrics.jsonl, summary.json, run_config.json)"},
+    )
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "base model: packaged name, local directory, run directory or hub id"},
+    )
+    loss: str = field(
+        default="contrastive",
+        metadata={"help": "contrastive (NLL on target + unlikelihood on opposite), dpo, ipo or simpo"},
+    )
+    alpha: float = field(
+        default=1.0, metadata={"help": "contrastive: weight of the unlikelihood term on the opposite answer"}
+    )
+    beta: float | None = field(
+        default=None, metadata={"help": "dpo/ipo/simpo temperature; default 0.1 for dpo/ipo, 2.0 for simpo"}
+    )
+    simpo_gamma: float = field(
+        default=0.5, metadata={"help": "simpo: target reward margin (as TRL's CPO simpo_gamma)"}
+    )
+    cvar_alpha: float = field(
+        default=1.0,
+        metadata={"help": "CVaR level: average the loss over this fraction of each batch that leans least"},
+    )
+    cvar_warmup: int = field(
+        default=20,
+        metadata={"help": "steps over which the CVaR level anneals linearly from 1.0 to --cvar-alpha"},
+    )
+    reg: str = field(
+        default="nll",
+        metadata={"help": "MMLU regulariser: nll (answer-letter NLL) or kl (KL to the frozen base model)"},
+    )
+    reg_weight: float = field(
+        default=0.5,
+        metadata={"help": "weight of the MMLU regulariser; 0 disables it and skips its forward passes"},
+    )
+    reg_subjects: list[str] | None = field(
+        default=None, metadata={"help": "MMLU subjects for the regulariser (default: all)"}
+    )
+    reg_batch_size: int = field(
+        default=4,
+        metadata={"help": "MMLU questions per regulariser batch (one batch per training micro-step)"},
+    )
+    lora: bool | None = field(
+        default=None,
+        metadata={"help": "LoRA via peft (True), full fine-tuning (False); default LoRA above 1B params"},
+    )
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha"})
+    lora_targets: list[str] | None = field(
+        default=None, metadata={"help": "module names LoRA adapts (default: all linear layers)"}
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "optimizer steps to run; overrides --epochs when set"}
+    )
+    epochs: float = field(
+        default=3.0, metadata={"help": "passes over the training pairs (when --max-steps is not set)"}
+    )
+    batch_size: int = field(default=4, metadata={"help": "pairs per device per micro-step"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
+    lr: float | None = field(
+        default=None, metadata={"help": "learning rate; default 2e-5 for full fine-tuning, 2e-4 for LoRA"}
+    )
+    max_length: int = field(
+        default=256,
+        metadata={"help": "max tokens of prompt + answer (prompt cut from the left, answer from the right)"},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed for data order, initialisation and evaluation subsets"}
+    )
+    device: str | None = field(default=None, metadata={"help": "auto (CUDA if present), cpu or cuda"})
+    eval_steps: int = field(
+        default=20, metadata={"help": "evaluate BiasShift/MMLU/Drift every this many optimizer steps"}
+    )
+    save_steps: int | None = field(
+        default=None,
+        metadata={"help": "checkpoint every this many steps for --resume (default: --eval-steps)"},
+    )
+    patience: int = field(
+        default=3, metadata={"help": "stop after this many evaluations without a better validation BiasShift"}
+    )
+    max_mmlu_drop: float | None = field(
+        default=None, metadata={"help": "stop at once when MMLU accuracy drops by more than this (points)"}
+    )
+    max_drift: float | None = field(
+        default=None, metadata={"help": "stop at once when Drift exceeds this (nats/token)"}
+    )
+    mmlu_questions: int | None = field(
+        default=None, metadata={"help": "MMLU retention subset size (default 570 on CUDA, 40 on CPU)"}
+    )
+    drift_texts: int | None = field(
+        default=None, metadata={"help": "neutral texts for Drift (default 128 on CUDA, 32 on CPU)"}
+    )
+    eval_batch_size: int = field(default=16, metadata={"help": "batch size of the evaluation forward passes"})
+    resume: bool = field(
+        default=False,
+        metadata={"help": "continue a killed run from its last checkpoint; a finished run is not retrained"},
+    )
+
+    def help(self, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(self) if f.name == name)
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, before anything is loaded or written."""
+        if not self.data:
+            raise UsageError("no dataset given", "pass --data DIR")
+        if not self.out:
+            raise UsageError("no output directory given", "pass --out DIR")
+        if self.loss not in LOSSES:
+            raise UsageError(f"unknown loss '{self.loss}'", f"use one of: {', '.join(LOSSES)}")
+        if self.reg not in REGULARIZERS:
+            raise UsageError(f"unknown regulariser '{self.reg}'", f"use one of: {', '.join(REGULARIZERS)}")
+        positive = {
+            "--max-steps": self.max_steps,
+            "--epochs": self.epochs,
+            "--batch-size": self.batch_size,
+            "--grad-accum": self.grad_accum,
+            "--lr": self.lr,
+            "--max-length": self.max_length,
+            "--eval-steps": self.eval_steps,
+            "--save-steps": self.save_steps,
+            "--patience": self.patience,
+            "--beta": self.beta,
+            "--reg-batch-size": self.reg_batch_size,
+            "--lora-rank": self.lora_rank,
+            "--mmlu-questions": self.mmlu_questions,
+            "--drift-texts": self.drift_texts,
+            "--eval-batch-size": self.eval_batch_size,
+        }
+        for option, value in positive.items():
+            if value is not None and value <= 0:
+                raise UsageError(f"{option} is {value}", f"{option} must be positive")
+        non_negative = {
+            "--alpha": self.alpha,
+            "--reg-weight": self.reg_weight,
+            "--cvar-warmup": self.cvar_warmup,
+        }
+        for option, value in non_negative.items():
+            if value < 0:
+                raise UsageError(f"{option} is {value}", f"{option} must be 0 or more")
+        if not 0 < self.cvar_alpha <= 1:
+            raise UsageError(
+                f"--cvar-alpha is {self.cvar_alpha}", "use a fraction in (0, 1]; 1 is the plain mean"
+            )
+
+    def resolved_beta(self) -> float:
+        if self.beta is not None:
+            return self.beta
+        return 2.0 if self.loss == "simpo" else 0.1
+
+    def resolved_lr(self, lora: bool) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 2e-4 if lora else 2e-5  # adapters start at zero and need a larger step to move
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

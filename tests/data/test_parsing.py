@@ -1,0 +1,106 @@
+"""Tolerant list/answer parsing on the shapes small and large models actually produce."""
+
+from __future__ import annotations
+
+import pytest
+
+from autocustom.data.parsing import (
+    answer_problem,
+    clean_answer,
+    clean_question,
+    clean_subarea,
+    normalized,
+    parse_list,
+)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "1. alpha\n2. beta\n3. gamma",
+        "Sure, here they are:\n\n1) alpha\n2) beta\n3) gamma\n\nI hope this helps!",
+        "- alpha\n- beta\n* gamma",
+        '• **alpha**\n• beta\n• "gamma"',
+        '["alpha", "beta", "gamma"]',
+        'Here you go:\n```json\n["alpha", "beta", "gamma"]\n```',
+        '{"topics": ["alpha", "beta", "gamma"]}',
+        '[{"name": "alpha"}, {"name": "beta"}, {"question": "gamma"}]',
+        "### 1. alpha\n### 2. beta\n### 3. gamma",
+    ],
+)
+def test_parse_list_accepts_common_shapes(reply):
+    assert parse_list(reply) == ["alpha", "beta", "gamma"]
+
+
+@pytest.mark.parametrize("reply", ["", "I don't know what you mean.", "{not json", "The answer is 42."])
+def test_parse_list_returns_nothing_for_junk(reply):
+    assert parse_list(reply) == []
+
+
+def test_numbered_lines_win_over_stray_bullets():
+    reply = "1. alpha\n   - a detail\n2. beta\n   - another\n3. gamma"
+    assert parse_list(reply) == ["alpha", "beta", "gamma"]
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("Job Interviews: where tone matters", ("Job Interviews", "where tone matters")),
+        ("Emails - to a boss", ("Emails", "to a boss")),
+        ("Greetings (hello vs hi)", ("Greetings", "hello vs hi")),
+        ("Taxation", ("Taxation", "")),
+        ("Basic facts, such as the weather and health", ("Basic facts", "such as the weather and health")),
+        ("A formal person would answer the topic of me and my friend with delight", None),
+        ("42", None),
+    ],
+)
+def test_clean_subarea(item, expected):
+    assert clean_subarea(item) == expected
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("How do I greet my boss? Use Mr. or Ms.", "How do I greet my boss?"),
+        ('"Is it rude to text late?"', "Is it rude to text late?"),
+        ("Question 3: Why wear a tie?", "Why wear a tie?"),
+        ("Write an email to your boss.", None),
+        ("Why?", None),
+    ],
+)
+def test_clean_question(item, expected):
+    assert clean_question(item) == expected
+
+
+def test_clean_answer_drops_label_quotes_and_a_cut_last_sentence():
+    assert clean_answer('Answer: "Hello there."') == "Hello there."
+    assert (
+        clean_answer('I would say: "Good day to you." Then bow.')
+        == 'I would say: "Good day to you." Then bow.'
+    )
+    cut = "Greet them warmly. Offer a seat and a drink. Then ask how the trip"
+    assert clean_answer(cut) == "Greet them warmly. Offer a seat and a drink."
+    assert clean_answer("Just one unfinished thought about") == "Just one unfinished thought about"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("I'm sorry, I can't help with that.", "refused"),
+        ("I cannot answer this question.", "refused"),
+        ("As an AI, I do not have opinions.", "refused"),
+        ("As a language model I can't say.", "refused"),
+        ("", "empty"),
+        ("   \n ", "empty"),
+        ("...", "empty"),
+        ("Sorry to hear that! Here is how to fix it.", None),
+        ("I can help: wear a suit.", None),
+        ("Hey, no worries, just say hi.", None),
+    ],
+)
+def test_answer_problem(text, problem):
+    assert answer_problem(text) == problem
+
+
+def test_normalized_ignores_case_space_and_punctuation():
+    assert normalized("  Job   Interviews!") == normalized("job interviews")

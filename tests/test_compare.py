@@ -1,0 +1,126 @@
+"""compare on a tiny dataset and the tiny random model: every method and condition, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autocustom.baselines import METHODS
+from autocustom.cli import app
+from autocustom.compare import CompareConfig, compare
+from autocustom.errors import OutputExistsError, UsageError
+from tests.sample_dataset import write_small_dataset
+
+FAST = {"max_steps": 2, "eval_steps": 2, "mmlu_questions": 4, "drift_texts": 2, "bootstrap": 50}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_small_dataset(tmp_path_factory.mktemp("compare-data"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, dataset, tiny_model_dir):
+    out = tmp_path_factory.mktemp("compare") / "run"
+    config = CompareConfig(
+        data=str(dataset),
+        toward="formal",
+        out=str(out),
+        models=[str(tiny_model_dir)],
+        padding=[8, 16],
+        **FAST,
+    )
+    return config, compare(config)
+
+
+def test_every_method_and_condition_has_a_row(finished):
+    _, result = finished
+    cells = {(row.method, row.condition) for row in result.rows}
+    conditions = ["plain", "padding-8", "padding-16", "adversarial"]
+    assert cells == {(m, c) for m in METHODS for c in conditions}
+    for row in result.rows:
+        assert row.metrics["lean"].n == result.n_pairs
+        assert -1 <= row.metrics["lean"].value <= 1
+        if row.method == "base":
+            assert row.metrics["bias_shift"] is None
+        else:
+            assert row.metrics["bias_shift"] is not None
+    trained_plain = [
+        r for r in result.rows if r.method in ("contrastive", "dpo", "simpo") and r.condition == "plain"
+    ]
+    assert all(
+        r.metrics["drift"] is not None and r.metrics["mmlu_delta_points"] is not None for r in trained_plain
+    )
+
+
+def test_stress_changes_the_prompt_and_so_the_margins(finished):
+    _, result = finished
+    base = {r.condition: r.margins for r in result.rows if r.method == "base"}
+    assert base["plain"] != base["padding-16"]
+    assert base["plain"] != base["adversarial"]
+
+
+def test_outputs_are_written_and_the_table_comes_from_them(finished):
+    config, result = finished
+    written = json.loads((Path(config.out) / "compare.json").read_text())
+    assert written["schema"] == "autocustom.compare/1"
+    assert len(written["rows"]) == len(result.rows)
+    table = (Path(config.out) / "compare.md").read_text()
+    assert table.count("\n| ") == len(result.rows) + 1  # header + one line per row
+
+
+def test_rerun_resumes_without_retraining_or_rescoring(finished, monkeypatch):
+    config, result = finished
+    import autocustom.score.logprobs as logprobs
+    import autocustom.train.trainer as trainer
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished comparison must not train or score again")
+
+    monkeypatch.setattr(trainer, "PairTrainer", forbidden)
+    monkeypatch.setattr(logprobs, "pair_margins", forbidden)
+    again = compare(config)
+    assert [r.to_dict() for r in again.rows] == [r.to_dict() for r in result.rows]
+
+
+def test_another_axis_in_the_same_directory_is_refused(finished, tmp_path):
+    config, _ = finished
+    other = write_small_dataset(tmp_path / "other")
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["axis"] = {"pole_a": "optimistic", "pole_b": "pessimistic"}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    for name in ("train", "validation", "test"):
+        lines = [json.loads(x) for x in (other / f"{name}.jsonl").read_text().splitlines()]
+        for line in lines:
+            line["answers"] = {
+                "optimistic": line["answers"]["formal"],
+                "pessimistic": line["answers"]["casual"],
+            }
+        (other / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with pytest.raises(OutputExistsError, match="holds a comparison of formal:casual"):
+        compare(CompareConfig(data=str(other), toward="optimistic", out=config.out, models=config.models))
+
+
+def test_unknown_method_lists_the_valid_ones(dataset, tmp_path):
+    with pytest.raises(UsageError, match="use any of: base, system-prompt"):
+        compare(CompareConfig(data=str(dataset), toward="formal", out=str(tmp_path / "x"), methods=["magic"]))
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--data",
+            str(dataset),
+            "--toward",
+            "formal",
+            "--out",
+            str(tmp_path / "y"),
+            "--methods",
+            "base,magic",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "unknown method(s): magic" in result.output
+    assert "Traceback" not in result.output

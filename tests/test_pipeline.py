@@ -1,0 +1,103 @@
+"""`run` end to end: scripted LLM + tiny model (fast), and the real packaged models (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from autocustom.axis import Axis
+from autocustom.data.generate import GenerateConfig
+from autocustom.pipeline import run
+from autocustom.score.report import ScoreConfig
+from autocustom.train.config import TrainConfig
+from tests.conftest import ScriptedBackend
+from tests.data import fake_reply
+
+PNG_SIZE = (800, 450)  # report.FIGSIZE at report.DPI
+
+
+def png_size(path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk: the file really is a PNG image of that size."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def configs(tmp_path, model: str):
+    generate = GenerateConfig(
+        Axis("formal", "casual"), tmp_path, subareas=6, questions_per_subarea=3, split=(0.5, 0.25, 0.25)
+    )
+    train = TrainConfig(
+        data="",
+        toward="formal",
+        out="",
+        model=model,
+        max_steps=2,
+        eval_steps=1,
+        mmlu_questions=4,
+        drift_texts=2,
+    )
+    score = ScoreConfig(
+        model="", data="", base=model, toward="formal", mmlu_questions=4, drift_texts=2, bootstrap=50
+    )
+    return generate, train, score
+
+
+def test_run_writes_every_stage_and_a_report_and_resumes(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    backend = ScriptedBackend(fake_reply)
+    result = run(out, *configs(tmp_path, str(tiny_model_dir)), backend=backend)
+    assert (out / "data" / "test.jsonl").is_file()
+    assert (out / "train" / "summary.json").is_file()
+    assert json.loads((out / "score.json").read_text())["schema"] == "autocustom.shift-score/1"
+    assert result.report.missing == []
+    names = sorted(p.name for p in result.report.plots)
+    assert names == ["lean_by_subarea.png", "training.png"]
+    for plot in result.report.plots:
+        assert png_size(plot) == PNG_SIZE
+    report = (out / "report.md").read_text()
+    assert "plots/training.png" in report and "BiasShift" in report
+
+    calls = len(backend.calls)
+    again = run(out, *configs(tmp_path, str(tiny_model_dir)), backend=backend)
+    assert len(backend.calls) == calls  # generation served from the cache
+    assert again.trained.to_dict() == result.trained.to_dict()  # not retrained
+    assert again.score == result.score  # not rescored
+
+
+def test_report_on_an_unfinished_run_says_what_is_missing(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from autocustom.cli import app
+
+    out = tmp_path / "run"
+    run(out, *configs(tmp_path, str(tiny_model_dir)), backend=ScriptedBackend(fake_reply))
+    (out / "score.json").unlink()
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 2
+    assert "missing" in result.output and "score.json" in result.output
+    assert (out / "plots" / "training.png").is_file()  # what exists is still reported
+
+
+@pytest.mark.slow
+def test_run_on_the_packaged_models_end_to_end(tmp_path):
+    """The README's main job with minimal sizes: real SmolLM2 writes, is trained and scored."""
+    out = tmp_path / "demo"
+    command = [
+        sys.executable, "-m", "autocustom", "run", "--axis", "formal:casual", "--toward", "formal",
+        "--out", str(out), "--subareas", "3", "--questions-per-subarea", "3", "--max-steps", "2",
+        "--eval-steps", "1", "--mmlu-questions", "4", "--drift-texts", "2", "--json",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "CI": "1"}, timeout=1200
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["score"]["metrics"]["lean"]["n"] >= 1
+    assert result["train"]["steps"] >= 1
+    for plot in result["report"]["plots"]:
+        assert png_size(__import__("pathlib").Path(plot)) == PNG_SIZE

@@ -1,0 +1,142 @@
+"""train() end to end on the tiny random model: files, best model, early stopping, LoRA, resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from autocustom.errors import OutputExistsError
+from autocustom.models import load_model
+from autocustom.train.config import TrainConfig
+from autocustom.train.trainer import train
+
+from . import write_small_dataset
+
+SMALL = {
+    "toward": "formal",
+    "batch_size": 2,
+    "max_length": 48,
+    "mmlu_questions": 4,
+    "drift_texts": 2,
+    "reg_weight": 0.0,
+    "eval_batch_size": 8,
+    "lr": 1e-3,
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_small_dataset(tmp_path_factory.mktemp("data"), per_subarea=3)
+
+
+def config(data: Path, out: Path, model: Path, **overrides) -> TrainConfig:
+    return TrainConfig(data=str(data), out=str(out), model=str(model), **{**SMALL, **overrides})
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_training_moves_parameters_and_writes_the_run(tmp_path, dataset, tiny_model_dir):
+    out = tmp_path / "run"
+    result = train(
+        config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1, reg_weight=0.5, reg_batch_size=1)
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.jsonl",
+        "model",
+        "run_config.json",
+        "summary.json",
+    ]
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["model"] == str(tiny_model_dir)
+    assert (run_config["toward"], run_config["axis"], run_config["loss"]) == (
+        "formal",
+        "formal:casual",
+        "contrastive",
+    )
+    assert run_config["data"] == str(dataset)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert set(rows[0]) >= {"step", "epoch", "train_loss", "bias_shift", "mmlu", "drift", "elapsed"}
+    assert set(rows[0]["bias_shift"]) == {"value", "low", "high", "n"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(result.to_dict()))
+    assert summary["best_step"] in (1, 2)
+    assert summary["bias_shift"]["n"] == 3 and summary["bias_shift_test"]["n"] == 3
+    assert summary["stop_reason"] == "max-steps"
+    assert summary["mmlu_before"]["n"] == 4 and summary["pairs_per_second"] > 0
+
+    base = params(load_model(str(tiny_model_dir), device="cpu").model)
+    tuned = load_model(str(out), device="cpu")
+    changed = [name for name, value in params(tuned.model).items() if not torch.equal(value, base[name])]
+    assert len(changed) == len(base)  # full fine-tuning touched every tensor
+    best = rows[summary["best_step"] - 1]["bias_shift"]["value"]
+    assert summary["bias_shift"]["value"] == pytest.approx(best)
+    assert best == max(r["bias_shift"]["value"] for r in rows)
+
+    again = train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1, resume=True))
+    assert again.to_dict() == result.to_dict()  # finished: not retrained
+    with pytest.raises(OutputExistsError):
+        train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1))
+
+
+def test_patience_stops_training_and_is_recorded(tmp_path, dataset, tiny_model_dir):
+    out = tmp_path / "run"
+    # lr so small that float32 weights cannot change: BiasShift never improves after the first evaluation
+    result = train(config(dataset, out, tiny_model_dir, max_steps=6, eval_steps=1, patience=2, lr=1e-30))
+    assert result.stop_reason == "patience"
+    assert result.steps == 3 and result.best_step == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_drift_guardrail_stops_at_once(tmp_path, dataset, tiny_model_dir):
+    result = train(
+        config(dataset, tmp_path / "run", tiny_model_dir, max_steps=4, eval_steps=1, max_drift=1e-12)
+    )
+    assert result.stop_reason == "max-drift" and result.steps == 1
+
+
+def test_lora_saves_an_adapter_that_load_model_reads(tmp_path, dataset, tiny_model_dir):
+    out = tmp_path / "run"
+    result = train(config(dataset, out, tiny_model_dir, max_steps=1, eval_steps=1, lora=True, lora_rank=4))
+    adapter = json.loads((out / "model" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_model_dir)
+    loaded = load_model(str(out), device="cpu")
+    assert type(loaded.model).__name__.startswith("Peft")
+    lora_b = [p for name, p in loaded.model.named_parameters() if "lora_B" in name]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # the adapter learned (B starts at zero)
+    assert result.best_step == 1
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: raised from the progress callback after a checkpoint was written."""
+
+
+def test_resume_continues_to_the_same_result(tmp_path, dataset, tiny_model_dir):
+    base = config(dataset, tmp_path / "resumed", tiny_model_dir, max_steps=4, eval_steps=2, reg_weight=0.5)
+    base = replace(base, reg_batch_size=1)
+
+    def kill_after_step_3(event):
+        if event.stage == "train" and event.done == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(base, progress=kill_after_step_3)
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+    resumed = train(replace(base, resume=True))
+    straight = train(replace(base, out=str(tmp_path / "straight")))
+
+    assert resumed.steps == straight.steps == 4
+    assert resumed.best_step == straight.best_step
+    assert resumed.bias_shift.value == pytest.approx(straight.bias_shift.value, abs=1e-5)
+    a = params(load_model(str(tmp_path / "resumed"), device="cpu").model)
+    b = params(load_model(str(tmp_path / "straight"), device="cpu").model)
+    assert all(torch.allclose(a[name], b[name], atol=1e-5) for name in a)
+    rows = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [2, 4]
