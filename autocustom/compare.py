@@ -224,13 +224,15 @@ def _score_model(config, out, model_ref, methods, conditions, dataset, pairs, op
     from autocustom.models import load_model
     from autocustom.score.drift import neutral_texts
     from autocustom.score.mmlu import retention_subset
+    from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, evaluation_size
 
     base = load_model(model_ref, device=device)
     padding_source = [q.question for q in retention_subset(200, seed=config.seed)]
     boot = {"n_boot": config.bootstrap, "seed": config.seed}
-    on_cuda = device.type == "cuda"
-    mmlu_items = retention_subset(config.mmlu_questions or (570 if on_cuda else 40), seed=0)
-    drift_items = neutral_texts(config.drift_texts or (128 if on_cuda else 32), seed=0)
+    mmlu_items = retention_subset(
+        evaluation_size(config.mmlu_questions, MMLU_QUESTIONS, device.type)[0], seed=0
+    )
+    drift_items = neutral_texts(evaluation_size(config.drift_texts, DRIFT_TEXTS, device.type)[0], seed=0)
     base_correct = None
     base_margins: dict[str, np.ndarray] = {}
     classifier = _LazyClassifier(dataset.splits.get("train", []), config.toward) if config.gen else None

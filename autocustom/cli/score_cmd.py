@@ -45,7 +45,7 @@ def shift_score_command(
     ),
     mmlu_questions: int | None = typer.Option(None, help="MMLU questions (default 570 on CUDA, 60 on CPU)."),
     drift_texts: int | None = typer.Option(
-        None, help="Neutral texts for Drift (default 200 on CUDA, 16 on CPU)."
+        None, help="Neutral texts for Drift (default 200 on CUDA, 32 on CPU)."
     ),
     tail: float = typer.Option(0.1, help="Fraction of least-moved questions for TailShift."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),

@@ -56,7 +56,7 @@ def train_command(
     ),
     max_drift: float | None = typer.Option(None, "--max-drift", help="Stop if Drift > N nats/token."),
     mmlu_questions: int | None = typer.Option(
-        None, "--mmlu-questions", help="MMLU subset (570 GPU, 40 CPU)."
+        None, "--mmlu-questions", help="MMLU subset (570 GPU, 60 CPU)."
     ),
     drift_texts: int | None = typer.Option(None, "--drift-texts", help="Drift texts (128 GPU, 32 CPU)."),
     eval_batch_size: int = typer.Option(16, "--eval-batch-size", help="Evaluation batch size."),

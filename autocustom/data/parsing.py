@@ -22,6 +22,10 @@ _REFUSALS = re.compile(
     re.IGNORECASE,
 )
 _JSON_LIST_KEYS = ("name", "topic", "subarea", "question", "title", "text")
+_QUESTION_START = re.compile(
+    r"^(?:how|what|why|when|where|which|who|whom|whose|should|can|could|is|are|do|does|did|would|will|may)\b",
+    re.IGNORECASE,
+)
 SUBAREA_MAX_WORDS = 8
 QUESTION_MIN_WORDS = 3
 
@@ -99,12 +103,19 @@ def clean_subarea(item: str) -> tuple[str, str] | None:
 
 
 def clean_question(item: str) -> str | None:
-    """The question in a list item, cut after its first '?'; None when the item is not a question."""
+    """The question in a list item, cut after its first '?'; None when the item is not a question.
+
+    An item without '?' that opens like a question ("How to brew tea:") gets its '?': small models
+    often drop it, and greedy servers cannot be re-sampled into adding it.
+    """
     item = strip_markup(item)
     mark = item.find("?")
-    if mark == -1:
+    if mark != -1:
+        question = strip_markup(item[: mark + 1])
+    elif _QUESTION_START.match(item):
+        question = re.split(r"[:;]|\s[-–—]\s", item, maxsplit=1)[0].rstrip(" .,!") + "?"
+    else:
         return None
-    question = strip_markup(item[: mark + 1])
     return question if len(question.split()) >= QUESTION_MIN_WORDS else None
 
 

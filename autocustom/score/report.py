@@ -17,13 +17,12 @@ import numpy as np
 from autocustom.chat import PLAIN, PromptCondition
 from autocustom.errors import UsageError
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, evaluation_size
 from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap, paired_difference
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "autocustom.shift-score/1"
-MMLU_DEFAULT = {"cuda": 570, "cpu": 60}  # 570 questions cost minutes on CPU with the 135M model
-DRIFT_DEFAULT = {"cuda": 200, "cpu": 16}
 METRICS = (
     "bias_shift",
     "lean",
@@ -52,8 +51,8 @@ class ScoreConfig:
     gen: bool = False  # GenLean: generate replies and classify them
     gen_tokens: int = 48
     mmlu: bool = True
-    mmlu_questions: int | None = None  # default: 570 on CUDA, 60 on CPU
-    drift_texts: int | None = None  # default: 200 on CUDA, 16 on CPU
+    mmlu_questions: int | None = None  # default: score.sizes.MMLU_QUESTIONS for the device
+    drift_texts: int | None = None  # default: score.sizes.DRIFT_TEXTS for the device
     tail: float = 0.1
     bootstrap: int = DEFAULT_BOOTSTRAP
     seed: int = 0
@@ -214,13 +213,13 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
             config, loaded, dataset, pairs, toward, condition, progress
         )
     if config.mmlu:
-        n, source = _default_size(config.mmlu_questions, MMLU_DEFAULT, device.type)
+        n, source = evaluation_size(config.mmlu_questions, MMLU_QUESTIONS, device.type)
         settings.update(mmlu_questions=n, mmlu_questions_source=source)
         notes.append(f"MMLU on {n} retention questions ({source})")
         accuracy, base_accuracy, delta = _mmlu(config, loaded, base, n, progress)
         metrics.update(mmlu_accuracy=accuracy, mmlu_base_accuracy=base_accuracy, mmlu_delta_points=delta)
     if base is not None:
-        n, _ = _default_size(config.drift_texts, DRIFT_DEFAULT, device.type)
+        n, _ = evaluation_size(config.drift_texts, DRIFT_TEXTS, device.type)
         settings["drift_texts"] = n
         metrics["drift"] = _drift(config, loaded, base, n, progress)
 
@@ -330,13 +329,6 @@ def _pairs_stage(progress: ProgressCallback, total_pairs: int, passes: int):
         progress(ProgressEvent("pairs", done[0], total_pairs * passes))
 
     return advance
-
-
-def _default_size(requested: int | None, defaults: dict[str, int], device_type: str) -> tuple[int, str]:
-    if requested is not None:
-        return requested, "as requested"
-    kind = "cuda" if device_type == "cuda" else "cpu"
-    return defaults[kind], f"default on {kind.upper()}"
 
 
 def _mmlu(config, loaded, base, n: int, progress: ProgressCallback):

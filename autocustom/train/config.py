@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
@@ -114,19 +114,16 @@ class TrainConfig:
         default=None, metadata={"help": "stop at once when Drift exceeds this (nats/token)"}
     )
     mmlu_questions: int | None = field(
-        default=None, metadata={"help": "MMLU retention subset size (default 570 on CUDA, 40 on CPU)"}
+        default=None, metadata={"help": "MMLU retention subset size (default 570 on CUDA, 60 on CPU)"}
     )
     drift_texts: int | None = field(
-        default=None, metadata={"help": "neutral texts for Drift (default 128 on CUDA, 32 on CPU)"}
+        default=None, metadata={"help": "neutral texts for Drift (default 200 on CUDA, 32 on CPU)"}
     )
     eval_batch_size: int = field(default=16, metadata={"help": "batch size of the evaluation forward passes"})
     resume: bool = field(
         default=False,
         metadata={"help": "continue a killed run from its last checkpoint; a finished run is not retrained"},
     )
-
-    def help(self, name: str) -> str:
-        return next(f.metadata["help"] for f in fields(self) if f.name == name)
 
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is loaded or written."""

@@ -14,14 +14,13 @@ import torch.nn.functional as F
 LOSSES = ("contrastive", "dpo", "ipo", "simpo")
 
 
-def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """log p(token_t | tokens_<t) for t >= 1: [B, T, V] logits -> [B, T-1].
+def selected_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] per row: [N, V], [N] -> [N], in float32.
 
-    Gather minus logsumexp instead of a full log_softmax: one [B, T, V] float tensor fewer.
+    Gather minus logsumexp instead of a full log_softmax: one [N, V] tensor fewer.
     """
-    logits = logits[:, :-1].float()
-    targets = input_ids[:, 1:].unsqueeze(-1)
-    return logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    logits = logits.float()
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor, *, normalize: bool) -> torch.Tensor:

@@ -15,13 +15,12 @@ from collections.abc import Sequence
 import torch
 
 from autocustom.train.data import pad_sequences
-from autocustom.train.losses import sequence_logps, token_logprobs
 
 LETTERS = ("A", "B", "C", "D")
 
 
 class MMLURegularizer:
-    """Encodes the regulariser pool once and returns the loss for a given micro-step."""
+    """Encodes the regulariser pool once and hands out batch k (the trainer computes the loss)."""
 
     def __init__(self, tokenizer, questions: Sequence, kind: str, batch_size: int, max_length: int) -> None:
         from autocustom.score.logprobs import encode_context_continuation
@@ -43,20 +42,9 @@ class MMLURegularizer:
         rows = [self.rows[(start + i) % len(self.rows)] for i in range(self.batch_size)]
         return tuple(t.to(device) for t in pad_sequences(rows, self.pad_id))  # type: ignore[return-value]
 
-    def loss(self, model, index: int, reference=None) -> torch.Tensor:
-        input_ids, attention_mask, answer_mask = self.batch(index, next(model.parameters()).device)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        if self.kind == "nll":
-            return -sequence_logps(token_logprobs(logits, input_ids), answer_mask, normalize=True).mean()
-        with torch.no_grad():
-            base_logits = reference(input_ids=input_ids, attention_mask=attention_mask).logits
-        return kl_to_base(logits, base_logits, attention_mask)
 
-
-def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real positions of KL(base || tuned) of the next-token distribution, nats/token."""
+def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(base || tuned) of the next-token distribution, nats/token: [N, V] each."""
     log_q = torch.log_softmax(logits.float(), dim=-1)
-    log_p = torch.log_softmax(base_logits.float(), dim=-1)
-    per_position = (log_p.exp() * (log_p - log_q)).sum(-1)  # [B, T]
-    mask = attention_mask.to(per_position.dtype)
-    return (per_position * mask).sum() / mask.sum().clamp(min=1.0)
+    log_p = torch.log_softmax(base_logits.reshape(log_q.shape).float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()

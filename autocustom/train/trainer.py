@@ -39,9 +39,9 @@ from autocustom.train.losses import (
     cvar_mean,
     dpo_loss,
     ipo_loss,
+    selected_logprobs,
     sequence_logps,
     simpo_loss,
-    token_logprobs,
 )
 from autocustom.train.regularizer import MMLURegularizer, kl_to_base
 
@@ -109,28 +109,38 @@ class PairTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         pairs = inputs["input_ids"].shape[0] // 2
-        input_ids, attention_mask, answer_mask = (
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["answer_mask"],
-        )
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        needed = inputs["answer_mask"].bool()  # [2B, T-1]: positions whose next token is an answer token
         reg_batch = self._regularizer_batch(input_ids.device)
         if reg_batch is not None:  # one forward for pairs and regulariser: DDP wants one forward per backward
+            reg_ids, reg_attention, reg_answer = reg_batch
+            reg_scored = (reg_answer if self.regularizer.kind == "nll" else reg_attention[:, 1:]).bool()
             input_ids, attention_mask = _stack_right_padded(
-                [(input_ids, attention_mask), reg_batch[:2]], self.regularizer.pad_id
+                [(input_ids, attention_mask), (reg_ids, reg_attention)], self.regularizer.pad_id
             )
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        width = inputs["input_ids"].shape[1]
-        logps = token_logprobs(logits[: 2 * pairs, :width], inputs["input_ids"])
-        target, opposite = logps[:pairs], logps[pairs:]
-        target_mask, opposite_mask = answer_mask[:pairs], answer_mask[pairs:]
+            width = input_ids.shape[1] - 1
+            needed = torch.cat(
+                [_pad_right(needed.long(), width, 0), _pad_right(reg_scored.long(), width, 0)]
+            ).bool()
+        logps, logits = answer_token_logps(model, input_ids, attention_mask, needed)
+        target, opposite = logps[:pairs], logps[pairs : 2 * pairs]
+        target_mask, opposite_mask = needed[:pairs], needed[pairs : 2 * pairs]
         mean_t = sequence_logps(target, target_mask, normalize=True)
         mean_o = sequence_logps(opposite, opposite_mask, normalize=True)
         per_pair = self._pair_loss(target, target_mask, opposite, opposite_mask, mean_t, mean_o, inputs)
         alpha = cvar_alpha_at(self.state.global_step, self.config.cvar_alpha, self.config.cvar_warmup)
         loss = cvar_mean(per_pair, mean_t - mean_o, alpha)
         if reg_batch is not None:
-            loss = loss + self.config.reg_weight * self._regularizer_loss(logits[2 * pairs :], reg_batch)
+            if self.regularizer.kind == "nll":
+                reg_loss = -sequence_logps(logps[2 * pairs :], needed[2 * pairs :], normalize=True).mean()
+            else:
+                with torch.no_grad():
+                    keep = _keep(reg_scored)
+                    base = self.reference(
+                        input_ids=reg_ids, attention_mask=reg_attention, logits_to_keep=keep
+                    )
+                reg_loss = kl_to_base(logits[int(needed[: 2 * pairs].sum()) :], base.logits)
+            loss = loss + self.config.reg_weight * reg_loss
         self.loss_log.append(float(loss.detach()))
         return (loss, {"logits": logits}) if return_outputs else loss
 
@@ -161,22 +171,37 @@ class PairTrainer(Trainer):
             self.state.global_step * self.args.gradient_accumulation_steps + micro, device
         )
 
-    def _regularizer_loss(self, logits, reg_batch) -> torch.Tensor:
-        input_ids, attention_mask, answer_mask = reg_batch
-        logits = logits[:, : input_ids.shape[1]]
-        if self.regularizer.kind == "nll":
-            return -sequence_logps(token_logprobs(logits, input_ids), answer_mask, normalize=True).mean()
-        with torch.no_grad():
-            base_logits = self.reference(input_ids=input_ids, attention_mask=attention_mask).logits
-        return kl_to_base(logits, base_logits, attention_mask)
+
+def _keep(needed: torch.Tensor) -> torch.Tensor:
+    """[R, T-1] mask of positions whose next token is scored -> [R, T] `logits_to_keep` mask."""
+    return torch.nn.functional.pad(needed, (0, 1), value=False)
+
+
+def answer_token_logps(model, input_ids, attention_mask, needed) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs [R, T-1] at the `needed` positions (0 elsewhere), and their logits [N, V].
+
+    The vocabulary projection runs only where a scored token is predicted (`logits_to_keep` with a
+    boolean mask), not over prompts and padding: on a small model with a 49k vocabulary that projection
+    and its log-softmax are most of a training step. Called through the model's own forward, so DDP
+    and peft wrappers see an ordinary call.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=_keep(needed)).logits
+    logits = logits.reshape(-1, logits.shape[-1])  # [N, V], rows in (row, position) order
+    flat = selected_logprobs(logits, input_ids[:, 1:][needed])
+    return torch.zeros(needed.shape, dtype=flat.dtype, device=flat.device).masked_scatter(
+        needed, flat
+    ), logits
 
 
 def _stack_right_padded(parts, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate right-padded (ids, mask) batches of different widths along the batch axis."""
     width = max(ids.shape[1] for ids, _ in parts)
-    ids = [torch.nn.functional.pad(i, (0, width - i.shape[1]), value=pad_id) for i, _ in parts]
-    masks = [torch.nn.functional.pad(m, (0, width - m.shape[1]), value=0) for _, m in parts]
-    return torch.cat(ids), torch.cat(masks)
+    ids = torch.cat([_pad_right(i, width, pad_id) for i, _ in parts])
+    return ids, torch.cat([_pad_right(m, width, 0) for _, m in parts])
+
+
+def _pad_right(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
 
 
 def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> TrainResult:
@@ -188,6 +213,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     from accelerate import PartialState
 
     from autocustom.runtime import resolve_device, resolve_dtype, seed_everything
+    from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, evaluation_size
 
     config.validate()
     # cpu=True lets accelerate see a CPU-only multi-process launch as DDP over gloo (else it runs N copies)
@@ -224,12 +250,10 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     use_lora = config.lora if config.lora is not None else n_params > LORA_AUTO_THRESHOLD
     model = _with_lora(loaded.model, config) if use_lora else loaded.model
     on_cuda = device.type == "cuda"
-    mmlu_n = config.mmlu_questions or (570 if on_cuda else 40)
-    drift_n = config.drift_texts or (128 if on_cuda else 32)
+    mmlu_n, mmlu_source = evaluation_size(config.mmlu_questions, MMLU_QUESTIONS, device.type)
+    drift_n, _ = evaluation_size(config.drift_texts, DRIFT_TEXTS, device.type)
     if not on_cuda and config.mmlu_questions is None:
-        log.warning(
-            "CPU run: MMLU retention measured on %d questions (570 on CUDA); set --mmlu-questions", mmlu_n
-        )
+        log.warning("MMLU retention measured on %d questions (%s); set --mmlu-questions", mmlu_n, mmlu_source)
 
     examples = encode_pairs(tokenizer, train_pairs, config.toward, opposite, config.max_length)
     ref_logps = (
@@ -306,7 +330,9 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
         regularizer=regularizer,
         reference=reference,
     )
-    trainer.remove_callback(PrinterCallback)  # with tqdm off, Trainer prints its logs to stdout; we never print
+    trainer.remove_callback(
+        PrinterCallback
+    )  # with tqdm off, Trainer prints its logs to stdout; we never print
     callback.loss_log = trainer.loss_log
     if checkpoint is not None:
         callback.restore(_callback_state(checkpoint))
@@ -365,7 +391,7 @@ def _reference_logps(reference, examples, tokenizer, config: TrainConfig) -> tor
             (e.opposite_ids, e.opposite_prompt) for e in chunk
         ]
         ids, mask, answer = (t.to(device) for t in pad_sequences(seqs, tokenizer.pad_token_id))
-        logps = token_logprobs(reference(input_ids=ids, attention_mask=mask).logits, ids)
+        logps, _ = answer_token_logps(reference, ids, mask, answer.bool())
         sums = sequence_logps(logps, answer, normalize=False).float().cpu()
         rows.append(torch.stack([sums[: len(chunk)], sums[len(chunk) :]], dim=1))
     return torch.cat(rows)

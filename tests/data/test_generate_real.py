@@ -46,8 +46,8 @@ def test_generate_through_transformers_serve(tmp_path, transformers_server):  # 
         backend="openai",
         model=transformers_server.model,
         base_url=transformers_server.base_url,
-        concurrency=2,
-        **SMALL,
+        concurrency=1,  # transformers serve answers one request at a time; more would only queue and time out
+        **{**SMALL, "questions_per_subarea": 2, "answer_max_new_tokens": 48, "max_rounds": 2},
     )
     result = generate(config)
     assert result.manifest.backend == "openai"

@@ -65,6 +65,8 @@ def test_clean_subarea(item, expected):
         ('"Is it rude to text late?"', "Is it rude to text late?"),
         ("Question 3: Why wear a tie?", "Why wear a tie?"),
         ("Write an email to your boss.", None),
+        ("How to make a cup of tea: - Formal answer", "How to make a cup of tea?"),
+        ("should I wear a tie to dinner.", "should I wear a tie to dinner?"),
         ("Why?", None),
     ],
 )

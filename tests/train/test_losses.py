@@ -16,22 +16,20 @@ from autocustom.train.losses import (
     dpo_loss,
     ipo_loss,
     log1mexp,
+    selected_logprobs,
     sequence_logps,
     simpo_loss,
-    token_logprobs,
     unlikelihood,
 )
 
 log = math.log
 
 
-def test_token_logprobs_pick_the_next_token():
-    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0], [0.0, 0.0]]])  # [1, 3, 2]
-    ids = torch.tensor([[1, 0, 1]])
-    got = token_logprobs(logits, ids)
-    assert got.shape == (1, 2)
-    assert got[0, 0].item() == pytest.approx(log(0.5))  # uniform over 2 tokens
-    assert got[0, 1].item() == pytest.approx(log(1 / 4))  # p(token 1) = 1/(3+1)
+def test_selected_logprobs_pick_the_target_token():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    got = selected_logprobs(logits, torch.tensor([1, 0]))
+    assert got[0].item() == pytest.approx(log(0.5))  # uniform over 2 tokens
+    assert got[1].item() == pytest.approx(log(3 / 4))  # p(token 0) = 3/(3+1)
 
 
 def test_sequence_logps_sum_and_mean_ignore_masked_tokens():
