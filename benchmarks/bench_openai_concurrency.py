@@ -15,12 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from fake_openai_server import FakeOpenAIServer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ is a package
 
 from autocustom.llm.base import GenerationParams
 from autocustom.llm.openai_backend import OpenAIBackend
+from tests.fake_openai_server import FakeOpenAIServer
 
 
 def run(server: FakeOpenAIServer, concurrency: int, requests: int) -> dict[str, float]:

@@ -60,7 +60,9 @@ class ScriptedBackend:
         self.model = model
         self.calls: list[Conversation] = []
 
-    def complete(self, conversations: list[Conversation], params: GenerationParams, on_reply=None) -> list[str]:
+    def complete(
+        self, conversations: list[Conversation], params: GenerationParams, on_reply=None
+    ) -> list[str]:
         self.calls.extend(conversations)
         replies = [self.reply(conversation) for conversation in conversations]
         for index, reply in enumerate(replies):

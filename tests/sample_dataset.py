@@ -1,12 +1,14 @@
-"""A small hand-written formal:casual dataset on disk, shared by every test that needs one."""
+"""Small hand-written datasets on disk, shared by every test that needs one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from autocustom.data.io import write_json_atomic, write_jsonl_atomic
+from autocustom.axis import Axis
+from autocustom.data.io import MANIFEST, write_json_atomic, write_jsonl_atomic
 from autocustom.data.schema import Manifest, Pair, Subarea
 
+FORMAL_CASUAL = Axis("formal", "casual")
 TOPICS = {
     "s1": ("cooking", ["boil pasta", "store bread", "season soup", "roast vegetables"]),
     "s2": ("travel", ["pack a suitcase", "find cheap flights", "beat jet lag", "choose a hotel"]),
@@ -16,6 +18,24 @@ TOPICS = {
     "s6": ("home", ["clean a window", "fix a squeaky door", "water plants", "sort laundry"]),
 }
 SPLIT_OF = {"s1": "train", "s2": "train", "s3": "train", "s4": "train", "s5": "validation", "s6": "test"}
+
+
+def write_dataset_dir(path: Path, axis: Axis, subareas: list[Subarea], splits: dict[str, list[Pair]]) -> Path:
+    """A dataset directory as `autocustom generate` writes it, from records given by the test."""
+    manifest = Manifest(
+        axis=axis.to_dict(),
+        backend="hand-written",
+        model="none",
+        prompts={},
+        settings={},
+        counts={name: len(pairs) for name, pairs in splits.items()},
+    )
+    write_json_atomic(path / MANIFEST, manifest.to_dict())
+    write_jsonl_atomic(path / "subareas.jsonl", subareas)
+    write_jsonl_atomic(path / "pairs.jsonl", [p for pairs in splits.values() for p in pairs])
+    for name, pairs in splits.items():
+        write_jsonl_atomic(path / f"{name}.jsonl", pairs)
+    return path
 
 
 def formal(task: str) -> str:
@@ -28,7 +48,6 @@ def casual(task: str) -> str:
 
 def write_small_dataset(path: Path, per_subarea: int = 4) -> Path:
     """Six subareas (four train, one validation, one test) of formal vs casual answers."""
-    subareas = [Subarea(sid, name) for sid, (name, _) in TOPICS.items()]
     splits: dict[str, list[Pair]] = {"train": [], "validation": [], "test": []}
     for sid, (_, tasks) in TOPICS.items():
         for number, task in enumerate(tasks[:per_subarea]):
@@ -36,18 +55,5 @@ def write_small_dataset(path: Path, per_subarea: int = 4) -> Path:
                 f"{sid}p{number}", sid, f"How do I {task}?", {"formal": formal(task), "casual": casual(task)}
             )
             splits[SPLIT_OF[sid]].append(pair)
-    manifest = Manifest(
-        axis={"pole_a": "formal", "pole_b": "casual", "description_a": "", "description_b": ""},
-        backend="hand-written",
-        model="none",
-        prompts={},
-        settings={},
-        counts={name: len(pairs) for name, pairs in splits.items()},
-    )
-    write_json_atomic(path / "manifest.json", manifest.to_dict())
-    write_jsonl_atomic(path / "subareas.jsonl", subareas)
-    all_pairs = [p for pairs in splits.values() for p in pairs]
-    write_jsonl_atomic(path / "pairs.jsonl", all_pairs)
-    for name, pairs in splits.items():
-        write_jsonl_atomic(path / f"{name}.jsonl", pairs)
-    return path
+    subareas = [Subarea(sid, name) for sid, (name, _) in TOPICS.items()]
+    return write_dataset_dir(path, FORMAL_CASUAL, subareas, splits)

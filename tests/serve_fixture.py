@@ -1,8 +1,8 @@
 """A real `transformers serve` process serving the packaged SmolLM2, as a pytest fixture.
 
-Usage in a test module (tests/ is on sys.path under pytest)::
+Usage in a test module::
 
-    from serve_fixture import transformers_server  # noqa: F401  (registers the fixture)
+    from tests.serve_fixture import transformers_server  # noqa: F401  (registers the fixture)
 
     @pytest.mark.slow
     def test_x(transformers_server):

@@ -88,7 +88,8 @@ def embed(texts: Sequence[str], embedder=None, batch_size: int = 64) -> np.ndarr
     """Normalised embeddings (n x d, float32) of `texts`."""
     model = embedder if embedder is not None else load_embedder()
     if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return np.zeros((0, dimension()), dtype=np.float32)
     vectors = model.encode(
         list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
     )

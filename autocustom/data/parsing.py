@@ -45,7 +45,7 @@ def parse_list(text: str) -> list[str]:
             numbered.append(match.group(1))
         elif match := _BULLET.match(line):
             bulleted.append(match.group(1))
-    chosen = numbered if len(numbered) >= len(bulleted) else bulleted
+    chosen = numbered or bulleted  # bullets under numbered items are details ("- Formal answer: ...")
     return [item for item in (strip_markup(raw) for raw in chosen) if item]
 
 

@@ -13,15 +13,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ScriptedBackend
-from data import fake_reply
-from fake_openai_server import FakeOpenAIServer
 from typer.testing import CliRunner
 
 from autocustom.axis import Axis
 from autocustom.cli import app
 from autocustom.data.generate import GenerateConfig, generate
 from autocustom.data.io import load_dataset_dir
+from tests.conftest import ScriptedBackend
+from tests.data import fake_reply
+from tests.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[2]
 

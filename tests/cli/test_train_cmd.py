@@ -12,11 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autocustom.cli import app
-
-try:
-    from tests.train import write_small_dataset
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from train import write_small_dataset
+from tests.sample_dataset import write_small_dataset
 
 SMALL = ["--max-steps", "1", "--eval-steps", "1", "--batch-size", "2", "--max-length", "48"]
 SMALL += ["--mmlu-questions", "4", "--drift-texts", "2", "--reg-weight", "0", "--lr", "1e-3"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ScriptedBackend
 
 from autocustom import __version__
 from autocustom.axis import Axis
@@ -14,7 +13,8 @@ from autocustom.data.io import load_dataset_dir, read_dropped, read_jsonl
 from autocustom.data.schema import SPLITS, Pair
 from autocustom.errors import OutputExistsError, UsageError
 from autocustom.prompts import load_prompt
-from data import NEAR_DUPLICATE, QUESTIONS, REFUSED_QUESTION, TOPICS, fake_reply
+from tests.conftest import ScriptedBackend
+from tests.data import NEAR_DUPLICATE, QUESTIONS, REFUSED_QUESTION, TOPICS, fake_reply
 
 AXIS = Axis("formal", "casual")
 

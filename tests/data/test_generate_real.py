@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from serve_fixture import transformers_server  # noqa: F401  (registers the fixture)
 
 from autocustom.axis import Axis
 from autocustom.data.generate import GenerateConfig, generate
 from autocustom.data.io import load_dataset_dir
 from autocustom.data.schema import SPLITS
+from tests.serve_fixture import transformers_server  # noqa: F401  (registers the fixture)
 
 # Small sizes and short answers keep each run to a few minutes on 2 CPU cores.
 SMALL = {"subareas": 3, "questions_per_subarea": 3, "answer_max_new_tokens": 64, "max_retries": 2}

@@ -38,7 +38,7 @@ def test_parse_list_returns_nothing_for_junk(reply):
 
 
 def test_numbered_lines_win_over_stray_bullets():
-    reply = "1. alpha\n   - a detail\n2. beta\n   - another\n3. gamma"
+    reply = "1. alpha\n   - a detail\n   - more\n2. beta\n   - another\n   - more\n3. gamma"
     assert parse_list(reply) == ["alpha", "beta", "gamma"]
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import socket
 
 import pytest
-from fake_openai_server import FakeOpenAIServer
 
 from autocustom.errors import BackendError, UsageError
 from autocustom.llm.base import GenerationParams
 from autocustom.llm.cache import CachedBackend, CallCache
 from autocustom.llm.factory import make_backend
 from autocustom.llm.openai_backend import OpenAIBackend
+from tests.fake_openai_server import FakeOpenAIServer
 
 PARAMS = GenerationParams(max_new_tokens=32, temperature=0.3, top_p=0.9, seed=7)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from serve_fixture import transformers_server  # noqa: F401  (registers the fixture)
 
 from autocustom.llm.base import GenerationParams
 from autocustom.llm.openai_backend import OpenAIBackend
+from tests.serve_fixture import transformers_server  # noqa: F401  (registers the fixture)
 
 
 @pytest.mark.slow

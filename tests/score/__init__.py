@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autocustom.axis import Axis
-from autocustom.data.io import MANIFEST, write_json_atomic, write_jsonl_atomic
-from autocustom.data.schema import Manifest, Pair, Subarea
+from autocustom.data.schema import Pair, Subarea
+from tests.sample_dataset import FORMAL_CASUAL, write_dataset_dir
 
 FORMAL = [
     "I would be delighted to assist you with this matter.",
@@ -25,13 +24,8 @@ QUESTIONS = ["Can you help me?", "Where is the report?", "What do you think of t
 
 def write_dataset(path: Path, splits: tuple[str, ...] = ("train", "validation", "test")) -> Path:
     """formal:casual, 3 subareas, 4 pairs per split (test uses subareas s2 and s3)."""
-    axis = Axis("formal", "casual")
-    manifest = Manifest(axis.to_dict(), "handwritten", "none", {}, {}, seed=0)
-    write_json_atomic(path / MANIFEST, manifest.to_dict())
-    subareas = [Subarea("s1", "work"), Subarea("s2", "apologies"), Subarea("s3", "opinions")]
-    write_jsonl_atomic(path / "subareas.jsonl", subareas)
-    for offset, split in enumerate(splits):
-        pairs = [
+    records = {
+        split: [
             Pair(
                 f"{split}{i}",
                 "s1" if split != "test" else ("s2" if i < 2 else "s3"),
@@ -40,5 +34,7 @@ def write_dataset(path: Path, splits: tuple[str, ...] = ("train", "validation", 
             )
             for i in range(4)
         ]
-        write_jsonl_atomic(path / f"{split}.jsonl", pairs)
-    return path
+        for offset, split in enumerate(splits)
+    }
+    subareas = [Subarea("s1", "work"), Subarea("s2", "apologies"), Subarea("s3", "opinions")]
+    return write_dataset_dir(path, FORMAL_CASUAL, subareas, records)

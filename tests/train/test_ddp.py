@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from autocustom.models import load_model
-
-from . import write_small_dataset
+from tests.sample_dataset import write_small_dataset
 
 
 @pytest.mark.slow

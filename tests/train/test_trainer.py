@@ -13,8 +13,7 @@ from autocustom.errors import OutputExistsError
 from autocustom.models import load_model
 from autocustom.train.config import TrainConfig
 from autocustom.train.trainer import train
-
-from . import write_small_dataset
+from tests.sample_dataset import write_small_dataset
 
 SMALL = {
     "toward": "formal",
