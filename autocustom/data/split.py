@@ -33,7 +33,8 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
 def split_subareas(subarea_ids: Sequence[str], ratios: Sequence[float], seed: int) -> dict[str, list[str]]:
     """Assign each subarea to exactly one split; deterministic for a seed and a set of ids.
 
-    Counts are the ratios times the number of subareas, rounded; with 3 or more subareas every split
+    Counts are the ratios times the number of subareas, apportioned by largest remainder (so they add
+    up to the number of subareas and train is not shorted by rounding); with 3 or more subareas every split
     with a positive ratio gets at least one (a test split with no subarea would make scoring
     impossible), taken from train. With 2 subareas: train and test; with 1: train only.
     """
@@ -41,7 +42,7 @@ def split_subareas(subarea_ids: Sequence[str], ratios: Sequence[float], seed: in
     ids = sorted(set(subarea_ids))
     random.Random(seed).shuffle(ids)
     n = len(ids)
-    counts = {name: round(n * ratio) for name, ratio in zip(SPLITS, ratios, strict=True)}
+    counts = dict(zip(SPLITS, _apportion(n, ratios), strict=True))
     if n >= 3:
         for name, ratio in zip(SPLITS[1:], ratios[1:], strict=True):
             counts[name] = max(counts[name], 1) if ratio > 0 else 0
@@ -57,3 +58,13 @@ def split_subareas(subarea_ids: Sequence[str], ratios: Sequence[float], seed: in
         assignment[name] = sorted(ids[start : start + counts[name]])
         start += counts[name]
     return assignment
+
+
+def _apportion(n: int, ratios: Sequence[float]) -> list[int]:
+    """Whole counts summing to n, closest to n * ratio: floors, then the largest remainders (train first on ties)."""
+    exact = [n * ratio for ratio in ratios]
+    counts = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts

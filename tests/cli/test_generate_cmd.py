@@ -128,6 +128,7 @@ def test_offline_hub_id_is_a_model_load_error(tmp_path):
         env={"HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert_one_line_error(result, "no-such-org/no-such-model", "Fix:")
+    assert not (tmp_path / "ds").exists()  # refused before anything was written
 
 
 def test_json_reports_calls_and_cache_hits(tmp_path):

@@ -41,3 +41,12 @@ def test_bad_ratios_are_usage_errors(ratios):
     with pytest.raises(UsageError) as info:
         split_subareas(["a", "b", "c"], ratios, 0)
     assert "0.7,0.15,0.15" in str(info.value)
+
+
+def test_counts_follow_the_ratios_without_shorting_train():
+    """6 subareas at 0.5/0.25/0.25: 3 train (plain rounding of 1.5 up twice would leave train 2)."""
+    counts = {
+        name: len(ids)
+        for name, ids in split_subareas([f"s{i}" for i in range(6)], (0.5, 0.25, 0.25), 0).items()
+    }
+    assert counts["train"] == 3 and counts["validation"] + counts["test"] == 3
