@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	CI=$${CI:-} $(BIN)/autocustom run --axis "formal:casual" --toward formal --out runs/demo \
-		--subareas 4 --questions-per-subarea 6 --max-steps 30 --eval-steps 10 --mmlu-questions 40
+	$(BIN)/autocustom run --axis "formal:casual" --toward formal --out runs/demo \
+		--subareas 6 --questions-per-subarea 6 --max-steps 30 --eval-steps 10
 
 test: install
 	$(BIN)/pytest -q

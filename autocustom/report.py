@@ -192,7 +192,8 @@ def _plot_training(rows: list[dict[str, Any]], summary: dict[str, Any] | None, p
     if summary is not None and summary.get("best_step") is not None:
         shift_axis.axvline(summary["best_step"], color="tab:green", linestyle="--", label="kept (best)")
         title += f": best step {summary['best_step']}, stopped by {summary['stop_reason']}"
-    shift_axis.legend(loc="upper left")
+    handles = shift_axis.get_legend_handles_labels()[0] + mmlu_axis.get_legend_handles_labels()[0]
+    shift_axis.legend(handles=handles, loc="upper left")
     shift_axis.set_title(title)
     return _save(plt, figure, path)
 

@@ -141,7 +141,8 @@ def _render_run(result: dict[str, Any]) -> None:
     from autocustom.cli.score_cmd import render_score
 
     counts = result["generate"]["counts"]
-    stdout.print(f"dataset: {result['generate']['out']} ({counts.get('pairs', {})} pairs per split)")
+    per_split = ", ".join(f"{n} {name}" for name, n in counts.get("pairs_per_split", {}).items())
+    stdout.print(f"dataset: {result['generate']['out']} ({counts.get('pairs')} pairs: {per_split})")
     train = result["train"]
     stdout.print(
         f"training: {train['run_dir']} best step {train['best_step']} of {train['steps']}, "

@@ -61,10 +61,15 @@ def split_subareas(subarea_ids: Sequence[str], ratios: Sequence[float], seed: in
 
 
 def _apportion(n: int, ratios: Sequence[float]) -> list[int]:
-    """Whole counts summing to n, closest to n * ratio: floors, then the largest remainders (train first on ties)."""
+    """Whole counts summing to n, closest to n * ratio: floors, then the largest remainders.
+
+    Ties go to train, then test, then validation: the held-out result needs test pairs more than
+    early stopping needs validation pairs.
+    """
     exact = [n * ratio for ratio in ratios]
     counts = [math.floor(x) for x in exact]
-    by_remainder = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))
+    tie_order = {0: 0, 2: 1, 1: 2}  # train, test, validation
+    by_remainder = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], tie_order[i]))
     for i in by_remainder[: n - sum(counts)]:
         counts[i] += 1
     return counts
