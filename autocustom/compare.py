@@ -330,17 +330,19 @@ class _LazyClassifier:
 
 
 def _gen_lean(config, loaded, classifier, pairs, condition) -> Estimate:
-    from autocustom.score.judge import gen_lean, generate_replies
+    from autocustom.score.judge import measure_gen_lean
 
-    replies = generate_replies(
+    return measure_gen_lean(
         loaded.model,
         loaded.tokenizer,
+        classifier,
         [p.question for p in pairs],
         condition=condition,
         max_new_tokens=config.gen_tokens,
         batch_size=config.batch_size,
+        n_boot=config.bootstrap,
+        seed=config.seed,
     )
-    return gen_lean(classifier, replies, n_boot=config.bootstrap, seed=config.seed)
 
 
 def _slug(reference: str) -> str:

@@ -82,11 +82,7 @@ def check_loadable(reference: str, *, trust_remote_code: bool = False) -> None:
     try:
         AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"cannot load model '{reference}': {_first_line(exc)}",
-            "pass a local model directory, a run directory, or a packaged name "
-            f"({', '.join(PACKAGED_MODELS)}); hub ids need network access",
-        ) from None
+        raise _cannot_load(reference, exc) from None
 
 
 def load_model(
@@ -127,11 +123,7 @@ def load_model(
     except ModelLoadError:
         raise
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"cannot load model '{reference}': {_first_line(exc)}",
-            "pass a local model directory, a run directory, or a packaged name "
-            f"({', '.join(PACKAGED_MODELS)}); hub ids need network access",
-        ) from None
+        raise _cannot_load(reference, exc) from None
     model.to(device)
     model.eval()
     return LoadedModel(model, tokenizer, reference, base_reference)
@@ -209,6 +201,14 @@ def _single_gguf(location: str) -> str | None:
 def _looks_like_path(reference: str) -> bool:
     """Hub ids are `name` or `org/name`; anything else that does not exist was meant as a path."""
     return reference.startswith((".", "/", "~")) or reference.count("/") >= 2
+
+
+def _cannot_load(reference: str, exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(
+        f"cannot load model '{reference}': {_first_line(exc)}",
+        "pass a local model directory, a run directory, or a packaged name "
+        f"({', '.join(PACKAGED_MODELS)}); hub ids need network access",
+    )
 
 
 def _first_line(exc: BaseException) -> str:

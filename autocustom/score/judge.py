@@ -86,6 +86,25 @@ def generate_replies(
     return generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
+def measure_gen_lean(
+    model,
+    tokenizer,
+    classifier: PoleClassifier,
+    questions: list[str],
+    *,
+    condition: PromptCondition = PLAIN,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> Estimate:
+    """GenLean of a model: its greedy replies to `questions`, labelled by the pole classifier."""
+    replies = generate_replies(
+        model, tokenizer, questions, condition=condition, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    return gen_lean(classifier, replies, n_boot=n_boot, seed=seed)
+
+
 def gen_lean(
     classifier: PoleClassifier, replies: list[str], *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
 ) -> Estimate:

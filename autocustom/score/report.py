@@ -374,7 +374,7 @@ def _drift(config, loaded, base, n: int, progress: ProgressCallback) -> Estimate
 
 
 def _gen_lean(config, loaded, dataset, pairs, toward, condition, progress):
-    from autocustom.score.judge import classifier_accuracy, fit_pole_classifier, gen_lean, generate_replies
+    from autocustom.score.judge import classifier_accuracy, fit_pole_classifier, measure_gen_lean
 
     train, validation = dataset.splits.get("train", []), dataset.splits.get("validation", [])
     if not train or not validation:
@@ -383,17 +383,19 @@ def _gen_lean(config, loaded, dataset, pairs, toward, condition, progress):
         )
     progress(ProgressEvent("gen", 0, len(pairs)))
     classifier = fit_pole_classifier(train, toward)
-    replies = generate_replies(
+    boot = {"n_boot": config.bootstrap, "seed": config.seed}
+    lean = measure_gen_lean(
         loaded.model,
         loaded.tokenizer,
+        classifier,
         [p.question for p in pairs],
         condition=condition,
         max_new_tokens=config.gen_tokens,
         batch_size=config.batch_size,
+        **boot,
     )
     progress(ProgressEvent("gen", len(pairs), len(pairs)))
-    boot = {"n_boot": config.bootstrap, "seed": config.seed}
-    return gen_lean(classifier, replies, **boot), classifier_accuracy(classifier, validation, toward, **boot)
+    return lean, classifier_accuracy(classifier, validation, toward, **boot)
 
 
 def _gates(config: ScoreConfig, metrics: dict[str, Estimate | None]) -> list[Gate]:
