@@ -27,7 +27,7 @@ demo: install
 		--subareas 6 --questions-per-subarea 6 --max-steps 30 --eval-steps 10
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
