@@ -6,6 +6,12 @@ both (TRL turns it on by default; that would trade speed for memory and make the
 TRL's DPO also runs its reference model every step (its default); ours needs no reference for the
 contrastive loss. pairs/s excludes the first step (warm-up).
 
+BiasShift reached per minute: before training (untimed) each subprocess scores the base model's margins
+on held-out pairs (questions never trained on); after the last step it scores them again; BiasShift (mean
+margin change toward the chosen pole, nats/token, with its 95% bootstrap interval) divided by the
+training wall time, first step included, says how fast each trainer moves the model, not just how fast
+it steps.
+
     python benchmarks/bench_training.py --steps 6 --model smollm2-135m
 """
 
@@ -31,13 +37,23 @@ QUESTIONS = [
     "How do I make my laptop faster?",
     "How do I learn a new language?",
 ]
+HELD_OUT = [
+    "How do I fix a flat bicycle tire?",
+    "How should I prepare for a job interview?",
+    "How do I keep houseplants alive?",
+    "How can I cook rice without a rice cooker?",
+    "How do I write a thank-you note?",
+    "How do I stop procrastinating?",
+    "How do I choose a good watermelon?",
+    "How do I set up a monthly budget?",
+]
 
 
-def pairs(n: int) -> list[tuple[str, str, str]]:
+def pairs(n: int, questions: list[str] = QUESTIONS) -> list[tuple[str, str, str]]:
     """(question, chosen, rejected): formal vs casual answers of ~60 tokens."""
     out = []
     for i in range(n):
-        q = QUESTIONS[i % len(QUESTIONS)]
+        q = questions[i % len(questions)]
         formal = f"Certainly. Regarding '{q.lower()}', one should proceed methodically. " * 3
         casual = f"Oh yeah, '{q.lower()}' is super easy lol, just wing it! " * 3
         out.append((q, formal.strip(), casual.strip()))
@@ -46,7 +62,11 @@ def pairs(n: int) -> list[tuple[str, str, str]]:
 
 class StepClock(TrainerCallback):
     def __init__(self) -> None:
+        self.begin = 0.0
         self.ends: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.ends.append(time.perf_counter())
@@ -58,6 +78,34 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+class HeldOutShift:
+    """Margins toward the chosen pole on held-out pairs, before and after training (untimed)."""
+
+    def __init__(self, loaded) -> None:
+        from autocustom.data.schema import Pair
+
+        self.loaded = loaded
+        self.pairs = [
+            Pair(f"h{i}", "s", q, {"formal": c, "casual": r})
+            for i, (q, c, r) in enumerate(pairs(8, HELD_OUT))
+        ]
+        self.base = self._margins(loaded.model)
+
+    def _margins(self, model):
+        from autocustom.score.logprobs import pair_margins
+
+        was_training = model.training
+        model.eval()
+        margins = pair_margins(model, self.loaded.tokenizer, self.pairs, "formal")
+        model.train(was_training)
+        return margins
+
+    def after(self, model) -> dict:
+        from autocustom.score.shift import bias_shift
+
+        return bias_shift(self._margins(model), self.base).to_dict()
+
+
 def run_ours(args, device, dtype_name) -> dict:
     from autocustom.models import load_model
     from autocustom.train.config import TrainConfig
@@ -65,6 +113,7 @@ def run_ours(args, device, dtype_name) -> dict:
     from autocustom.train.trainer import PairTrainer
 
     loaded = load_model(args.model, device=device, dtype=torch.float32)
+    held_out = HeldOutShift(loaded)
     rows = pairs(args.pairs)
     from autocustom.data.schema import Pair
 
@@ -83,7 +132,7 @@ def run_ours(args, device, dtype_name) -> dict:
         reference=None,
     )
     trainer.train()
-    return _report(args, clock, device)
+    return _report(args, clock, device, held_out.after(trainer.model))
 
 
 def run_trl(args, device, dtype_name) -> dict:
@@ -93,6 +142,7 @@ def run_trl(args, device, dtype_name) -> dict:
     from autocustom.models import load_model
 
     loaded = load_model(args.model, device=device, dtype=torch.float32)
+    held_out = HeldOutShift(loaded)
     rows = pairs(args.pairs)
     dataset = Dataset.from_list(
         [
@@ -114,7 +164,7 @@ def run_trl(args, device, dtype_name) -> dict:
         callbacks=[clock],
     )
     trainer.train()
-    return _report(args, clock, device)
+    return _report(args, clock, device, held_out.after(trainer.model))
 
 
 def _training_args(args, device, dtype_name, cls, **extra):
@@ -137,15 +187,19 @@ def _training_args(args, device, dtype_name, cls, **extra):
     )
 
 
-def _report(args, clock: StepClock, device) -> dict:
+def _report(args, clock: StepClock, device, shift: dict) -> dict:
     timed = clock.ends[1:] if len(clock.ends) > 1 else clock.ends
     seconds = timed[-1] - clock.ends[0] if len(clock.ends) > 1 else float("nan")
     steps = len(timed)
+    minutes = (clock.ends[-1] - clock.begin) / 60
     return {
         "pairs_per_second": steps * args.batch_size / seconds,
         "seconds_per_step": seconds / steps,
         "steps_timed": steps,
         "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "training_minutes": minutes,
+        "bias_shift": shift,
+        "bias_shift_per_minute": shift["value"] / minutes,
     }
 
 
@@ -188,6 +242,12 @@ def main() -> None:
         print(
             f"{label:28s} {r['pairs_per_second']:7.3f} pairs/s  {r['seconds_per_step']:6.2f} s/step  "
             f"peak memory {r['peak_memory_mb']:8.1f} MB"
+        )
+    for name, label in (("ours", "autocustom contrastive"), ("trl", "TRL DPOTrainer (sigmoid)")):
+        r, b = results[name], results[name]["bias_shift"]
+        print(
+            f"{label:28s} held-out BiasShift {b['value']:+.3f} [{b['low']:+.3f}, {b['high']:+.3f}] "
+            f"(n={b['n']}) after {r['training_minutes']:.2f} min: {r['bias_shift_per_minute']:+.3f} per minute"
         )
     print(f"speed ratio (ours / TRL): {ratio:.2f}x  (goal >= 1.5x)")
 

@@ -3,8 +3,9 @@
 Speed comes from three things, each exact (the numbers match a one-sequence-at-a-time computation):
 - a prompt with several continuations (the two answers of a pair, the four MMLU letters) is encoded
   once; its KV cache is copied to each continuation, so the shared question is never recomputed;
-- prompts are left-padded and continuations right-padded inside length-sorted batches, so every
-  row's last prompt token sits at the same index and padding stays small;
+- prompts are left-padded and continuations right-padded, so every row's last prompt token sits at
+  the same index; groups are sorted by length and cut into the batches that minimise padded tokens
+  plus a per-pass overhead (`_plan_batches`), so one long prompt does not pad a whole batch;
 - logits are computed only where a continuation token is predicted (`logits_to_keep` with a boolean
   mask), not over the whole sequence: the vocabulary projection is a large share of a small model.
 Log-probs are taken in float32 whatever the model's dtype.
@@ -127,10 +128,9 @@ def score_groups(
 
     `batch_size` bounds the continuation rows per forward pass; `on_batch(done_groups)` reports progress.
     """
-    order = sorted(range(len(groups)), key=lambda i: -_group_length(groups[i]))
     results: list[list[np.ndarray]] = [[] for _ in groups]
     done = 0
-    for batch in _batches(order, [len(g.continuations) for g in groups], batch_size):
+    for batch in _plan_batches(groups, batch_size, _pass_overhead_tokens(model)):
         for index, value in zip(batch, _score_batch(model, [groups[i] for i in batch]), strict=True):
             results[index] = value
         done += len(batch)
@@ -161,24 +161,25 @@ def _score_batch(model, groups: list[Group]) -> list[list[np.ndarray]]:
     first_lp = first[owner_t, first_tokens]  # (rows,)
 
     rest_lp: torch.Tensor | None = None
-    longest = max(len(c) for c in rows)
-    if longest > 1:  # one-token continuations (MMLU letters) need no second pass
+    if max(len(c) for c in rows) > 1:  # one-token continuations (MMLU letters) need no second pass
         cache = out.past_key_values
         cache.batch_select_indices(owner_t)
-        cont_ids, cont_mask = _right_pad(rows, pad, device)
-        lengths = cont_mask.sum(-1)
-        keep = torch.arange(longest, device=device)[None, :] < (lengths[:, None] - 1)  # predicts token j+1
+        # A continuation's last token predicts nothing, so it is not fed: the pass reads c[:-1].
+        cont_ids, cont_mask = _right_pad([c[:-1] for c in rows], pad, device)
+        width = cont_ids.shape[1]
+        targets, _ = _right_pad([c[1:] for c in rows], pad, device)
+        keep = cont_mask.bool()
         out = model(
             input_ids=cont_ids,
             attention_mask=torch.cat([prompt_mask[owner_t], cont_mask], dim=-1),
-            position_ids=prompt_mask.sum(-1)[owner_t, None] + torch.arange(longest, device=device)[None, :],
+            position_ids=prompt_mask.sum(-1)[owner_t, None] + torch.arange(width, device=device)[None, :],
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=keep,
         )
         logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # (kept positions, vocab)
-        targets = cont_ids[:, 1:][keep[:, :-1]]
-        rest_lp = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        wanted = targets[keep]
+        rest_lp = logits.gather(-1, wanted[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
     per_row: list[np.ndarray] = []
     cursor = 0
@@ -207,22 +208,50 @@ def shared_groups(encoded: list[EncodedPair]) -> list[Group]:
     return groups
 
 
-def _group_length(group: Group) -> int:
-    return len(group.prompt) + max(len(c) for c in group.continuations)
+def _pass_overhead_tokens(model) -> int:
+    """What one forward pass costs beyond its tokens, in tokens: the price of starting another batch.
+
+    On CPU a pass of one token costs as much as ~32 tokens of a full batch (packaged SmolLM2, 2 cores:
+    32 ms against ~1 ms per token; benchmarks/bench_scoring.py), so padding is the main waste and
+    small batches are cheap. A GPU processes thousands of tokens for the price of one kernel launch
+    sequence, so there a pass is worth a few thousand tokens and large batches win.
+    """
+    return 32 if _device(model).type == "cpu" else 4096
 
 
-def _batches(order: list[int], rows: list[int], batch_size: int) -> list[list[int]]:
-    """Consecutive groups (in `order`) holding at most `batch_size` continuation rows (at least one group)."""
+def _plan_batches(groups: Sequence[Group], batch_size: int, overhead: int) -> list[list[int]]:
+    """Cut the length-sorted groups into the batches with the fewest padded tokens plus `overhead` each.
+
+    A batch costs groups x longest prompt (the prompt pass) plus rows x (longest continuation - 1)
+    (the continuation pass) plus `overhead`; a batch holds at most `batch_size` continuation rows
+    (or one group when a group alone has more). Dynamic programming over contiguous runs of the sorted
+    order is exact for that cost and takes O(groups x batch_size).
+    """
+    order = sorted(
+        range(len(groups)),
+        key=lambda i: (-len(groups[i].prompt), -max(len(c) for c in groups[i].continuations)),
+    )
+    cost = [0.0] + [float("inf")] * len(order)  # cost[k]: best plan for the first k sorted groups
+    start_of = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        rows = longest_prompt = longest_continuation = 0
+        for start in range(end - 1, -1, -1):
+            group = groups[order[start]]
+            rows += len(group.continuations)
+            if rows > batch_size and start < end - 1:
+                break
+            longest_prompt = max(longest_prompt, len(group.prompt))
+            longest_continuation = max(longest_continuation, *(len(c) for c in group.continuations))
+            padded = (end - start) * longest_prompt + rows * (longest_continuation - 1)
+            if cost[start] + overhead + padded < cost[end]:
+                cost[end] = cost[start] + overhead + padded
+                start_of[end] = start
     batches: list[list[int]] = []
-    used = 0
-    for index in order:
-        if batches and used + rows[index] <= batch_size:
-            batches[-1].append(index)
-            used += rows[index]
-        else:
-            batches.append([index])
-            used = rows[index]
-    return batches
+    end = len(order)
+    while end > 0:
+        batches.append(order[start_of[end] : end])
+        end = start_of[end]
+    return batches[::-1]
 
 
 def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
