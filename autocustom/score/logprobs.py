@@ -213,8 +213,9 @@ def _pass_overhead_tokens(model) -> int:
 
     On CPU a pass of one token costs as much as ~32 tokens of a full batch (packaged SmolLM2, 2 cores:
     32 ms against ~1 ms per token; benchmarks/bench_scoring.py), so padding is the main waste and
-    small batches are cheap. A GPU processes thousands of tokens for the price of one kernel launch
-    sequence, so there a pass is worth a few thousand tokens and large batches win.
+    small batches are cheap. A GPU pass is dominated by its fixed cost until the batch is large, so
+    there the plan should only split off batches whose padding would exceed thousands of tokens; 4096
+    is that setting, not a measurement (no GPU was available to this project to measure it).
     """
     return 32 if _device(model).type == "cpu" else 4096
 
