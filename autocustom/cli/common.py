@@ -79,14 +79,19 @@ def progress_reporter(quiet: bool = False) -> Iterator[ProgressCallback]:
 
 
 def _plain_progress() -> ProgressCallback:
-    """One line per stage start, per ~10% step and per end: readable in a CI log, not a flood."""
+    """One line per stage start, per ~10% step and per end: readable in a CI log, not a flood.
+
+    A count that goes back down is the same stage starting again (`compare` trains one model after
+    another), so it prints as a new start instead of being held back until it passes the old count.
+    """
     last: dict[str, int] = {}
 
     def update(event: ProgressEvent) -> None:
         total = event.total or 0
         step = max(1, total // 10) if total else 1
         previous = last.get(event.stage)
-        if previous is not None and event.done != total and event.done - previous < step:
+        advancing = previous is not None and previous <= event.done
+        if advancing and event.done != total and event.done - previous < step:
             return
         last[event.stage] = event.done
         count = f"{event.done}/{total}" if total else str(event.done)
