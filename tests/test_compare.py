@@ -12,6 +12,8 @@ from autocustom.baselines import METHODS
 from autocustom.cli import app
 from autocustom.compare import CompareConfig, compare
 from autocustom.errors import OutputExistsError, UsageError
+from autocustom.report import build_report
+from tests.images import PNG_SIZE, png_size
 from tests.sample_dataset import write_small_dataset
 
 FAST = {"max_steps": 2, "eval_steps": 2, "mmlu_questions": 4, "drift_texts": 2, "bootstrap": 50}
@@ -70,6 +72,16 @@ def test_outputs_are_written_and_the_table_comes_from_them(finished):
     assert len(written["rows"]) == len(result.rows)
     table = (Path(config.out) / "compare.md").read_text()
     assert table.count("\n| ") == len(result.rows) + 1  # header + one line per row
+
+
+def test_report_draws_lean_and_bias_shift_against_padding(finished):
+    config, _ = finished
+    report = build_report(config.out)
+    assert sorted(p.name for p in report.plots) == ["bias_shift_vs_padding.png", "lean_vs_padding.png"]
+    for plot in report.plots:
+        assert png_size(plot) == PNG_SIZE
+    text = (Path(config.out) / "report.md").read_text()
+    assert "plots/bias_shift_vs_padding.png" in text and "| contrastive | padding-16 |" in text
 
 
 def test_rerun_resumes_without_retraining_or_rescoring(finished, monkeypatch):

@@ -16,15 +16,7 @@ from autocustom.score.report import ScoreConfig
 from autocustom.train.config import TrainConfig
 from tests.conftest import ScriptedBackend
 from tests.data import fake_reply
-
-PNG_SIZE = (800, 450)  # report.FIGSIZE at report.DPI
-
-
-def png_size(path) -> tuple[int, int]:
-    """Width and height from a PNG's IHDR chunk: the file really is a PNG image of that size."""
-    header = path.read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+from tests.images import PNG_SIZE, png_size
 
 
 def configs(tmp_path, model: str):
