@@ -111,8 +111,10 @@ class CompareResult:
     training: dict[str, dict[str, Any]]
     elapsed_s: float
     notes: list[str] = field(default_factory=list)
+    gen_classifier_accuracy: Estimate | None = None  # how far GenLean's labels can be trusted
 
     def to_dict(self) -> dict[str, Any]:
+        accuracy = self.gen_classifier_accuracy
         return {
             "schema": SCHEMA,
             "config": self.config.to_dict(),
@@ -124,6 +126,7 @@ class CompareResult:
             "training": self.training,
             "elapsed_s": round(self.elapsed_s, 1),
             "notes": self.notes,
+            "gen_classifier_accuracy": accuracy.to_dict() if accuracy is not None else None,
         }
 
     def to_markdown(self) -> str:
@@ -146,6 +149,11 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
         raise UsageError(
             "--max-steps must be positive, --few-shot >= 0, --models non-empty", "fix the options"
         )
+    train, validation = dataset.splits.get("train", []), dataset.splits.get("validation", [])
+    if config.gen and not (train and validation):
+        raise UsageError(
+            "--gen needs the train and validation splits (classifier fit and check)", "drop --gen"
+        )
     out = Path(config.out)
     _claim_output(out, config, axis.label)
     device = resolve_device(config.device)
@@ -157,16 +165,29 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
         "BiasShift: vs the base model under the same condition; MMLU delta and Drift: trained methods only "
         "(prompting leaves the weights unchanged)",
     ]
+    classifier = _LazyClassifier(train, config.toward) if config.gen else None
     for model_index, model_ref in enumerate(config.models):
         methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]
-        rows.extend(
-            _score_model(
-                config, out, model_ref, methods, conditions, dataset, pairs, opposite, device, progress
-            )
+        scored = _score_model(
+            config, out, model_ref, methods, conditions, dataset, pairs, opposite, device,
+            classifier, progress,
+        )  # fmt: skip
+        rows.extend(scored)
+    accuracy = None
+    if classifier is not None:
+        from autocustom.score.judge import classifier_accuracy
+
+        accuracy = classifier_accuracy(
+            classifier.get(), validation, config.toward, n_boot=config.bootstrap, seed=config.seed
+        )
+        notes.append(
+            "GenLean: free replies labelled by an embedding classifier fitted on the train split's answers; "
+            f"it labels the validation split's answers correctly {accuracy}"
         )
     result = CompareResult(
-        config, axis.to_dict(), opposite, len(pairs), rows, training, time.monotonic() - started, notes
-    )
+        config, axis.to_dict(), opposite, len(pairs), rows, training, time.monotonic() - started, notes,
+        accuracy,
+    )  # fmt: skip
     write_json_atomic(out / RESULT, result.to_dict())
     write_text_atomic(out / TABLE, result.to_markdown())
     return result
@@ -219,7 +240,9 @@ def _train_methods(config: CompareConfig, out: Path, progress: ProgressCallback)
     return summaries
 
 
-def _score_model(config, out, model_ref, methods, conditions, dataset, pairs, opposite, device, progress):
+def _score_model(
+    config, out, model_ref, methods, conditions, dataset, pairs, opposite, device, classifier, progress
+):
     """Rows of one model: the base first (its margins are every other row's reference), then the rest."""
     from autocustom.models import load_model
     from autocustom.score.drift import neutral_texts
@@ -235,7 +258,6 @@ def _score_model(config, out, model_ref, methods, conditions, dataset, pairs, op
     drift_items = neutral_texts(evaluation_size(config.drift_texts, DRIFT_TEXTS, device.type)[0], seed=0)
     base_correct = None
     base_margins: dict[str, np.ndarray] = {}
-    classifier = _LazyClassifier(dataset.splits.get("train", []), config.toward) if config.gen else None
     rows = []
     total = len(methods) * len(conditions)
     for method in ["base", *[m for m in methods if m != "base"]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,27 @@ def test_unknown_method_lists_the_valid_ones(dataset, tmp_path):
     assert result.exit_code == 2
     assert "unknown method(s): magic" in result.output
     assert "Traceback" not in result.output
+
+
+def test_gen_lean_comes_with_its_classifier_accuracy(dataset, tiny_model_dir, tmp_path):
+    config = CompareConfig(
+        data=str(dataset), toward="formal", out=str(tmp_path / "gen"), models=[str(tiny_model_dir)],
+        methods=["base", "system-prompt"], padding=[], adversarial=False, gen=True, gen_tokens=4, **FAST,
+    )  # fmt: skip
+    result = compare(config)
+    assert all(row.metrics["gen_lean"].n == result.n_pairs for row in result.rows)
+    accuracy = result.gen_classifier_accuracy
+    assert accuracy is not None and 0 <= accuracy.value <= 1 and accuracy.n > 0
+    written = json.loads((tmp_path / "gen" / "compare.json").read_text())
+    assert written["gen_classifier_accuracy"]["n"] == accuracy.n
+    assert "labels the validation split's answers correctly" in (tmp_path / "gen" / "compare.md").read_text()
+
+
+def test_gen_without_a_validation_split_is_refused_before_any_work(dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    (data / "validation.jsonl").write_text("")
+    config = CompareConfig(data=str(data), toward="formal", out=str(tmp_path / "out"), gen=True)
+    with pytest.raises(UsageError, match="--gen needs the train and validation splits"):
+        compare(config)
+    assert not (tmp_path / "out").exists()
