@@ -67,9 +67,17 @@ def one_at_a_time(model, reqs, _batch_size):
     return np.array(sums)
 
 
+@torch.inference_mode()
 def float64_reference(model, reqs) -> np.ndarray:
-    """Exact-enough sums: the float32 methods' rounding shows up as their distance from these."""
-    return one_at_a_time(copy.deepcopy(model).double(), reqs, 1)
+    """The same model in float64 end to end, log-softmax included: the float32 methods' distance from
+    these sums is their rounding. (A float32 log-softmax over a 49k vocabulary is itself biased by up to
+    ~1e-5 per token, so the logits must not be cast down before it.)"""
+    exact = copy.deepcopy(model).double()
+    sums = []
+    for prompt, cont in reqs:
+        logp = torch.log_softmax(exact(torch.tensor([prompt + cont])).logits[0].double(), -1)
+        sums.append(logp[len(prompt) - 1 : -1].gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    return np.array(sums)
 
 
 def lm_eval_hf(model, tokenizer, batch_size):
