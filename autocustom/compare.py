@@ -149,11 +149,10 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
         raise UsageError(
             "--max-steps must be positive, --few-shot >= 0, --models non-empty", "fix the options"
         )
-    train, validation = dataset.splits.get("train", []), dataset.splits.get("validation", [])
-    if config.gen and not (train and validation):
-        raise UsageError(
-            "--gen needs the train and validation splits (classifier fit and check)", "drop --gen"
-        )
+    from autocustom.score.judge import classifier_splits
+
+    # GenLean's classifier needs train (fit) and validation (check): refuse a dataset without them now.
+    gen_splits = classifier_splits(dataset) if config.gen else None
     out = Path(config.out)
     _claim_output(out, config, axis.label)
     device = resolve_device(config.device)
@@ -165,7 +164,7 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
         "BiasShift: vs the base model under the same condition; MMLU delta and Drift: trained methods only "
         "(prompting leaves the weights unchanged)",
     ]
-    classifier = _LazyClassifier(train, config.toward) if config.gen else None
+    classifier = _LazyClassifier(gen_splits[0], config.toward) if gen_splits else None
     for model_index, model_ref in enumerate(config.models):
         methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]
         scored = _score_model(
@@ -174,11 +173,11 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
         )  # fmt: skip
         rows.extend(scored)
     accuracy = None
-    if classifier is not None:
+    if classifier is not None and gen_splits is not None:
         from autocustom.score.judge import classifier_accuracy
 
         accuracy = classifier_accuracy(
-            classifier.get(), validation, config.toward, n_boot=config.bootstrap, seed=config.seed
+            classifier.get(), gen_splits[1], config.toward, n_boot=config.bootstrap, seed=config.seed
         )
         notes.append(
             "GenLean: free replies labelled by an embedding classifier fitted on the train split's answers; "

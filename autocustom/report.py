@@ -224,9 +224,9 @@ def _plot_subareas(subareas: list[dict[str, Any]], toward: str, path: Path) -> P
     return _save(plt, figure, path)
 
 
-PADDING_METRICS = {
-    "lean": ("Lean toward {toward}", (-1.05, 1.05)),
-    "bias_shift": ("BiasShift toward {toward} (nats/token, vs base)", None),
+PADDING_METRICS = {  # metric: (name, y-axis label, y limits or None for automatic)
+    "lean": ("Lean", "Lean toward {toward}", (-1.05, 1.05)),
+    "bias_shift": ("BiasShift", "BiasShift toward {toward} (nats/token, vs base)", None),
 }
 
 
@@ -263,13 +263,13 @@ def _plot_padding(result: dict[str, Any], metric: str, path: Path) -> Path:
             yerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]],
             marker="o", capsize=3, label=key, color=f"C{index % 10}",
         )  # fmt: skip
-    label, limits = PADDING_METRICS[metric]
+    title, label, limits = PADDING_METRICS[metric]
     axis.set_xlabel("distracting tokens before the question")
     axis.set_ylabel(label.format(toward=result["toward"]))
     if limits is not None:
         axis.set_ylim(*limits)
     axis.axhline(0, color="black", linewidth=0.8)
-    axis.set_title(f"{label.split(' toward')[0]} against padding length")
+    axis.set_title(f"{title} against padding length")
     if series:
         axis.legend(fontsize="small", ncol=2)
     return _save(plt, figure, path)

@@ -57,25 +57,24 @@ def ours(model, reqs, batch_size):
     return np.array([lp.sum() for s in score_groups(model, groups, batch_size=batch_size) for lp in s])
 
 
-@torch.inference_mode()
 def one_at_a_time(model, reqs, _batch_size):
-    sums = []
-    for prompt, cont in reqs:
-        ids = torch.tensor([prompt + cont])
-        logp = torch.log_softmax(model(ids).logits[0].float(), -1)
-        sums.append(logp[len(prompt) - 1 : -1].gather(-1, torch.tensor(cont)[:, None]).sum().item())
-    return np.array(sums)
+    return _sums_one_by_one(model, reqs, torch.float32)
 
 
-@torch.inference_mode()
 def float64_reference(model, reqs) -> np.ndarray:
     """The same model in float64 end to end, log-softmax included: the float32 methods' distance from
     these sums is their rounding. (A float32 log-softmax over a 49k vocabulary is itself biased by up to
     ~1e-5 per token, so the logits must not be cast down before it.)"""
-    exact = copy.deepcopy(model).double()
+    return _sums_one_by_one(copy.deepcopy(model).double(), reqs, torch.float64)
+
+
+@torch.inference_mode()
+def _sums_one_by_one(model, reqs, logits_dtype: torch.dtype) -> np.ndarray:
+    """Each request alone, no padding: the plain computation every batched method must reproduce."""
     sums = []
     for prompt, cont in reqs:
-        logp = torch.log_softmax(exact(torch.tensor([prompt + cont])).logits[0].double(), -1)
+        ids = torch.tensor([prompt + cont])
+        logp = torch.log_softmax(model(ids).logits[0].to(logits_dtype), -1)
         sums.append(logp[len(prompt) - 1 : -1].gather(-1, torch.tensor(cont)[:, None]).sum().item())
     return np.array(sums)
 

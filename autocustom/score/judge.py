@@ -15,6 +15,7 @@ import numpy as np
 
 from autocustom.chat import PLAIN, PromptCondition, render_prompt
 from autocustom.data.schema import Pair
+from autocustom.errors import UsageError
 from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap, signed_share
 
 
@@ -55,6 +56,16 @@ def fit_pole_classifier(
         w -= rate * (x.T @ (p - y) / len(y) + l2 * w)
         b -= rate * float((p - y).mean())
     return PoleClassifier(embedder, w, b)
+
+
+def classifier_splits(dataset) -> tuple[list[Pair], list[Pair]]:
+    """The train split (the classifier is fitted on it) and the validation split (it is checked on it)."""
+    train, validation = dataset.splits.get("train", []), dataset.splits.get("validation", [])
+    if not train or not validation:
+        raise UsageError(
+            "--gen needs the train and validation splits (classifier fit and check)", "drop --gen"
+        )
+    return train, validation
 
 
 def classifier_accuracy(

@@ -374,13 +374,14 @@ def _drift(config, loaded, base, n: int, progress: ProgressCallback) -> Estimate
 
 
 def _gen_lean(config, loaded, dataset, pairs, toward, condition, progress):
-    from autocustom.score.judge import classifier_accuracy, fit_pole_classifier, measure_gen_lean
+    from autocustom.score.judge import (
+        classifier_accuracy,
+        classifier_splits,
+        fit_pole_classifier,
+        measure_gen_lean,
+    )
 
-    train, validation = dataset.splits.get("train", []), dataset.splits.get("validation", [])
-    if not train or not validation:
-        raise UsageError(
-            "--gen needs the train and validation splits (classifier fit and check)", "drop --gen"
-        )
+    train, validation = classifier_splits(dataset)
     progress(ProgressEvent("gen", 0, len(pairs)))
     classifier = fit_pole_classifier(train, toward)
     boot = {"n_boot": config.bootstrap, "seed": config.seed}
