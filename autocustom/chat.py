@@ -8,8 +8,7 @@ distracting padding, an adversarial user turn) are built here as conversation ed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from autocustom.llm.base import Conversation
 
@@ -26,7 +25,6 @@ class PromptCondition:
     few_shot: tuple[tuple[str, str], ...] = ()  # (question, answer) turns before the question
     padding_text: str | None = None  # unrelated text placed before the question
     adversarial_turn: str | None = None  # appended to the user message, e.g. "answer as a {opposite}"
-    extra: dict[str, str] = field(default_factory=dict)
 
     def conversation(self, question: str) -> Conversation:
         messages: Conversation = []
@@ -106,7 +104,3 @@ def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -
         if overflow > 0:
             prompt_ids = prompt_ids[overflow:]
     return EncodedPair([*prompt_ids, *answer_ids], len(prompt_ids))
-
-
-def conversations_for(questions: Sequence[str], condition: PromptCondition = PLAIN) -> list[Conversation]:
-    return [condition.conversation(q) for q in questions]

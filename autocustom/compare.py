@@ -10,15 +10,13 @@ row in `rows/`) and training runs already finished (in `methods/`).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from autocustom.assets import DEFAULT_MODEL
 from autocustom.baselines import (
     METHODS,
     PLAIN_CONDITION,
@@ -29,17 +27,21 @@ from autocustom.baselines import (
     padding_length,
     stress_conditions,
 )
-from autocustom.data.io import load_dataset_dir, read_json, write_json_atomic, write_text_atomic
+from autocustom.chat import PLAIN
+from autocustom.data.io import load_dataset_dir
 from autocustom.errors import OutputExistsError, UsageError
+from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
+from autocustom.layout import COMPARE_CONFIG, COMPARE_RESULT, COMPARE_TABLE, compare_cell, compare_method_run
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap, paired_difference
+from autocustom.score.measure import Measurement, Reference, measure
+from autocustom.score.mmlu import retention_subset
+from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, EVAL_SEED, EvalPlan, make_plan
+from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "autocustom.compare/1"
-MARKER = "compare_config.json"
-RESULT = "compare.json"
-TABLE = "compare.md"
+SCHEMA = "autocustom.compare/2"  # 2: the evaluation plan is written into compare.json
+PADDING_SOURCE = 200  # MMLU questions the distracting padding is cut from: more than 256 tokens' worth
 COLUMNS = ("lean", "bias_shift", "gen_lean", "mmlu_delta_points", "drift")
 
 
@@ -50,7 +52,7 @@ class CompareConfig:
     data: str
     toward: str
     out: str
-    models: list[str] = field(default_factory=lambda: ["smollm2-135m"])
+    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     padding: list[int] = field(default_factory=lambda: [64, 256])
     adversarial: bool = True
@@ -60,12 +62,12 @@ class CompareConfig:
     train_batch_size: int = 4
     eval_steps: int = 10
     gen: bool = False
-    gen_tokens: int = 48
+    gen_tokens: int = DEFAULT_GEN_TOKENS
     mmlu_questions: int | None = None
     drift_texts: int | None = None
     bootstrap: int = DEFAULT_BOOTSTRAP
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     device: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +114,7 @@ class CompareResult:
     elapsed_s: float
     notes: list[str] = field(default_factory=list)
     gen_classifier_accuracy: Estimate | None = None  # how far GenLean's labels can be trusted
+    plan: dict[str, Any] = field(default_factory=dict)  # EvalPlan.describe() of the test-split plan
 
     def to_dict(self) -> dict[str, Any]:
         accuracy = self.gen_classifier_accuracy
@@ -127,6 +130,7 @@ class CompareResult:
             "elapsed_s": round(self.elapsed_s, 1),
             "notes": self.notes,
             "gen_classifier_accuracy": accuracy.to_dict() if accuracy is not None else None,
+            "plan": self.plan,
         }
 
     def to_markdown(self) -> str:
@@ -139,62 +143,68 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
 
     started = time.monotonic()
     check_methods(config.methods)
-    dataset = load_dataset_dir(config.data)
-    axis = dataset.axis
-    opposite = axis.opposite(config.toward)
-    pairs = dataset.split("test")
-    if not pairs:
-        raise UsageError(f"the test split of {config.data} is empty", "regenerate with more subareas")
     if config.max_steps <= 0 or config.few_shot < 0 or not config.models:
         raise UsageError(
             "--max-steps must be positive, --few-shot >= 0, --models non-empty", "fix the options"
         )
-    from autocustom.score.judge import classifier_splits
-
-    # GenLean's classifier needs train (fit) and validation (check): refuse a dataset without them now.
-    gen_splits = classifier_splits(dataset) if config.gen else None
-    out = Path(config.out)
-    _claim_output(out, config, axis.label)
+    dataset = load_dataset_dir(config.data)
+    if not dataset.splits.get("test"):
+        raise UsageError(f"the test split of {config.data} is empty", "regenerate with more subareas")
     device = resolve_device(config.device)
-
+    plan = compare_plan(config, dataset, device.type)  # refuses --gen without train/validation now
+    out = Path(config.out)
+    _claim_output(out, config, dataset.axis.label)
     training = _train_methods(config, out, progress)
-    conditions = stress_conditions(config.padding, config.adversarial)
+    scoring = _Scoring(config, out, dataset, plan, device, progress)
     rows: list[Row] = []
+    accuracy = None
+    for model_index, model_ref in enumerate(config.models):
+        methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]
+        model_rows, model_accuracy = scoring.model_rows(model_ref, methods)
+        rows.extend(model_rows)
+        accuracy = accuracy or model_accuracy
+    result = CompareResult(
+        config, dataset.axis.to_dict(), plan.opposite, len(plan.pairs), rows, training,
+        time.monotonic() - started, _notes(accuracy), accuracy, plan.describe(),
+    )  # fmt: skip
+    write_json_atomic(out / COMPARE_RESULT, result.to_dict())
+    write_text_atomic(out / COMPARE_TABLE, result.to_markdown())
+    return result
+
+
+def compare_plan(config: CompareConfig, dataset, device_type: str) -> EvalPlan:
+    """The test-split plan every row is measured on (each row under its own prompt condition)."""
+    return make_plan(
+        dataset,
+        "test",
+        config.toward,
+        device_type=device_type,
+        mmlu_questions=config.mmlu_questions,
+        drift_texts=config.drift_texts,
+        gen=config.gen,
+        gen_tokens=config.gen_tokens,
+        bootstrap=config.bootstrap,
+        bootstrap_seed=config.seed,
+        batch_size=config.batch_size,
+    )
+
+
+def _notes(accuracy: Estimate | None) -> list[str]:
     notes = [
         "BiasShift: vs the base model under the same condition; MMLU delta and Drift: trained methods only "
         "(prompting leaves the weights unchanged)",
     ]
-    classifier = _LazyClassifier(gen_splits[0], config.toward) if gen_splits else None
-    for model_index, model_ref in enumerate(config.models):
-        methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]
-        scored = _score_model(
-            config, out, model_ref, methods, conditions, dataset, pairs, opposite, device,
-            classifier, progress,
-        )  # fmt: skip
-        rows.extend(scored)
-    accuracy = None
-    if classifier is not None and gen_splits is not None:
-        from autocustom.score.judge import classifier_accuracy
-
-        accuracy = classifier_accuracy(
-            classifier.get(), gen_splits[1], config.toward, n_boot=config.bootstrap, seed=config.seed
-        )
+    if accuracy is not None:
         notes.append(
             "GenLean: free replies labelled by an embedding classifier fitted on the train split's answers; "
             f"it labels the validation split's answers correctly {accuracy}"
         )
-    result = CompareResult(
-        config, axis.to_dict(), opposite, len(pairs), rows, training, time.monotonic() - started, notes,
-        accuracy,
-    )  # fmt: skip
-    write_json_atomic(out / RESULT, result.to_dict())
-    write_text_atomic(out / TABLE, result.to_markdown())
-    return result
+    return notes
 
 
 def _claim_output(out: Path, config: CompareConfig, axis_label: str) -> None:
     """Refuse a directory that holds another comparison (another axis or target); resume the same one."""
-    marker = out / MARKER
+    marker = out / COMPARE_CONFIG
     if marker.is_file():
         previous = read_json(marker)
         if previous.get("axis") != axis_label or previous.get("toward") != config.toward:
@@ -220,7 +230,7 @@ def _train_methods(config: CompareConfig, out: Path, progress: ProgressCallback)
             TrainConfig(
                 data=config.data,
                 toward=config.toward,
-                out=str(out / "methods" / method),
+                out=str(compare_method_run(out, method)),
                 model=config.models[0],
                 loss=method,
                 max_steps=config.max_steps,
@@ -239,131 +249,84 @@ def _train_methods(config: CompareConfig, out: Path, progress: ProgressCallback)
     return summaries
 
 
-def _score_model(
-    config, out, model_ref, methods, conditions, dataset, pairs, opposite, device, classifier, progress
-):
-    """Rows of one model: the base first (its margins are every other row's reference), then the rest."""
-    from autocustom.models import load_model
-    from autocustom.score.drift import neutral_texts
-    from autocustom.score.mmlu import retention_subset
-    from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, evaluation_size
+@dataclass
+class _Scoring:
+    """What every row of a comparison is measured with: one plan, one base per model, resumable cells."""
 
-    base = load_model(model_ref, device=device)
-    padding_source = [q.question for q in retention_subset(200, seed=config.seed)]
-    boot = {"n_boot": config.bootstrap, "seed": config.seed}
-    mmlu_items = retention_subset(
-        evaluation_size(config.mmlu_questions, MMLU_QUESTIONS, device.type)[0], seed=0
-    )
-    drift_items = neutral_texts(evaluation_size(config.drift_texts, DRIFT_TEXTS, device.type)[0], seed=0)
-    base_correct = None
-    base_margins: dict[str, np.ndarray] = {}
-    rows = []
-    total = len(methods) * len(conditions)
-    for method in ["base", *[m for m in methods if m != "base"]]:
-        trained = method not in PROMPT_METHODS
-        loaded = load_model(str(out / "methods" / method), device=device) if trained else base
-        train_pairs = dataset.splits.get("train", [])
-        prompt = method_condition(method, dataset.axis, config.toward, train_pairs, config.few_shot)
-        for condition in conditions:
-            progress(ProgressEvent(f"score {model_ref}", len(rows), total, f"{method} / {condition}"))
-            cell = out / "rows" / _slug(model_ref) / method / f"{condition}.json"
-            if cell.is_file():
-                row = Row.from_dict(read_json(cell))
-            else:
-                weights = {"mmlu_delta_points": None, "drift": None}
-                if trained and condition == PLAIN_CONDITION:
-                    if base_correct is None:
-                        base_correct = _mmlu_correct(base, mmlu_items, config)
-                    weights = _weights_figures(
-                        loaded, base, base_correct, mmlu_items, drift_items, config, boot
+    config: CompareConfig
+    out: Path
+    dataset: Any
+    plan: EvalPlan
+    device: Any
+    progress: ProgressCallback
+
+    def model_rows(self, model_ref: str, methods: list[str]) -> tuple[list[Row], Estimate | None]:
+        """Rows of one model (the base first), and the reply classifier's accuracy when replies are judged."""
+        from autocustom.models import load_model
+
+        base = load_model(model_ref, device=self.device)
+        reference = Reference(base.model, base.tokenizer)
+        conditions = stress_conditions(self.config.padding, self.config.adversarial)
+        padding_source = [q.question for q in retention_subset(PADDING_SOURCE, seed=EVAL_SEED)]
+        rows, total = [], len(methods) * len(conditions)
+        for method in ["base", *[m for m in methods if m != "base"]]:
+            trained = method not in PROMPT_METHODS
+            loaded = (
+                load_model(str(compare_method_run(self.out, method)), device=self.device) if trained else base
+            )
+            train_pairs = self.dataset.splits.get("train", [])
+            prompt = method_condition(
+                method, self.dataset.axis, self.config.toward, train_pairs, self.config.few_shot
+            )
+            for condition in conditions:
+                stage = f"score {model_ref}"
+                self.progress(ProgressEvent(stage, len(rows), total, f"{method} / {condition}"))
+                cell = compare_cell(self.out, _slug(model_ref), method, condition)
+                if not cell.is_file():
+                    stress = {
+                        "opposite": self.plan.opposite,
+                        "tokenizer": loaded.tokenizer,
+                        "padding_source": padding_source,
+                    }
+                    plan = self._cell_plan(
+                        apply_stress(prompt, condition, **stress),
+                        apply_stress(PLAIN, condition, **stress),
+                        trained,
+                        condition,
                     )
-                row = _score_row(
-                    config, model_ref, method, condition, loaded, prompt, pairs, opposite,
-                    base_margins.get(condition), padding_source, weights, classifier, boot,
-                )  # fmt: skip
-                write_json_atomic(cell, row.to_dict())
-            if method == "base":
-                base_margins[condition] = np.asarray(row.margins)
-            if method in methods:
-                rows.append(row)
-    progress(ProgressEvent(f"score {model_ref}", total, total, "done"))
-    return rows
+                    measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer)
+                    write_json_atomic(cell, _row(model_ref, method, condition, measured).to_dict())
+                if method in methods:
+                    rows.append(Row.from_dict(read_json(cell)))
+        self.progress(ProgressEvent(f"score {model_ref}", total, total, "done"))
+        return rows, self._classifier_accuracy(reference)
+
+    def _cell_plan(self, condition, base_condition, trained: bool, stress: str) -> EvalPlan:
+        """MMLU and Drift for trained models on the plain prompt; replies on the plain prompt only."""
+        plan = self.plan.under(condition, base_condition)
+        if stress != PLAIN_CONDITION:
+            return plan.pairs_only()
+        if not trained:
+            return replace(plan, mmlu=(), drift_texts=())
+        return plan
+
+    def _classifier_accuracy(self, reference: Reference) -> Estimate | None:
+        if not self.plan.gen_questions:
+            return None
+        from autocustom.score.judge import classifier_correct
+
+        correct = classifier_correct(
+            reference.classifier(self.plan), self.plan.classifier_pairs[1], self.config.toward
+        )
+        return bootstrap(correct, **self.plan.boot)
 
 
-def _score_row(
-    config, model_ref, method, condition, loaded, prompt, pairs, opposite, base_margins,
-    padding_source, weights_figures, classifier, boot,
-) -> Row:  # fmt: skip
-    from autocustom.score.logprobs import pair_margins
-    from autocustom.score.shift import bias_shift, lean
-
-    stressed = apply_stress(
-        prompt, condition, opposite=opposite, tokenizer=loaded.tokenizer, padding_source=padding_source
-    )
-    margins = pair_margins(
-        loaded.model, loaded.tokenizer, pairs, config.toward, condition=stressed, batch_size=config.batch_size
-    )
-    metrics: dict[str, Estimate | None] = dict.fromkeys(COLUMNS)
-    metrics["lean"] = lean(margins, **boot)
-    if method != "base" and base_margins is not None:
-        metrics["bias_shift"] = bias_shift(margins, base_margins, **boot)
-    if condition == PLAIN_CONDITION:
-        metrics.update(weights_figures)
-        if classifier is not None:
-            metrics["gen_lean"] = _gen_lean(config, loaded, classifier.get(), pairs, stressed)
+def _row(model_ref: str, method: str, condition: str, measured: Measurement) -> Row:
+    metrics = {name: measured.metrics[name] for name in COLUMNS}
+    if method == "base":
+        metrics["bias_shift"] = None  # the base against itself: 0 by construction, not a finding
+    margins = measured.observations.margins
     return Row(model_ref, method, condition, padding_length(condition), metrics, margins.tolist())
-
-
-def _mmlu_correct(loaded, questions, config) -> np.ndarray:
-    from autocustom.score.mmlu import mmlu_correct
-
-    return mmlu_correct(loaded.model, loaded.tokenizer, questions, batch_size=config.batch_size)
-
-
-def _weights_figures(
-    loaded, base, base_correct, mmlu_items, drift_items, config, boot
-) -> dict[str, Estimate]:
-    """MMLU delta (points, paired) and Drift of a trained model against its base."""
-    from autocustom.score.drift import drift_per_text
-
-    correct = _mmlu_correct(loaded, mmlu_items, config)
-    drift = drift_per_text(
-        loaded.model, base.model, loaded.tokenizer, drift_items, batch_size=config.batch_size
-    )
-    return {
-        "mmlu_delta_points": paired_difference(correct * 100, base_correct * 100, **boot),
-        "drift": bootstrap(drift, **boot),
-    }
-
-
-class _LazyClassifier:
-    """The GenLean pole classifier, fitted on first use and then shared by every row."""
-
-    def __init__(self, train_pairs, toward: str) -> None:
-        self.train_pairs, self.toward, self.fitted = train_pairs, toward, None
-
-    def get(self):
-        if self.fitted is None:
-            from autocustom.score.judge import fit_pole_classifier
-
-            self.fitted = fit_pole_classifier(self.train_pairs, self.toward)
-        return self.fitted
-
-
-def _gen_lean(config, loaded, classifier, pairs, condition) -> Estimate:
-    from autocustom.score.judge import measure_gen_lean
-
-    return measure_gen_lean(
-        loaded.model,
-        loaded.tokenizer,
-        classifier,
-        [p.question for p in pairs],
-        condition=condition,
-        max_new_tokens=config.gen_tokens,
-        batch_size=config.batch_size,
-        n_boot=config.bootstrap,
-        seed=config.seed,
-    )
 
 
 def _slug(reference: str) -> str:
@@ -393,7 +356,3 @@ def format_estimate(data: dict[str, float] | None) -> str:
     if not data:
         return "–"
     return f"{data['value']:+.3f} [{data['low']:+.3f}, {data['high']:+.3f}]"
-
-
-def load_compare(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / RESULT).read_text())

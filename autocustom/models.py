@@ -20,11 +20,9 @@ from typing import Any
 
 from autocustom.assets import PACKAGED_MODELS, cache_dir
 from autocustom.errors import ModelLoadError
+from autocustom.layout import RUN_MODEL, is_run_dir, read_run_config
 
 log = logging.getLogger(__name__)
-
-RUN_MARKER = "run_config.json"  # written by `autocustom train` into every run directory
-RUN_MODEL_SUBDIR = "model"
 
 
 @dataclass
@@ -35,15 +33,11 @@ class LoadedModel:
     base_reference: str | None  # the base model recorded for a run or adapter, when known
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / RUN_MARKER).is_file() and (path / RUN_MODEL_SUBDIR).is_dir()
-
-
 def recorded_base(reference: str) -> str | None:
     """The base model a run directory or adapter was trained from, as the user named it."""
     path = Path(reference)
     if is_run_dir(path):
-        return json.loads((path / RUN_MARKER).read_text())["model"]
+        return read_run_config(path)["model"]
     adapter = path / "adapter_config.json"
     if adapter.is_file():
         return json.loads(adapter.read_text()).get("base_model_name_or_path")
@@ -56,7 +50,7 @@ def resolve_model_dir(reference: str) -> str:
         return str(materialize_packaged(reference))
     path = Path(reference).expanduser()
     if is_run_dir(path):
-        return str(path / RUN_MODEL_SUBDIR)
+        return str(path / RUN_MODEL)
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"model path {path} is a file", "pass the model's directory")

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from autocustom.data.generate import GenerateConfig, GenerateResult, generate
-from autocustom.data.io import read_json, write_json_atomic
 from autocustom.errors import OutputExistsError
+from autocustom.fileio import read_json, write_json_atomic
+from autocustom.layout import RUN_DATA, RUN_SCORE, RUN_TRAIN
 from autocustom.llm.base import ChatBackend
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.report import SCORE, TRAIN_SUBDIR, ReportResult, build_report
-from autocustom.score.report import ScoreConfig, shift_score
+from autocustom.report import ReportResult, build_report
+from autocustom.score.shift_score import ScoreConfig, shift_score
 from autocustom.train.config import TrainConfig
 from autocustom.train.trainer import TrainResult, train
 
-DATA_SUBDIR = "data"
 STAGES = ("generate", "train", "shift-score", "report")
 
 
@@ -65,7 +65,7 @@ def run(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is a file", "pass a directory")
-    data_dir, train_dir, score_path = out / DATA_SUBDIR, out / TRAIN_SUBDIR, out / SCORE
+    data_dir, train_dir, score_path = out / RUN_DATA, out / RUN_TRAIN, out / RUN_SCORE
     train_config = replace(train_config, data=str(data_dir), out=str(train_dir), resume=True)
     train_config.validate()  # bad training options fail before the data is generated
     _announce(progress, 0)

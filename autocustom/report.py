@@ -7,20 +7,27 @@ unfinished run it writes what exists and names what is missing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocustom.compare import RESULT as COMPARE_RESULT
 from autocustom.compare import compare_markdown, format_estimate
-from autocustom.data.io import read_json, write_text_atomic
 from autocustom.errors import DataError
+from autocustom.fileio import read_json, write_text_atomic
+from autocustom.layout import (
+    COMPARE_CONFIG,
+    COMPARE_RESULT,
+    METRICS,
+    PLOTS,
+    REPORT,
+    RUN_CONFIG,
+    RUN_SCORE,
+    RUN_TRAIN,
+    SUMMARY,
+    read_metrics,
+    read_summary,
+)
 
-REPORT = "report.md"
-PLOTS = "plots"
-SCORE = "score.json"  # where `autocustom run` puts the shift-score report
-TRAIN_SUBDIR = "train"  # where `autocustom run` puts the training run
 FIGSIZE = (8, 4.5)
 DPI = 100
 
@@ -47,28 +54,28 @@ def build_report(run_dir: str | Path) -> ReportResult:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(run_dir, "is not a directory", "pass a run, train or compare output directory")
-    train_dir = run_dir / TRAIN_SUBDIR if (run_dir / TRAIN_SUBDIR).is_dir() else run_dir
+    train_dir = run_dir / RUN_TRAIN if (run_dir / RUN_TRAIN).is_dir() else run_dir
     parts: list[str] = [f"# autocustom report: {run_dir.name}", ""]
     plots: list[Path] = []
     sections: list[str] = []
     missing: list[str] = []
 
-    if (train_dir / "metrics.jsonl").is_file():
+    if (train_dir / METRICS).is_file():
         sections.append("training")
         parts += _training_section(train_dir, run_dir / PLOTS, plots, missing)
-    elif (train_dir / "run_config.json").is_file():
-        missing.append(f"{train_dir}/metrics.jsonl (training has not evaluated yet)")
-    if (run_dir / SCORE).is_file():
+    elif (train_dir / RUN_CONFIG).is_file():
+        missing.append(f"{train_dir / METRICS} (training has not evaluated yet)")
+    if (run_dir / RUN_SCORE).is_file():
         sections.append("shift-score")
-        parts += _score_section(read_json(run_dir / SCORE), run_dir / PLOTS, plots)
+        parts += _score_section(read_json(run_dir / RUN_SCORE), run_dir / PLOTS, plots)
     elif sections == ["training"]:
         missing.append(
-            f"{run_dir / SCORE} (not scored yet: run `autocustom shift-score --out {run_dir / SCORE}`)"
+            f"{run_dir / RUN_SCORE} (not scored yet: run `autocustom shift-score --out {run_dir / RUN_SCORE}`)"
         )
     if (run_dir / COMPARE_RESULT).is_file():
         sections.append("compare")
         parts += _compare_section(read_json(run_dir / COMPARE_RESULT), run_dir / PLOTS, plots)
-    elif (run_dir / "compare_config.json").is_file():
+    elif (run_dir / COMPARE_CONFIG).is_file():
         missing.append(f"{run_dir / COMPARE_RESULT} (the comparison has not finished: rerun it to resume)")
     if not sections and not missing:
         raise DataError(
@@ -84,12 +91,10 @@ def build_report(run_dir: str | Path) -> ReportResult:
 
 
 def _training_section(train_dir: Path, plot_dir: Path, plots: list[Path], missing: list[str]) -> list[str]:
-    rows = [
-        json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
-    ]
-    summary = read_json(train_dir / "summary.json") if (train_dir / "summary.json").is_file() else None
+    rows = read_metrics(train_dir)
+    summary = read_summary(train_dir)
     if summary is None:
-        missing.append(f"{train_dir}/summary.json (training unfinished: rerun with --resume)")
+        missing.append(f"{train_dir / SUMMARY} (training unfinished: rerun with --resume)")
     plot = _plot_training(rows, summary, plot_dir / "training.png")
     plots.append(plot)
     lines = [

@@ -16,6 +16,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from autocustom.assets import DEFAULT_MODEL
 from autocustom.llm.base import GenerationParams
 from autocustom.llm.local_backend import LocalBackend
 
@@ -44,7 +45,7 @@ def timed(backend: LocalBackend, conversations, params) -> tuple[list[str], floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)

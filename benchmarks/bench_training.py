@@ -27,6 +27,8 @@ import time
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from autocustom.assets import DEFAULT_MODEL
+
 QUESTIONS = [
     "How do I boil pasta?",
     "How should I pack a suitcase?",
@@ -207,7 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per trainer (first is warm-up)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=128)

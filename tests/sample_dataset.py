@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from autocustom.axis import Axis
-from autocustom.data.io import MANIFEST, write_json_atomic, write_jsonl_atomic
 from autocustom.data.schema import Manifest, Pair, Subarea
+from autocustom.fileio import write_json_atomic, write_jsonl_atomic
+from autocustom.layout import MANIFEST
 
 FORMAL_CASUAL = Axis("formal", "casual")
 TOPICS = {

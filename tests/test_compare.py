@@ -69,7 +69,8 @@ def test_stress_changes_the_prompt_and_so_the_margins(finished):
 def test_outputs_are_written_and_the_table_comes_from_them(finished):
     config, result = finished
     written = json.loads((Path(config.out) / "compare.json").read_text())
-    assert written["schema"] == "autocustom.compare/1"
+    assert written["schema"] == "autocustom.compare/2"
+    assert written["plan"]["pair_ids"] == [row["id"] for row in map(json.loads, (Path(config.data) / "test.jsonl").read_text().splitlines())]
     assert len(written["rows"]) == len(result.rows)
     table = (Path(config.out) / "compare.md").read_text()
     assert table.count("\n| ") == len(result.rows) + 1  # header + one line per row

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from autocustom.assets import DEFAULT_MODEL
 from autocustom.cli.common import (
     EXIT_GATE,
     EXIT_USAGE,
@@ -35,7 +36,7 @@ def run_command(
     axis: str = typer.Option(..., "--axis", help='Two poles "pole_a:pole_b", or a YAML axis file.'),
     toward: str = typer.Option(..., "--toward", help="The pole to move the model toward."),
     out: Path = typer.Option(..., "--out", help="Run directory (data/, train/, score.json, report.md)."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Model to customize (and to score against)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model to customize (and to score against)."),
     generator_model: str | None = typer.Option(
         None, "--generator-model", help="LLM that writes the data (default: --model for local)."
     ),
@@ -81,7 +82,7 @@ def run_command(
         from autocustom.axis import parse_axis
         from autocustom.data.generate import GenerateConfig
         from autocustom.pipeline import run
-        from autocustom.score.report import ScoreConfig
+        from autocustom.score.shift_score import ScoreConfig
         from autocustom.train.config import TrainConfig
 
         parsed_axis = parse_axis(axis)
@@ -167,7 +168,7 @@ def compare_command(
     toward: str = typer.Option(..., "--toward", help="The pole every method aims for."),
     out: Path = typer.Option(..., "--out", help="Comparison directory (resumable)."),
     models: str = typer.Option(
-        "smollm2-135m", "--models", help="Comma-separated models; trained methods use the first."
+        DEFAULT_MODEL, "--models", help="Comma-separated models; trained methods use the first."
     ),
     methods: str = typer.Option(
         "base,system-prompt,instruction-after,few-shot,contrastive,dpo,simpo",

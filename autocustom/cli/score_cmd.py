@@ -70,8 +70,8 @@ def shift_score_command(
     """
     configure_logging(verbose)
     with user_errors():
-        from autocustom.data.io import write_json_atomic
-        from autocustom.score.report import ScoreConfig, shift_score
+        from autocustom.fileio import write_json_atomic
+        from autocustom.score.shift_score import ScoreConfig, shift_score
 
         config = ScoreConfig(
             model=model,

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocustom import __version__
+from autocustom import __version__, fileio, layout
 from autocustom.axis import Axis
-from autocustom.data import io, parsing
+from autocustom.data import parsing
 from autocustom.data.dedup import DEFAULT_BLOCK, dedup_texts
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import check_ratios, split_subareas
@@ -33,14 +33,13 @@ from autocustom.prompts import load_prompt
 log = logging.getLogger(__name__)
 
 PROMPTS = ("subareas", "questions", "answers")
-CACHE_FILE = "cache.sqlite"
 # Files this command writes; a directory holding only these (and the cache's journal) is ours to resume.
 OUTPUT_FILES = (
-    "manifest.json",
-    "subareas.jsonl",
-    "pairs.jsonl",
-    "dropped.jsonl",
-    *(f"{s}.jsonl" for s in SPLITS),
+    layout.MANIFEST,
+    layout.SUBAREAS,
+    layout.PAIRS,
+    layout.DROPPED,
+    *(layout.split_file(s) for s in SPLITS),
 )
 # A list reply needs ~15-20 tokens per item; capping at this many stops a small model's repetition
 # loops ("1. Professionalism, 2. Professionalism, ...") early instead of at --max-new-tokens.
@@ -133,7 +132,7 @@ def generate(
     if backend is None:
         backend = _make_backend(config)
     config.out.mkdir(parents=True, exist_ok=True)
-    with CallCache(config.out / CACHE_FILE) as cache:
+    with CallCache(config.out / layout.CALL_CACHE) as cache:
         cached = CachedBackend(backend, cache)
         run = _Run(config, cached, progress)
         subareas = run.subareas()
@@ -150,10 +149,10 @@ def check_output_dir(out: Path, axis: Axis) -> None:
         raise OutputExistsError(f"--out {out} is an existing file", fix_other)
     if not out.is_dir():
         return
-    manifest_path = out / io.MANIFEST
+    manifest_path = out / layout.MANIFEST
     if manifest_path.is_file():
         try:
-            existing = Axis.from_dict(Manifest.from_dict(io.read_json(manifest_path)).axis)
+            existing = Axis.from_dict(Manifest.from_dict(fileio.read_json(manifest_path)).axis)
         except (ValueError, KeyError, TypeError) as exc:
             raise OutputExistsError(f"{manifest_path} is not a valid manifest ({exc})", fix_other) from None
         if existing.poles != axis.poles:
@@ -172,7 +171,7 @@ def check_output_dir(out: Path, axis: Axis) -> None:
 
 
 def _ours(name: str) -> bool:
-    return name in OUTPUT_FILES or name == CACHE_FILE or name.startswith(f"{CACHE_FILE}-")
+    return name in OUTPUT_FILES or name == layout.CALL_CACHE or name.startswith(f"{layout.CALL_CACHE}-")
 
 
 def _stale_temp_files(out: Path) -> list[Path]:
@@ -516,12 +515,12 @@ def _write_dataset(
     out = config.out
     for stale in _stale_temp_files(out):
         stale.unlink(missing_ok=True)
-    io.write_jsonl_atomic(out / "subareas.jsonl", subareas)
-    io.write_jsonl_atomic(out / "pairs.jsonl", pairs)
-    io.write_jsonl_atomic(out / "dropped.jsonl", run.dropped)
+    fileio.write_jsonl_atomic(out / layout.SUBAREAS, subareas)
+    fileio.write_jsonl_atomic(out / layout.PAIRS, pairs)
+    fileio.write_jsonl_atomic(out / layout.DROPPED, run.dropped)
     for name in SPLITS:
-        io.write_jsonl_atomic(out / f"{name}.jsonl", by_split[name])
-    io.write_json_atomic(out / io.MANIFEST, manifest.to_dict())
+        fileio.write_jsonl_atomic(out / layout.split_file(name), by_split[name])
+    fileio.write_json_atomic(out / layout.MANIFEST, manifest.to_dict())
     if any(counts["shortfall"].values()):
         log.info("shortfall against what was asked: %s", counts["shortfall"])
     return GenerateResult(out, manifest, counts)

@@ -1,82 +1,16 @@
-"""Atomic writes and validating reads for dataset and run directories.
-
-Every write goes to a temporary file in the same directory and is renamed into place, so a kill at
-any moment leaves either the old file or the new one, never half of one.
-"""
+"""Reading a dataset directory, validated: the manifest, subareas and the pairs of each split."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from autocustom.axis import Axis
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.errors import DataError
-
-T = TypeVar("T")
-MANIFEST = "manifest.json"
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_jsonl_atomic(path: str | Path, records: Iterable[Any]) -> None:
-    lines = (json.dumps(_plain(r), ensure_ascii=False) for r in records)
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(path, "file not found", "check the path") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            path, f"invalid JSON: {exc.msg}", "fix or regenerate the file", line=exc.lineno
-        ) from None
-
-
-def read_jsonl(path: str | Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
-    """Read one record per line through `parse`; any bad line raises DataError with file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found", "check the dataset directory or regenerate it")
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(parse(json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    path, f"invalid JSON: {exc.msg}", "fix or delete that line", line=number
-                ) from None
-            except (ValueError, TypeError, KeyError) as exc:
-                raise DataError(path, f"bad record: {exc}", "fix or delete that line", line=number) from None
-    return records
+from autocustom.fileio import read_json, read_jsonl
+from autocustom.layout import MANIFEST, SUBAREAS, split_file
 
 
 @dataclass
@@ -95,7 +29,7 @@ class Dataset:
     def split(self, name: str) -> list[Pair]:
         if name not in self.splits:
             raise DataError(
-                self.path / f"{name}.jsonl",
+                self.path / split_file(name),
                 f"the dataset has no '{name}' split",
                 f"use one of: {', '.join(SPLITS)}",
             )
@@ -114,16 +48,16 @@ def load_dataset_dir(path: str | Path, splits: Iterable[str] = SPLITS) -> Datase
         axis = Axis.from_dict(manifest.axis)
     except (ValueError, KeyError) as exc:
         raise DataError(path / MANIFEST, f"bad manifest: {exc}", "regenerate the dataset") from None
-    subareas = read_jsonl(path / "subareas.jsonl", Subarea.from_dict)
+    subareas = read_jsonl(path / SUBAREAS, Subarea.from_dict)
     loaded = {}
     for split in splits:
-        if not (path / f"{split}.jsonl").is_file():
+        if not (path / split_file(split)).is_file():
             continue
-        pairs = read_jsonl(path / f"{split}.jsonl", Pair.from_dict)
+        pairs = read_jsonl(path / split_file(split), Pair.from_dict)
         for number, pair in enumerate(pairs, start=1):
             if set(pair.answers) != set(axis.poles):
                 raise DataError(
-                    path / f"{split}.jsonl",
+                    path / split_file(split),
                     f"pair {pair.id} answers {sorted(pair.answers)}, not the axis poles {list(axis.poles)}",
                     "fix the answers' keys or regenerate",
                     line=number,
@@ -134,7 +68,3 @@ def load_dataset_dir(path: str | Path, splits: Iterable[str] = SPLITS) -> Datase
 
 def read_dropped(path: str | Path) -> list[Dropped]:
     return read_jsonl(path, Dropped.from_dict)
-
-
-def _plain(record: Any) -> Any:
-    return record.to_dict() if hasattr(record, "to_dict") else record

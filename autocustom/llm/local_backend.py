@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from autocustom.assets import DEFAULT_MODEL
 from autocustom.chat import render_prompt
 from autocustom.errors import UsageError
 from autocustom.llm.base import Conversation, GenerationParams, ReplyCallback
@@ -27,7 +28,7 @@ class LocalBackend:
 
     def __init__(
         self,
-        model_ref: str = "smollm2-135m",
+        model_ref: str = DEFAULT_MODEL,
         *,
         device: Any = None,
         batch_size: int = 8,

@@ -9,14 +9,13 @@ apart makes GenLean meaningless.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from autocustom.chat import PLAIN, PromptCondition, render_prompt
 from autocustom.data.schema import Pair
-from autocustom.errors import UsageError
-from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap, signed_share
 
 
 @dataclass
@@ -58,27 +57,10 @@ def fit_pole_classifier(
     return PoleClassifier(embedder, w, b)
 
 
-def classifier_splits(dataset) -> tuple[list[Pair], list[Pair]]:
-    """The train split (the classifier is fitted on it) and the validation split (it is checked on it)."""
-    train, validation = dataset.splits.get("train", []), dataset.splits.get("validation", [])
-    if not train or not validation:
-        raise UsageError(
-            "--gen needs the train and validation splits (classifier fit and check)", "drop --gen"
-        )
-    return train, validation
-
-
-def classifier_accuracy(
-    classifier: PoleClassifier,
-    pairs: list[Pair],
-    target: str,
-    *,
-    n_boot: int = DEFAULT_BOOTSTRAP,
-    seed: int = 0,
-) -> Estimate:
-    """Share of held-out pole answers the classifier labels correctly."""
+def classifier_correct(classifier: PoleClassifier, pairs: Sequence[Pair], target: str) -> np.ndarray:
+    """1.0 for each held-out pole answer the classifier labels correctly (its accuracy, per item)."""
     texts, labels = _labelled(pairs, target)
-    return bootstrap(classifier.predict(texts) == np.asarray(labels), n_boot=n_boot, seed=seed)
+    return (classifier.predict(texts) == np.asarray(labels)).astype(np.float64)
 
 
 def generate_replies(
@@ -97,33 +79,7 @@ def generate_replies(
     return generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
-def measure_gen_lean(
-    model,
-    tokenizer,
-    classifier: PoleClassifier,
-    questions: list[str],
-    *,
-    condition: PromptCondition = PLAIN,
-    max_new_tokens: int = 48,
-    batch_size: int = 16,
-    n_boot: int = DEFAULT_BOOTSTRAP,
-    seed: int = 0,
-) -> Estimate:
-    """GenLean of a model: its greedy replies to `questions`, labelled by the pole classifier."""
-    replies = generate_replies(
-        model, tokenizer, questions, condition=condition, max_new_tokens=max_new_tokens, batch_size=batch_size
-    )
-    return gen_lean(classifier, replies, n_boot=n_boot, seed=seed)
-
-
-def gen_lean(
-    classifier: PoleClassifier, replies: list[str], *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
-) -> Estimate:
-    """Share of replies labelled as the target pole, mapped to [-1, 1]."""
-    return signed_share(classifier.predict(replies), n_boot=n_boot, seed=seed)
-
-
-def _labelled(pairs: list[Pair], target: str) -> tuple[list[str], list[float]]:
+def _labelled(pairs: Sequence[Pair], target: str) -> tuple[list[str], list[float]]:
     texts, labels = [], []
     for pair in pairs:
         for pole, answer in pair.answers.items():

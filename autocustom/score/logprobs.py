@@ -21,6 +21,7 @@ import torch
 
 from autocustom.chat import PLAIN, EncodedPair, PromptCondition, encode_prompt_answer, render_prompt
 from autocustom.data.schema import Pair
+from autocustom.tensors import pad_rows, padding_id, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,8 @@ def score_groups(
 @torch.inference_mode()
 def _score_batch(model, groups: list[Group]) -> list[list[np.ndarray]]:
     device = _device(model)
-    pad = _pad_id(model)
-    prompt_ids, prompt_mask = _left_pad([g.prompt for g in groups], pad, device)
+    pad = padding_id(model.config)
+    prompt_ids, prompt_mask = (t.to(device) for t in pad_rows([g.prompt for g in groups], pad, left=True))
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(
         input_ids=prompt_ids,
@@ -152,22 +153,20 @@ def _score_batch(model, groups: list[Group]) -> list[list[np.ndarray]]:
         use_cache=True,
         logits_to_keep=1,
     )
-    first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (groups, vocab)
-
     owner = [gi for gi, g in enumerate(groups) for _ in g.continuations]  # continuation row -> group
     rows = [c for g in groups for c in g.continuations]
     owner_t = torch.tensor(owner, device=device)
     first_tokens = torch.tensor([c[0] for c in rows], device=device)
-    first_lp = first[owner_t, first_tokens]  # (rows,)
+    first_lp = token_logprobs(out.logits[:, -1, :][owner_t], first_tokens)  # (rows,)
 
     rest_lp: torch.Tensor | None = None
     if max(len(c) for c in rows) > 1:  # one-token continuations (MMLU letters) need no second pass
         cache = out.past_key_values
         cache.batch_select_indices(owner_t)
         # A continuation's last token predicts nothing, so it is not fed: the pass reads c[:-1].
-        cont_ids, cont_mask = _right_pad([c[:-1] for c in rows], pad, device)
+        cont_ids, cont_mask = (t.to(device) for t in pad_rows([c[:-1] for c in rows], pad))
         width = cont_ids.shape[1]
-        targets, _ = _right_pad([c[1:] for c in rows], pad, device)
+        targets = pad_rows([c[1:] for c in rows], pad)[0].to(device)
         keep = cont_mask.bool()
         out = model(
             input_ids=cont_ids,
@@ -177,9 +176,8 @@ def _score_batch(model, groups: list[Group]) -> list[list[np.ndarray]]:
             use_cache=True,
             logits_to_keep=keep,
         )
-        logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # (kept positions, vocab)
-        wanted = targets[keep]
-        rest_lp = logits.gather(-1, wanted[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        logits = out.logits.reshape(-1, out.logits.shape[-1])  # (kept positions, vocab)
+        rest_lp = token_logprobs(logits, targets[keep])
 
     per_row: list[np.ndarray] = []
     cursor = 0
@@ -255,37 +253,5 @@ def _plan_batches(groups: Sequence[Group], batch_size: int, overhead: int) -> li
     return batches[::-1]
 
 
-def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s)
-        mask[i, width - len(s) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _right_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def _device(model) -> torch.device:
     return next(model.parameters()).device
-
-
-def _pad_id(model) -> int:
-    """Any valid id works for padding (it is masked); prefer the model's own pad token."""
-    config = model.config
-    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        value = getattr(config, name, None)
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if value is not None:
-            return int(value)
-    return 0

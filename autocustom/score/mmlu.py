@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 LETTERS = ("A", "B", "C", "D")
 CONTINUATIONS = tuple(f" {letter}" for letter in LETTERS)  # the harness's target_delimiter is " "
-DEFAULT_RETENTION = 570  # 10 per subject, as in DESIGN.md
 RETENTION_SHARE = 4  # one question in 4 is on the retention side (>= 25 per subject, 57 subjects)
 MAX_LENGTH = 1024
 
@@ -87,7 +86,7 @@ def is_retention(q: MMLUQuestion) -> bool:
     return digest[0] % RETENTION_SHARE == 0
 
 
-def retention_subset(n: int = DEFAULT_RETENTION, seed: int = 0) -> list[MMLUQuestion]:
+def retention_subset(n: int, seed: int = 0) -> list[MMLUQuestion]:
     """`n` retention-side questions, round-robin over subjects (in a seeded order): the evaluation set."""
     by_subject = _by_subject([q for q in load_mmlu() if is_retention(q)], seed)
     subjects = list(by_subject)
@@ -117,14 +116,14 @@ def regularizer_pool(subjects: list[str] | None = None, seed: int = 0) -> list[M
     return [pool[i] for i in order]
 
 
-def mmlu_prompt(q: MMLUQuestion, shots: Sequence[MMLUQuestion] = ()) -> str:
-    """The harness's default MMLU prompt: description, K solved examples, the question, "Answer:"."""
+def mmlu_prompt(q: MMLUQuestion) -> str:
+    """The harness's default zero-shot MMLU prompt: description, the question, "Answer:"."""
     description = f"The following are multiple choice questions (with answers) about {q.subject}.\n\n"
-    examples = "".join(f"{_question_text(s)} {LETTERS[s.answer]}\n\n" for s in shots)
-    return description + examples + _question_text(q)
+    return description + question_text(q)
 
 
-def _question_text(q: MMLUQuestion) -> str:
+def question_text(q: MMLUQuestion) -> str:
+    """The question and its lettered choices, as the harness writes them (Drift's texts reuse it)."""
     lines = [
         q.question.strip(),
         *(f"{letter}. {choice}" for letter, choice in zip(LETTERS, q.choices, strict=True)),
@@ -132,19 +131,11 @@ def _question_text(q: MMLUQuestion) -> str:
     return "\n".join(lines) + "\nAnswer:"
 
 
-def few_shot_examples(q: MMLUQuestion, k: int) -> list[MMLUQuestion]:
-    """The first k regulariser-side questions of the same subject (the harness's `first_n` sampler)."""
-    if k <= 0:
-        return []
-    same = [s for s in load_mmlu() if s.subject == q.subject and not is_retention(s)]
-    return same[:k]
-
-
-def mmlu_groups(tokenizer, questions: Sequence[MMLUQuestion], shots: int = 0) -> list[Group]:
+def mmlu_groups(tokenizer, questions: Sequence[MMLUQuestion]) -> list[Group]:
     """One scoring group per question: its prompt and the four letter continuations."""
     groups = []
     for q in questions:
-        context = mmlu_prompt(q, few_shot_examples(q, shots))
+        context = mmlu_prompt(q)
         encoded = [encode_context_continuation(tokenizer, context, c, MAX_LENGTH) for c in CONTINUATIONS]
         prompt = encoded[0].input_ids[: encoded[0].prompt_length]
         groups.append(Group(prompt, [e.input_ids[e.prompt_length :] for e in encoded]))
@@ -152,12 +143,10 @@ def mmlu_groups(tokenizer, questions: Sequence[MMLUQuestion], shots: int = 0) ->
 
 
 def mmlu_correct(
-    model, tokenizer, questions: list[MMLUQuestion], *, shots: int = 0, batch_size: int = 16, on_batch=None
+    model, tokenizer, questions: Sequence[MMLUQuestion], *, batch_size: int = 16, on_batch=None
 ) -> np.ndarray:
     """1.0 where the highest-likelihood letter is the correct one, else 0.0 (the harness's `acc`)."""
-    scores = score_groups(
-        model, mmlu_groups(tokenizer, questions, shots), batch_size=batch_size, on_batch=on_batch
-    )
+    scores = score_groups(model, mmlu_groups(tokenizer, questions), batch_size=batch_size, on_batch=on_batch)
     picked = np.array([int(np.argmax([lp.sum() for lp in s])) for s in scores])
     return (picked == np.array([q.answer for q in questions])).astype(np.float64)
 

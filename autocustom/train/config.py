@@ -7,8 +7,8 @@ from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.errors import UsageError
-from autocustom.train.losses import LOSSES
 
+LOSSES = ("contrastive", "dpo", "ipo", "simpo")  # the objectives of train/losses.py
 REGULARIZERS = ("nll", "kl")
 LORA_AUTO_THRESHOLD = 1_000_000_000  # parameters: above this, full fine-tuning stops fitting on one GPU
 
@@ -19,15 +19,26 @@ class TrainConfig:
 
     data: str = field(
         default="",
-        metadata={"help": "dataset directory made by `autocustom generate` (train/validation[/test].jsonl)"},
+        metadata={
+            "help": "dataset directory made by `autocustom generate` "
+            "(train.jsonl, validation.jsonl, optionally test.jsonl)",
+            "required": True,
+        },
     )
     toward: str = field(
         default="",
-        metadata={"help": "the pole to move the model toward; must be one of the dataset's two poles"},
+        metadata={
+            "help": "the pole to move the model toward; must be one of the dataset's two poles",
+            "required": True,
+        },
     )
     out: str = field(
         default="",
-        metadata={"help": "run directory to create (model/, metrics.jsonl, summary.json, run_config.json)"},
+        metadata={
+            "help": "run directory to create, or to continue with --resume "
+            "(model/, metrics.jsonl, summary.json, run_config.json)",
+            "required": True,
+        },
     )
     model: str = field(
         default=DEFAULT_MODEL,
@@ -41,18 +52,24 @@ class TrainConfig:
         default=1.0, metadata={"help": "contrastive: weight of the unlikelihood term on the opposite answer"}
     )
     beta: float | None = field(
-        default=None, metadata={"help": "dpo/ipo/simpo temperature; default 0.1 for dpo/ipo, 2.0 for simpo"}
+        default=None,
+        metadata={"help": "dpo/ipo/simpo beta, as in TRL; default 0.1 for dpo/ipo, 2.0 for simpo"},
     )
     simpo_gamma: float = field(
         default=0.5, metadata={"help": "simpo: target reward margin (as TRL's CPO simpo_gamma)"}
     )
     cvar_alpha: float = field(
         default=1.0,
-        metadata={"help": "CVaR level: average the loss over this fraction of each batch that leans least"},
+        metadata={
+            "help": "CVaR level: average the loss over this fraction of each batch that leans least; "
+            "1.0 is the plain mean"
+        },
     )
     cvar_warmup: int = field(
         default=20,
-        metadata={"help": "steps over which the CVaR level anneals linearly from 1.0 to --cvar-alpha"},
+        metadata={
+            "help": "optimizer steps over which the CVaR level anneals linearly from 1.0 to --cvar-alpha"
+        },
     )
     reg: str = field(
         default="nll",
@@ -63,7 +80,11 @@ class TrainConfig:
         metadata={"help": "weight of the MMLU regulariser; 0 disables it and skips its forward passes"},
     )
     reg_subjects: list[str] | None = field(
-        default=None, metadata={"help": "MMLU subjects for the regulariser (default: all)"}
+        default=None,
+        metadata={
+            "help": "MMLU subjects for the regulariser, comma-separated on the CLI, "
+            "e.g. high_school_biology,virology (default: all)"
+        },
     )
     reg_batch_size: int = field(
         default=4,
@@ -71,12 +92,20 @@ class TrainConfig:
     )
     lora: bool | None = field(
         default=None,
-        metadata={"help": "LoRA via peft (True), full fine-tuning (False); default LoRA above 1B params"},
+        metadata={
+            "help": "--lora: LoRA adapters via peft (True); --full: full fine-tuning (False); "
+            "default: LoRA only for models above 1B parameters",
+            "flag": "--lora/--full",
+        },
     )
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha"})
     lora_targets: list[str] | None = field(
-        default=None, metadata={"help": "module names LoRA adapts (default: all linear layers)"}
+        default=None,
+        metadata={
+            "help": "module names LoRA adapts, comma-separated on the CLI, e.g. q_proj,v_proj "
+            "(default: every linear layer but the output head)"
+        },
     )
     max_steps: int | None = field(
         default=None, metadata={"help": "optimizer steps to run; overrides --epochs when set"}
@@ -96,7 +125,9 @@ class TrainConfig:
     seed: int = field(
         default=0, metadata={"help": "seed for data order, initialisation and evaluation subsets"}
     )
-    device: str | None = field(default=None, metadata={"help": "auto (CUDA if present), cpu or cuda"})
+    device: str | None = field(
+        default=None, metadata={"help": "auto (CUDA if present), cpu, cuda or cuda:N (default: auto)"}
+    )
     eval_steps: int = field(
         default=20, metadata={"help": "evaluate BiasShift/MMLU/Drift every this many optimizer steps"}
     )
@@ -105,10 +136,15 @@ class TrainConfig:
         metadata={"help": "checkpoint every this many steps for --resume (default: --eval-steps)"},
     )
     patience: int = field(
-        default=3, metadata={"help": "stop after this many evaluations without a better validation BiasShift"}
+        default=3,
+        metadata={"help": "stop after this many evaluations in a row without a better validation BiasShift"},
     )
     max_mmlu_drop: float | None = field(
-        default=None, metadata={"help": "stop at once when MMLU accuracy drops by more than this (points)"}
+        default=None,
+        metadata={
+            "help": "stop at once when MMLU accuracy falls more than this many percentage points "
+            "below the base model's"
+        },
     )
     max_drift: float | None = field(
         default=None, metadata={"help": "stop at once when Drift exceeds this (nats/token)"}
@@ -122,7 +158,10 @@ class TrainConfig:
     eval_batch_size: int = field(default=16, metadata={"help": "batch size of the evaluation forward passes"})
     resume: bool = field(
         default=False,
-        metadata={"help": "continue a killed run from its last checkpoint; a finished run is not retrained"},
+        metadata={
+            "help": "continue a killed run from its last checkpoint; "
+            "a finished run is not retrained: its summary is returned"
+        },
     )
 
     def validate(self) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from autocustom.chat import PLAIN, PromptCondition, encode_prompt_answer, render_prompt
 from autocustom.data.schema import Pair
+from autocustom.tensors import pad_rows
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,10 @@ def pad_sequences(
     sequences: Sequence[tuple[list[int], int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad (ids, prompt_length) rows -> input_ids, attention_mask [N, T] and answer_mask [N, T-1]."""
-    width = max(len(ids) for ids, _ in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    answer = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, (ids, prompt_length) in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention[row, : len(ids)] = 1
-        answer[row, prompt_length : len(ids)] = 1
+    input_ids, attention = pad_rows([ids for ids, _ in sequences], pad_id)
+    answer = attention.clone()
+    for row, (_, prompt_length) in enumerate(sequences):
+        answer[row, :prompt_length] = 0
     return input_ids, attention, answer[:, 1:]  # answer_mask[t] is for the token predicted at position t
 
 

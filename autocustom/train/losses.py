@@ -11,8 +11,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("contrastive", "dpo", "ipo", "simpo")
-
 
 def selected_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[target] per row: [N, V], [N] -> [N], in float32.

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from autocustom.tensors import padding_id
 from autocustom.train.data import pad_sequences
-
-LETTERS = ("A", "B", "C", "D")
 
 
 class MMLURegularizer:
@@ -24,15 +23,15 @@ class MMLURegularizer:
 
     def __init__(self, tokenizer, questions: Sequence, kind: str, batch_size: int, max_length: int) -> None:
         from autocustom.score.logprobs import encode_context_continuation
-        from autocustom.score.mmlu import mmlu_prompt
+        from autocustom.score.mmlu import CONTINUATIONS, mmlu_prompt
 
         if not questions:
             raise ValueError("the MMLU regulariser pool is empty")
         self.kind = kind
         self.batch_size = batch_size
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = padding_id(tokenizer)
         encoded = [
-            encode_context_continuation(tokenizer, mmlu_prompt(q), " " + LETTERS[q.answer], max_length)
+            encode_context_continuation(tokenizer, mmlu_prompt(q), CONTINUATIONS[q.answer], max_length)
             for q in questions
         ]
         self.rows = [(e.input_ids, e.prompt_length) for e in encoded]
@@ -41,10 +40,3 @@ class MMLURegularizer:
         start = (index * self.batch_size) % len(self.rows)
         rows = [self.rows[(start + i) % len(self.rows)] for i in range(self.batch_size)]
         return tuple(t.to(device) for t in pad_sequences(rows, self.pad_id))  # type: ignore[return-value]
-
-
-def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over positions of KL(base || tuned) of the next-token distribution, nats/token: [N, V] each."""
-    log_q = torch.log_softmax(logits.float(), dim=-1)
-    log_p = torch.log_softmax(base_logits.reshape(log_q.shape).float(), dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()

@@ -25,12 +25,26 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
-from autocustom.data.io import load_dataset_dir, read_json, write_json_atomic
+from autocustom.data.io import Dataset, load_dataset_dir
 from autocustom.errors import DataError, OutputExistsError
-from autocustom.models import RUN_MARKER, RUN_MODEL_SUBDIR, load_model
+from autocustom.fileio import read_json, write_json_atomic
+from autocustom.layout import (
+    CHECKPOINTS,
+    RUN_CONFIG,
+    RUN_MODEL,
+    read_summary,
+    split_file,
+    truncate_metrics,
+    write_run_config,
+    write_summary,
+)
+from autocustom.models import load_model
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.stats import Estimate, bootstrap, paired_difference
-from autocustom.train.callbacks import EvalCallback, EvalSet, estimate_from
+from autocustom.score.measure import Reference, measure
+from autocustom.score.plan import EvalPlan, make_plan
+from autocustom.score.stats import Estimate
+from autocustom.tensors import kl_per_position, pad_width, padding_id, token_logprobs
+from autocustom.train.callbacks import EvalCallback
 from autocustom.train.config import LORA_AUTO_THRESHOLD, TrainConfig
 from autocustom.train.data import EpochShuffleSampler, PairCollator, PairDataset, encode_pairs, pad_sequences
 from autocustom.train.losses import (
@@ -39,17 +53,15 @@ from autocustom.train.losses import (
     cvar_mean,
     dpo_loss,
     ipo_loss,
-    selected_logprobs,
     sequence_logps,
     simpo_loss,
 )
-from autocustom.train.regularizer import MMLURegularizer, kl_to_base
+from autocustom.train.regularizer import MMLURegularizer
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "summary.json"
-METRICS = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
+SUMMARY_SCHEMA = "autocustom.train-summary/2"  # 2: final figures measured on the kept model; plans recorded
+ESTIMATES = ("bias_shift", "bias_shift_test", "mmlu_before", "mmlu_after", "mmlu_delta_points", "drift")
 
 
 @dataclass
@@ -58,33 +70,38 @@ class TrainResult:
 
     run_dir: str
     best_step: int | None
-    bias_shift: Estimate | None  # validation, at the best step
-    bias_shift_test: Estimate | None  # held-out test subareas, best model (None without a test split)
-    mmlu_before: Estimate
-    mmlu_after: Estimate | None
-    mmlu_delta: Estimate | None  # paired, after - before
-    drift: Estimate | None
+    bias_shift: Estimate | None  # validation, at the kept step
+    bias_shift_test: Estimate | None  # held-out test subareas, kept model (None without a test split)
+    mmlu_before: Estimate | None  # the base model, on the final plan's MMLU questions
+    mmlu_after: Estimate | None  # the kept model, same questions
+    mmlu_delta_points: Estimate | None  # paired, after - before, accuracy points
+    drift: Estimate | None  # the kept model against the base
     stop_reason: str
     steps: int
     wall_seconds: float
     pairs_per_second: float
     mmlu_questions: int
     drift_texts: int
+    plans: dict[str, Any] = field(default_factory=dict)  # EvalPlan.describe() of validation and final
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key, value in vars(self).items():
-            if isinstance(value, Estimate):
-                data[key] = value.to_dict()
+        data = {"schema": SUMMARY_SCHEMA, **asdict(self)}
+        for key in ESTIMATES:
+            value = getattr(self, key)
+            data[key] = value.to_dict() if value is not None else None
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainResult:
-        values = dict(data)
-        for key in ("bias_shift", "bias_shift_test", "mmlu_before", "mmlu_after", "mmlu_delta", "drift"):
+        values = {k: v for k, v in data.items() if k != "schema"}
+        for key in ESTIMATES:
             values[key] = estimate_from(values.get(key))
         return cls(**values)
+
+
+def estimate_from(data: dict[str, Any] | None) -> Estimate | None:
+    return Estimate(**data) if data else None
 
 
 class PairTrainer(Trainer):
@@ -115,13 +132,13 @@ class PairTrainer(Trainer):
         if reg_batch is not None:  # one forward for pairs and regulariser: DDP wants one forward per backward
             reg_ids, reg_attention, reg_answer = reg_batch
             reg_scored = (reg_answer if self.regularizer.kind == "nll" else reg_attention[:, 1:]).bool()
-            input_ids, attention_mask = _stack_right_padded(
-                [(input_ids, attention_mask), (reg_ids, reg_attention)], self.regularizer.pad_id
+            width = max(input_ids.shape[1], reg_ids.shape[1])
+            pad = self.regularizer.pad_id
+            input_ids = torch.cat([pad_width(input_ids, width, pad), pad_width(reg_ids, width, pad)])
+            attention_mask = torch.cat(
+                [pad_width(attention_mask, width, 0), pad_width(reg_attention, width, 0)]
             )
-            width = input_ids.shape[1] - 1
-            needed = torch.cat(
-                [_pad_right(needed.long(), width, 0), _pad_right(reg_scored.long(), width, 0)]
-            ).bool()
+            needed = torch.cat([pad_width(needed, width - 1, False), pad_width(reg_scored, width - 1, False)])
         logps, logits = answer_token_logps(model, input_ids, attention_mask, needed)
         target, opposite = logps[:pairs], logps[pairs : 2 * pairs]
         target_mask, opposite_mask = needed[:pairs], needed[pairs : 2 * pairs]
@@ -139,7 +156,7 @@ class PairTrainer(Trainer):
                     base = self.reference(
                         input_ids=reg_ids, attention_mask=reg_attention, logits_to_keep=keep
                     )
-                reg_loss = kl_to_base(logits[int(needed[: 2 * pairs].sum()) :], base.logits)
+                reg_loss = kl_per_position(base.logits, logits[int(needed[: 2 * pairs].sum()) :]).mean()
             loss = loss + self.config.reg_weight * reg_loss
         self.loss_log.append(float(loss.detach()))
         return (loss, {"logits": logits}) if return_outputs else loss
@@ -187,21 +204,27 @@ def answer_token_logps(model, input_ids, attention_mask, needed) -> tuple[torch.
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=_keep(needed)).logits
     logits = logits.reshape(-1, logits.shape[-1])  # [N, V], rows in (row, position) order
-    flat = selected_logprobs(logits, input_ids[:, 1:][needed])
+    flat = token_logprobs(logits, input_ids[:, 1:][needed])
     return torch.zeros(needed.shape, dtype=flat.dtype, device=flat.device).masked_scatter(
         needed, flat
     ), logits
 
 
-def _stack_right_padded(parts, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate right-padded (ids, mask) batches of different widths along the batch axis."""
-    width = max(ids.shape[1] for ids, _ in parts)
-    ids = torch.cat([_pad_right(i, width, pad_id) for i, _ in parts])
-    return ids, torch.cat([_pad_right(m, width, 0) for _, m in parts])
+@dataclass
+class Setup:
+    """Everything a run needs once its inputs are checked: loaded models, encoded data, the plans."""
 
-
-def _pad_right(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
-    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+    device: torch.device
+    tokenizer: Any
+    model: Any  # the policy (peft-wrapped under LoRA)
+    reference: Reference  # the frozen base, for the DPO reference, the KL regulariser and measurements
+    use_lora: bool
+    n_params: int
+    examples: list
+    ref_logps: torch.Tensor | None
+    regularizer: MMLURegularizer | None
+    validation_plan: EvalPlan
+    final_plan: EvalPlan  # the test split (or validation without one), measured on the kept model
 
 
 def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> TrainResult:
@@ -212,159 +235,193 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     """
     from accelerate import PartialState
 
-    from autocustom.runtime import resolve_device, resolve_dtype, seed_everything
-    from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, evaluation_size
-
     config.validate()
     # cpu=True lets accelerate see a CPU-only multi-process launch as DDP over gloo (else it runs N copies)
     distributed = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
     out = Path(config.out)
-    if config.resume and (out / SUMMARY).is_file():
+    finished = _finished_run(config, out)
+    if finished is not None:
+        return finished
+    dataset = _training_data(config)
+    distributed.wait_for_everyone()  # every rank has checked --out before rank 0 writes into it
+    started = time.monotonic()
+    setup = _setup(config, dataset, distributed, progress)
+    checkpoint = _last_checkpoint(out / CHECKPOINTS) if config.resume else None
+    if distributed.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_config(out, _resolved(config, dataset, setup, distributed.num_processes))
+        truncate_metrics(out, _checkpoint_step(checkpoint) if checkpoint else 0)
+    distributed.wait_for_everyone()
+    trainer, callback = _trainer(config, setup, out, distributed.is_main_process, progress)
+    if checkpoint is not None:
+        callback.restore(_callback_state(checkpoint))
+        log.info("resuming from %s", checkpoint)
+    train_started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    log.info("training done: %s", output.metrics)
+    trained_seconds = time.monotonic() - train_started - callback.eval_seconds
+    steps = trainer.state.global_step
+    new_steps = steps - (_checkpoint_step(checkpoint) if checkpoint else 0)
+    trained_pairs = new_steps * config.batch_size * config.grad_accum * trainer.args.world_size
+    result = _result(config, setup, callback, out, steps)
+    result.wall_seconds = round(callback.elapsed_before + time.monotonic() - started, 2)
+    result.pairs_per_second = round(trained_pairs / max(trained_seconds, 1e-9), 4)
+    if distributed.is_main_process:
+        write_summary(out, result.to_dict())
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    distributed.wait_for_everyone()
+    progress(ProgressEvent("train", steps, steps, f"stopped: {result.stop_reason}"))
+    return result
+
+
+def _finished_run(config: TrainConfig, out: Path) -> TrainResult | None:
+    """A finished run's result under --resume; refuses an occupied --out otherwise."""
+    summary = read_summary(out) if config.resume else None
+    if summary is not None:
         log.info("%s is finished; returning its summary", out)
-        return TrainResult.from_dict(read_json(out / SUMMARY))
+        return TrainResult.from_dict(summary)
     if not config.resume and out.exists() and any(out.iterdir()):
-        what = "holds another run" if (out / RUN_MARKER).is_file() else "is not empty"
+        what = "holds another run" if (out / RUN_CONFIG).is_file() else "is not empty"
         raise OutputExistsError(
             f"output directory {out} {what}", "pass --resume to continue it, or a new --out"
         )
-    dataset = load_dataset_dir(config.data)
-    axis = dataset.axis
-    opposite = axis.opposite(config.toward)
-    train_pairs, val_pairs = dataset.splits.get("train", []), dataset.splits.get("validation", [])
-    for split, pairs in (("train", train_pairs), ("validation", val_pairs)):
-        if not pairs:
-            raise DataError(Path(config.data) / f"{split}.jsonl", "has no pairs", "regenerate the dataset")
-    distributed.wait_for_everyone()  # every rank has checked --out before rank 0 writes into it
+    return None
 
-    started = time.monotonic()
+
+def _training_data(config: TrainConfig) -> Dataset:
+    dataset = load_dataset_dir(config.data)
+    dataset.axis.opposite(config.toward)  # AxisError (exit 2) when --toward is not a pole
+    for split in ("train", "validation"):
+        if not dataset.splits.get(split):
+            raise DataError(Path(config.data) / split_file(split), "has no pairs", "regenerate the dataset")
+    return dataset
+
+
+def _setup(config: TrainConfig, dataset: Dataset, distributed, progress: ProgressCallback) -> Setup:
+    from autocustom.runtime import resolve_device, resolve_dtype, seed_everything
+
     device = distributed.device if distributed.num_processes > 1 else resolve_device(config.device)
-    is_writer = distributed.is_main_process
     seed_everything(config.seed)
     progress(ProgressEvent("load model", 0, 2, config.model))
     loaded = load_model(config.model, device=device, dtype=torch.float32)
-    reference = load_model(config.model, device=device, dtype=resolve_dtype(device)).model
-    reference.requires_grad_(False)
-    tokenizer = loaded.tokenizer
+    base = load_model(config.model, device=device, dtype=resolve_dtype(device)).model
+    base.requires_grad_(False)
     progress(ProgressEvent("load model", 2, 2, config.model))
+    tokenizer = loaded.tokenizer
     n_params = sum(p.numel() for p in loaded.model.parameters())
     use_lora = config.lora if config.lora is not None else n_params > LORA_AUTO_THRESHOLD
-    model = _with_lora(loaded.model, config) if use_lora else loaded.model
-    on_cuda = device.type == "cuda"
-    mmlu_n, mmlu_source = evaluation_size(config.mmlu_questions, MMLU_QUESTIONS, device.type)
-    drift_n, _ = evaluation_size(config.drift_texts, DRIFT_TEXTS, device.type)
-    if not on_cuda and config.mmlu_questions is None:
-        log.warning("MMLU retention measured on %d questions (%s); set --mmlu-questions", mmlu_n, mmlu_source)
-
-    examples = encode_pairs(tokenizer, train_pairs, config.toward, opposite, config.max_length)
-    ref_logps = (
-        _reference_logps(reference, examples, tokenizer, config) if config.loss in ("dpo", "ipo") else None
+    opposite = dataset.axis.opposite(config.toward)
+    examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
+    final_split = "test" if dataset.splits.get("test") else "validation"
+    return Setup(
+        device=device,
+        tokenizer=tokenizer,
+        model=_with_lora(loaded.model, config) if use_lora else loaded.model,
+        reference=Reference(base, tokenizer),
+        use_lora=use_lora,
+        n_params=n_params,
+        examples=examples,
+        ref_logps=_reference_logps(base, examples, tokenizer, config)
+        if config.loss in ("dpo", "ipo")
+        else None,
+        regularizer=_regularizer(config, tokenizer),
+        validation_plan=training_plan(config, dataset, "validation", device.type),
+        final_plan=training_plan(config, dataset, final_split, device.type),
     )
-    evalset = _evalset(reference, tokenizer, val_pairs, config, mmlu_n, drift_n, progress)
-    regularizer = None
-    if config.reg_weight > 0:
-        from autocustom.score.mmlu import regularizer_pool
 
-        pool = regularizer_pool(config.reg_subjects, seed=config.seed)
-        regularizer = MMLURegularizer(tokenizer, pool, config.reg, config.reg_batch_size, config.max_length)
 
-    checkpoint = _last_checkpoint(out / CHECKPOINTS) if config.resume else None
-    resolved = {
+def training_plan(config: TrainConfig, dataset: Dataset, split: str, device_type: str) -> EvalPlan:
+    """What `train` measures on `split`: the plan `shift-score` makes for the same split and sizes."""
+    return make_plan(
+        dataset,
+        split,
+        config.toward,
+        device_type=device_type,
+        mmlu_questions=config.mmlu_questions,
+        drift_texts=config.drift_texts,
+        batch_size=config.eval_batch_size,
+    )
+
+
+def _regularizer(config: TrainConfig, tokenizer) -> MMLURegularizer | None:
+    if config.reg_weight <= 0:
+        return None
+    from autocustom.score.mmlu import regularizer_pool
+
+    pool = regularizer_pool(config.reg_subjects, seed=config.seed)
+    return MMLURegularizer(tokenizer, pool, config.reg, config.reg_batch_size, config.max_length)
+
+
+def _resolved(config: TrainConfig, dataset: Dataset, setup: Setup, processes: int) -> dict[str, Any]:
+    """run_config.json: the config with every default resolved, and what the run found."""
+    return {
         **config.to_dict(),
-        "axis": axis.label,
-        "opposite": opposite,
-        "lora": use_lora,
-        "lr": config.resolved_lr(use_lora),
+        "axis": dataset.axis.label,
+        "opposite": dataset.axis.opposite(config.toward),
+        "lora": setup.use_lora,
+        "lr": config.resolved_lr(setup.use_lora),
         "beta": config.resolved_beta(),
         "save_steps": config.save_steps or config.eval_steps,
-        "mmlu_questions": mmlu_n,
-        "drift_texts": drift_n,
-        "device": str(device),
-        "processes": distributed.num_processes,
-        "parameters": n_params,
+        "mmlu_questions": len(setup.validation_plan.mmlu),
+        "drift_texts": len(setup.validation_plan.drift_texts),
+        "device": str(setup.device),
+        "processes": processes,
+        "parameters": setup.n_params,
     }
-    if is_writer:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / RUN_MARKER, resolved)
-        _truncate_metrics(out / METRICS, _checkpoint_step(checkpoint) if checkpoint else 0)
-    distributed.wait_for_everyone()
 
+
+def _trainer(
+    config: TrainConfig, setup: Setup, out: Path, is_writer: bool, progress: ProgressCallback
+) -> tuple[PairTrainer, EvalCallback]:
+    on_cuda = setup.device.type == "cuda"
     args = TrainingArguments(
         output_dir=str(out / CHECKPOINTS),
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        learning_rate=resolved["lr"],
+        learning_rate=config.resolved_lr(setup.use_lora),
         max_steps=config.max_steps or -1,
         num_train_epochs=config.epochs,
         lr_scheduler_type="constant",  # the stop comes from early stopping, not from a schedule's end
         save_strategy="steps",
-        save_steps=resolved["save_steps"],
+        save_steps=config.save_steps or config.eval_steps,
         save_total_limit=2,
         logging_strategy="no",
         report_to="none",
         seed=config.seed,
-        bf16=on_cuda and resolve_dtype(device) == torch.bfloat16,
+        bf16=on_cuda and next(setup.reference.model.parameters()).dtype == torch.bfloat16,
         use_cpu=not on_cuda,
         remove_unused_columns=False,
         disable_tqdm=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
     )
+    plan, reference = setup.validation_plan, setup.reference
     callback = EvalCallback(
-        evalset,
+        lambda model: measure(model, reference, plan, tokenizer=setup.tokenizer),
         eval_steps=config.eval_steps,
         patience=config.patience,
         max_mmlu_drop=config.max_mmlu_drop,
         max_drift=config.max_drift,
-        save_best=lambda m, step: _save_best(m, tokenizer, out, config.model) if is_writer else None,
-        metrics_path=out / METRICS,
+        save_best=lambda m, step: _save_best(m, setup.tokenizer, out, config.model) if is_writer else None,
+        run_dir=out,
         is_writer=is_writer,
         progress=progress,
     )
     trainer = PairTrainer(
-        model=model,
+        model=setup.model,
         args=args,
-        train_dataset=PairDataset(examples, ref_logps),
-        data_collator=PairCollator(tokenizer.pad_token_id),
+        train_dataset=PairDataset(setup.examples, setup.ref_logps),
+        data_collator=PairCollator(padding_id(setup.tokenizer)),
         callbacks=[callback],
         config=config,
-        regularizer=regularizer,
-        reference=reference,
+        regularizer=setup.regularizer,
+        reference=reference.model,
     )
     trainer.remove_callback(
         PrinterCallback
     )  # with tqdm off, Trainer prints its logs to stdout; we never print
     callback.loss_log = trainer.loss_log
-    if checkpoint is not None:
-        callback.restore(_callback_state(checkpoint))
-        log.info("resuming from %s", checkpoint)
-    train_started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    train_seconds = time.monotonic() - train_started - callback.eval_seconds
-    steps = trainer.state.global_step
-    stop = callback.stop_reason or ("max-steps" if config.max_steps else "epochs")
-    trained_pairs = (
-        (steps - (_checkpoint_step(checkpoint) if checkpoint else 0))
-        * config.batch_size
-        * config.grad_accum
-        * args.world_size
-    )
-    log.info("training done: %s", output.metrics)
-
-    result = _result(out, callback, evalset, stop, steps, mmlu_n, drift_n)
-    result.wall_seconds = round(callback.elapsed_before + time.monotonic() - started, 2)
-    result.pairs_per_second = round(trained_pairs / max(train_seconds, 1e-9), 4)
-    if is_writer:
-        if callback.best_step is None:  # no evaluation passed the guardrails: keep the last model, say so
-            _save_best(model, tokenizer, out, config.model)
-            result.extra["best_rejected"] = True
-        test_pairs = dataset.splits.get("test", [])
-        if test_pairs:
-            result.bias_shift_test = _test_shift(out, test_pairs, config, reference, tokenizer, device)
-        write_json_atomic(out / SUMMARY, result.to_dict())
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    distributed.wait_for_everyone()
-    progress(ProgressEvent("train", steps, steps, f"stopped: {stop}"))
-    return result
+    return trainer, callback
 
 
 def _with_lora(model, config: TrainConfig):
@@ -390,47 +447,16 @@ def _reference_logps(reference, examples, tokenizer, config: TrainConfig) -> tor
         seqs = [(e.target_ids, e.target_prompt) for e in chunk] + [
             (e.opposite_ids, e.opposite_prompt) for e in chunk
         ]
-        ids, mask, answer = (t.to(device) for t in pad_sequences(seqs, tokenizer.pad_token_id))
+        ids, mask, answer = (t.to(device) for t in pad_sequences(seqs, padding_id(tokenizer)))
         logps, _ = answer_token_logps(reference, ids, mask, answer.bool())
         sums = sequence_logps(logps, answer, normalize=False).float().cpu()
         rows.append(torch.stack([sums[: len(chunk)], sums[len(chunk) :]], dim=1))
     return torch.cat(rows)
 
 
-def _evalset(reference, tokenizer, val_pairs, config, mmlu_n, drift_n, progress) -> EvalSet:
-    from autocustom.score.drift import neutral_texts
-    from autocustom.score.logprobs import pair_margins
-    from autocustom.score.mmlu import mmlu_correct, retention_subset
-
-    progress(ProgressEvent("baseline", 0, 2, "base model margins and MMLU"))
-    base_margins = pair_margins(
-        reference,
-        tokenizer,
-        val_pairs,
-        config.toward,
-        batch_size=config.eval_batch_size,
-        max_length=config.max_length,
-    )
-    questions = retention_subset(mmlu_n, seed=config.seed)
-    base_mmlu = mmlu_correct(reference, tokenizer, questions, batch_size=config.eval_batch_size)
-    progress(ProgressEvent("baseline", 2, 2, f"base MMLU {base_mmlu.mean():.3f} on {len(questions)}"))
-    return EvalSet(
-        tokenizer,
-        reference,
-        val_pairs,
-        config.toward,
-        base_margins,
-        questions,
-        base_mmlu,
-        neutral_texts(drift_n, seed=config.seed),
-        config.eval_batch_size,
-        config.max_length,
-    )
-
-
 def _save_best(model, tokenizer, out: Path, base_reference: str) -> None:
     """Write model (or adapter) + tokenizer to out/model, swapped in whole so a kill leaves one intact."""
-    staging = out / f".{RUN_MODEL_SUBDIR}-staging"
+    staging = out / f".{RUN_MODEL}-staging"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
@@ -439,7 +465,7 @@ def _save_best(model, tokenizer, out: Path, base_reference: str) -> None:
         data = json.loads(adapter_config.read_text())
         data["base_model_name_or_path"] = base_reference
         write_json_atomic(adapter_config, data)
-    target, old = out / RUN_MODEL_SUBDIR, out / f".{RUN_MODEL_SUBDIR}-old"
+    target, old = out / RUN_MODEL, out / f".{RUN_MODEL}-old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         target.rename(old)
@@ -447,42 +473,46 @@ def _save_best(model, tokenizer, out: Path, base_reference: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _test_shift(out: Path, test_pairs, config: TrainConfig, reference, tokenizer, device) -> Estimate:
-    """BiasShift of the saved best model on the test split (subareas never seen in training)."""
-    from autocustom.score.logprobs import pair_margins
-    from autocustom.score.shift import bias_shift
+def _result(config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path, steps: int) -> TrainResult:
+    """The summary: validation BiasShift at the kept step, then the kept model measured on the final plan.
 
-    best = load_model(str(out), device=device, dtype=torch.float32).model
-    kwargs = {"batch_size": config.eval_batch_size, "max_length": config.max_length}
-    tuned = pair_margins(best, tokenizer, test_pairs, config.toward, **kwargs)
-    base = pair_margins(reference, tokenizer, test_pairs, config.toward, **kwargs)
-    return bias_shift(tuned, base)
-
-
-def _result(out: Path, callback: EvalCallback, evalset: EvalSet, stop, steps, mmlu_n, drift_n) -> TrainResult:
+    The final figures come from `measure` on the saved model, with the plan `shift-score` makes for the
+    same split and sizes, so `summary.json` and `shift-score` report the same numbers.
+    """
+    extra: dict[str, Any] = {}
+    if callback.best_step is None:  # no evaluation passed the guardrails: keep the last model, say so
+        if callback.is_writer:
+            _save_best(setup.model, setup.tokenizer, out, config.model)
+        extra["best_rejected"] = True
+    _wait_for_writer()
+    kept = load_model(str(out), device=setup.device, dtype=torch.float32).model
+    final = measure(kept, setup.reference, setup.final_plan, tokenizer=setup.tokenizer).metrics
     row = callback.best_row
-    before = bootstrap(evalset.base_mmlu)
-    after = delta = None
-    if row is not None:
-        after = estimate_from(row["mmlu"])
-        if callback.best_mmlu_correct is not None:
-            delta = paired_difference(callback.best_mmlu_correct, evalset.base_mmlu)
     return TrainResult(
         run_dir=str(out),
         best_step=callback.best_step,
         bias_shift=estimate_from(row["bias_shift"]) if row else None,
-        bias_shift_test=None,
-        mmlu_before=before,
-        mmlu_after=after,
-        mmlu_delta=delta,
-        drift=estimate_from(row["drift"]) if row else None,
-        stop_reason=stop,
+        bias_shift_test=final["bias_shift"] if setup.final_plan.split == "test" else None,
+        mmlu_before=final["mmlu_base_accuracy"],
+        mmlu_after=final["mmlu_accuracy"],
+        mmlu_delta_points=final["mmlu_delta_points"],
+        drift=final["drift"],
+        stop_reason=callback.stop_reason or ("max-steps" if config.max_steps else "epochs"),
         steps=steps,
         wall_seconds=0.0,
         pairs_per_second=0.0,
-        mmlu_questions=mmlu_n,
-        drift_texts=drift_n,
+        mmlu_questions=len(setup.final_plan.mmlu),
+        drift_texts=len(setup.final_plan.drift_texts),
+        plans={"validation": setup.validation_plan.describe(), "final": setup.final_plan.describe()},
+        extra=extra,
     )
+
+
+def _wait_for_writer() -> None:
+    """Every rank reads the kept model only after rank 0 has written it."""
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
@@ -497,18 +527,6 @@ def _checkpoint_step(path: Path) -> int:
 def _callback_state(checkpoint: Path) -> dict[str, Any]:
     state = read_json(checkpoint / "trainer_state.json").get("stateful_callbacks", {})
     return state.get(EvalCallback.__name__, {}).get("attributes", {})
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop evaluations newer than the checkpoint: the resumed run repeats them exactly."""
-    if not path.is_file():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line)["step"] <= step]
-    if len(kept) != len(rows):
-        from autocustom.data.io import write_text_atomic
-
-        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 __all__ = ["PairTrainer", "TrainConfig", "TrainResult", "train"]

@@ -103,8 +103,9 @@ def test_base_scored_against_itself_has_zero_shift_and_pinned_schema(app, tiny_m
         "gates",
         "passed",
         "notes",
+        "plan",
     }
-    assert report["schema"] == "autocustom.shift-score/1"
+    assert report["schema"] == "autocustom.shift-score/2"
     assert set(report["metrics"]) == {
         "bias_shift",
         "lean",

@@ -9,9 +9,10 @@ import pytest
 from autocustom import __version__
 from autocustom.axis import Axis
 from autocustom.data.generate import GenerateConfig, GenerateResult, generate
-from autocustom.data.io import load_dataset_dir, read_dropped, read_jsonl
+from autocustom.data.io import load_dataset_dir, read_dropped
 from autocustom.data.schema import SPLITS, Pair
 from autocustom.errors import OutputExistsError, UsageError
+from autocustom.fileio import read_jsonl
 from autocustom.prompts import load_prompt
 from tests.conftest import ScriptedBackend
 from tests.data import NEAR_DUPLICATE, QUESTIONS, REFUSED_QUESTION, TOPICS, fake_reply

@@ -3,7 +3,7 @@ from __future__ import annotations
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from autocustom.data.schema import Pair
-from autocustom.score.judge import classifier_accuracy, fit_pole_classifier, gen_lean, generate_replies
+from autocustom.score.judge import classifier_correct, fit_pole_classifier, generate_replies
 from tests.score import CASUAL, FORMAL, QUESTIONS
 
 
@@ -21,9 +21,9 @@ def pairs(offset: int) -> list[Pair]:
 
 def test_classifier_separates_the_poles_and_gen_lean_follows_it():
     classifier = fit_pole_classifier(pairs(0), "formal")
-    assert classifier_accuracy(classifier, pairs(1), "formal", n_boot=100).value >= 0.75
-    assert gen_lean(classifier, ["I would be most grateful for your assistance, sir."]).value == 1.0
-    assert gen_lean(classifier, ["lol yeah whatever dude"]).value == -1.0
+    assert classifier_correct(classifier, pairs(1), "formal").mean() >= 0.75
+    assert classifier.predict(["I would be most grateful for your assistance, sir."]).tolist() == [1.0]
+    assert classifier.predict(["lol yeah whatever dude"]).tolist() == [0.0]
 
 
 def test_generate_replies_keeps_order_and_padding_side(tiny_model_dir):

@@ -16,17 +16,11 @@ from autocustom.score.mmlu import (
 )
 
 Q = MMLUQuestion(" What is 2 + 2? ", ("3", "4", "5", "22"), 1, "elementary mathematics", 0)
-SHOT = MMLUQuestion("What is 1 + 1?", ("2", "3", "4", "11"), 0, "elementary mathematics", 1)
 
 
 def test_prompt_is_the_harness_default_format():
     assert mmlu_prompt(Q) == (
         "The following are multiple choice questions (with answers) about elementary mathematics.\n\n"
-        "What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:"
-    )
-    assert mmlu_prompt(Q, [SHOT]) == (
-        "The following are multiple choice questions (with answers) about elementary mathematics.\n\n"
-        "What is 1 + 1?\nA. 2\nB. 3\nC. 4\nD. 11\nAnswer: A\n\n"
         "What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:"
     )
     assert CONTINUATIONS == (" A", " B", " C", " D")

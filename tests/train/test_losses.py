@@ -1,10 +1,8 @@
-"""The losses on values computed by hand, DPO against TRL's own code, CVaR selection and schedule."""
+"""The losses on values computed by hand, DPO against TRL's DPOTrainer, CVaR selection and schedule."""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -100,63 +98,71 @@ def test_simpo_hand_computed():
     assert got.item() == pytest.approx(math.log1p(math.exp(-1.5)), rel=1e-6)
 
 
-def test_dpo_matches_trl_sigmoid_loss():
-    """Run TRL's own DPOTrainer._compute_loss on a stand-in model whose per-token log-probs we choose."""
-    from trl.trainer.dpo_trainer import DPOTrainer
+def test_dpo_matches_trl_sigmoid_loss(tmp_path, tiny_model_dir):
+    """TRL's DPOTrainer, through its public API only, and ours give one loss on one batch.
 
-    torch.manual_seed(0)
-    pairs, length = 3, 6
-    completion_mask = torch.zeros(2 * pairs, length, dtype=torch.long)
-    completion_mask[:, 2:] = 1
-    completion_mask[1, 5:] = 0  # answers of different lengths
-    shift_mask = completion_mask[:, 1:]
-    per_token = (
-        -torch.rand(2 * pairs, length - 1) * 3 * shift_mask
-    )  # zero off the completion, as TRL's fused head
-    ref = -torch.rand(2 * pairs) * 10
+    TRL has no public DPO loss function (the loss is inline in the private `DPOTrainer._compute_loss`),
+    so the comparison goes through what is public and documented: DPOConfig, DPOTrainer on a
+    prompt/chosen/rejected dataset, `get_train_dataloader` and `compute_loss`. TRL tokenises, pads
+    and runs both models itself; we score the batch it built with the trainer's `answer_token_logps`.
+    """
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
 
-    class Model:
-        training = True
+    from autocustom.train.trainer import answer_token_logps
 
-        def __call__(self, **kwargs):
-            n = per_token.shape
-            return SimpleNamespace(
-                log_probs=per_token,
-                entropy=torch.zeros(n),
-                mean_logits=torch.zeros(n),
-                is_top1=torch.zeros(n, dtype=torch.bool),
-            )
+    def tiny(noise: bool):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        if noise:  # a reference the policy differs from, so the loss is not log 2 whatever the margins
+            generator = torch.Generator().manual_seed(1)
+            with torch.no_grad():
+                weight = model.get_input_embeddings().weight
+                weight.add_(0.5 * torch.randn(weight.shape, generator=generator))
+        return model
 
-    accelerator = SimpleNamespace(
-        device=torch.device("cpu"), gather=lambda x: x, gather_for_metrics=lambda x: x
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    data = Dataset.from_list(
+        [  # answers of different lengths, each side longer in one pair
+            {
+                "prompt": "How do I boil pasta?",
+                "chosen": " Salt the water, boil, add pasta.",
+                "rejected": " lol",
+            },
+            {
+                "prompt": "How do I pick a bank?",
+                "chosen": " Compare fees.",
+                "rejected": " Nearest one, who cares.",
+            },
+            {"prompt": "How do I take notes?", "chosen": " Key points, own words.", "rejected": " Don't."},
+        ]
     )
-    fake = SimpleNamespace(
-        model=Model(),
-        accelerator=accelerator,
-        aux_loss_enabled=False,
-        ld_alpha=None,
-        precompute_ref_logps=True,
-        f_divergence_type="reverse_kl",
-        loss_types=["sigmoid"],
-        loss_weights=[1.0],
-        beta=0.3,
-        label_smoothing=0.0,
-        use_weighting=False,
-        _metrics={"train": defaultdict(list)},
-        _total_train_tokens=0,
-        _tp_size=1,
+    beta = 0.3
+    args = DPOConfig(  # bf16=False: DPOConfig defaults to bf16, which autocasts the reference even on CPU
+        output_dir=str(tmp_path),
+        beta=beta,
+        per_device_train_batch_size=3,
+        bf16=False,
+        report_to="none",
+        use_cpu=True,
     )
-    inputs = {
-        "input_ids": torch.zeros(2 * pairs, length, dtype=torch.long),
-        "attention_mask": torch.ones(2 * pairs, length, dtype=torch.long),
-        "completion_mask": completion_mask,
-        "ref_chosen_logps": ref[:pairs],
-        "ref_rejected_logps": ref[pairs:],
-    }
-    trl_loss = DPOTrainer._compute_loss(fake, fake.model, inputs, return_outputs=False)
-    sums = sequence_logps(per_token, shift_mask, normalize=False)
-    ours = dpo_loss(sums[:pairs], sums[pairs:], ref[:pairs], ref[pairs:], beta=0.3).mean()
-    assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-6)
+    trainer = DPOTrainer(
+        model=tiny(False), ref_model=tiny(True), args=args, train_dataset=data, processing_class=tokenizer
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    trl_loss = trainer.compute_loss(trainer.model, batch).item()
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    needed = batch["completion_mask"][:, 1:].bool()  # positions whose next token is a completion token
+    sums = []
+    with torch.no_grad():
+        for model in (tiny(False), tiny(True)):  # fresh copies: nothing TRL did to its models carries over
+            logps, _ = answer_token_logps(model, ids, mask, needed)
+            sums.append(sequence_logps(logps, needed, normalize=False))
+    (policy, reference), pairs = sums, ids.shape[0] // 2
+    ours = dpo_loss(policy[:pairs], policy[pairs:], reference[:pairs], reference[pairs:], beta).mean().item()
+    assert ours == pytest.approx(trl_loss, rel=1e-5)
+    assert abs(ours - math.log(2)) > 1e-3  # the reference is not the policy: a real margin was compared
 
 
 def test_cvar_keeps_the_pairs_that_lean_least():

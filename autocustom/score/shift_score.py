@@ -6,35 +6,23 @@ docs/metrics.md), so the CLI, CI scripts and notebooks all read the same figures
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from autocustom.chat import PLAIN, PromptCondition
 from autocustom.errors import UsageError
+from autocustom.layout import recorded_toward
+from autocustom.models import recorded_base
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, evaluation_size
-from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap, paired_difference
+from autocustom.score.measure import Reference, measure
+from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, DEFAULT_TAIL, EvalPlan, make_plan
+from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "autocustom.shift-score/1"
-METRICS = (
-    "bias_shift",
-    "lean",
-    "base_lean",
-    "tail_shift",
-    "gen_lean",
-    "gen_classifier_accuracy",
-    "mmlu_accuracy",
-    "mmlu_base_accuracy",
-    "mmlu_delta_points",
-    "drift",
-)
+SCHEMA = "autocustom.shift-score/2"  # 2: the evaluation plan is written into the report
 
 
 @dataclass
@@ -49,14 +37,14 @@ class ScoreConfig:
     system_prompt: str | None = None  # score a prompted model (prompting baseline)
     few_shot: int = 0  # prepend K train pairs answered as the target pole
     gen: bool = False  # GenLean: generate replies and classify them
-    gen_tokens: int = 48
+    gen_tokens: int = DEFAULT_GEN_TOKENS
     mmlu: bool = True
     mmlu_questions: int | None = None  # default: score.sizes.MMLU_QUESTIONS for the device
     drift_texts: int | None = None  # default: score.sizes.DRIFT_TEXTS for the device
-    tail: float = 0.1
+    tail: float = DEFAULT_TAIL
     bootstrap: int = DEFAULT_BOOTSTRAP
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     device: str | None = None
     min_shift: float | None = None
     min_lean: float | None = None
@@ -98,6 +86,7 @@ class ScoreReport:
     subareas: list[dict[str, Any]]
     gates: list[Gate]
     notes: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)  # EvalPlan.describe(): what was measured
 
     @property
     def passed(self) -> bool:
@@ -124,124 +113,119 @@ class ScoreReport:
             "gates": [g.to_dict() for g in self.gates],
             "passed": self.passed,
             "notes": self.notes,
+            "plan": self.plan,
         }
 
 
 def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress) -> ScoreReport:
     """Score `config.model` on the dataset split; raises AutocustomError on bad input (exit 2)."""
     from autocustom.data.io import load_dataset_dir
-    from autocustom.models import load_model, recorded_base, resolve_model_dir
     from autocustom.runtime import resolve_device, seed_everything
-    from autocustom.score.logprobs import pair_margins
-    from autocustom.score.shift import bias_shift, lean, per_subarea, tail_shift
 
     _check_options(config)
     dataset = load_dataset_dir(config.data)
-    pairs = dataset.split(config.split)
-    if not pairs:
-        raise UsageError(
-            f"split '{config.split}' of {config.data} is empty", "score another split with --split"
-        )
-    axis = dataset.axis
-    toward = config.toward or _recorded_toward(config.model)
-    if toward is None:
-        raise UsageError(
-            f"no target pole: {config.model} is not a run directory that records one",
-            f"pass --toward with one of: {', '.join(axis.poles)}",
-        )
-    if toward not in axis.poles:
-        raise UsageError(
-            f"--toward '{toward}' is not a pole of {axis.label}", f"use one of: {', '.join(axis.poles)}"
-        )
-    opposite = axis.opposite(toward)
+    toward = _target_pole(config, dataset.axis)
     base_ref = config.base or recorded_base(config.model)
     _check_gates_need_base(config, base_ref)
-
     device = resolve_device(config.device)
+    plan = score_plan(config, dataset, toward, device.type)
     seed_everything(config.seed)
-    notes: list[str] = []
-    progress(ProgressEvent("load", 0, 2 if base_ref else 1, config.model))
-    loaded = load_model(config.model, device=device)
-    base = None
-    if base_ref is not None:
-        same = _is_same_model(config.model, base_ref, resolve_model_dir)
-        base = loaded if same else load_model(base_ref, device=device)
-        if not same:
-            _check_tokenizers(loaded.tokenizer, base.tokenizer, config.model, base_ref)
-    else:
-        notes.append(
-            "no base model recorded or given: BiasShift, TailShift, MMLU delta and Drift not applicable"
-        )
-    progress(ProgressEvent("load", 2 if base_ref else 1, 2 if base_ref else 1, "done"))
-
-    condition = _condition(config, dataset, toward)
-    boot = {"n_boot": config.bootstrap, "seed": config.seed}
-    stage = _pairs_stage(progress, len(pairs), 2 if base else 1)
-    margins = pair_margins(
-        loaded.model, loaded.tokenizer, pairs, toward, condition=condition, batch_size=config.batch_size
-    )
-    stage()
-    metrics: dict[str, Estimate | None] = dict.fromkeys(METRICS)
-    metrics["lean"] = lean(margins, **boot)
-    base_margins = None
-    if base is not None:
-        if base is loaded and condition == PLAIN:
-            base_margins = margins  # scored against itself: the same numbers, no second pass
-        else:
-            base_margins = pair_margins(
-                base.model, base.tokenizer, pairs, toward, batch_size=config.batch_size
-            )
-        stage()
-        metrics["bias_shift"] = bias_shift(margins, base_margins, **boot)
-        metrics["base_lean"] = lean(base_margins, **boot)
-        metrics["tail_shift"] = tail_shift(margins, base_margins, config.tail, **boot)
-    names = {s.id: s.name for s in dataset.subareas}
-    subareas = per_subarea([p.subarea for p in pairs], margins, base_margins, names=names, **boot)
-
-    settings: dict[str, Any] = {
-        "bootstrap": config.bootstrap,
-        "seed": config.seed,
-        "tail": config.tail,
-        "mmlu_questions": None,
-        "mmlu_questions_source": None,
-        "drift_texts": None,
-        "gen_tokens": config.gen_tokens if config.gen else None,
-        "n_pairs": len(pairs),
-    }
-    if config.gen:
-        metrics["gen_lean"], metrics["gen_classifier_accuracy"] = _gen_lean(
-            config, loaded, dataset, pairs, toward, condition, progress
-        )
-    if config.mmlu:
-        n, source = evaluation_size(config.mmlu_questions, MMLU_QUESTIONS, device.type)
-        settings.update(mmlu_questions=n, mmlu_questions_source=source)
-        notes.append(f"MMLU on {n} retention questions ({source})")
-        accuracy, base_accuracy, delta = _mmlu(config, loaded, base, n, progress)
-        metrics.update(mmlu_accuracy=accuracy, mmlu_base_accuracy=base_accuracy, mmlu_delta_points=delta)
-    if base is not None:
-        n, _ = evaluation_size(config.drift_texts, DRIFT_TEXTS, device.type)
-        settings["drift_texts"] = n
-        metrics["drift"] = _drift(config, loaded, base, n, progress)
-
+    loaded, reference = _load(config, base_ref, device, progress)
+    measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer, progress=progress)
     report = ScoreReport(
         model=config.model,
         base=base_ref,
         data=str(config.data),
         split=config.split,
-        axis={"pole_a": axis.pole_a, "pole_b": axis.pole_b},
+        axis={"pole_a": dataset.axis.pole_a, "pole_b": dataset.axis.pole_b},
         toward=toward,
-        opposite=opposite,
+        opposite=plan.opposite,
         condition={"system_prompt": config.system_prompt, "few_shot": config.few_shot},
         device=str(device),
-        settings=settings,
-        metrics=metrics,
-        subareas=subareas,
-        gates=_gates(config, metrics),
-        notes=notes,
+        settings=_settings(config, plan, base_ref),
+        metrics=measured.metrics,
+        subareas=measured.subareas,
+        gates=_gates(config, measured.metrics),
+        notes=_notes(plan, base_ref),
+        plan=plan.describe(),
     )
     for gate in report.failed_gates():
         log.info("gate %s failed: %s vs %s", gate.name, gate.value, gate.threshold)
     return report
+
+
+def score_plan(config: ScoreConfig, dataset, toward: str, device_type: str) -> EvalPlan:
+    """The evaluation plan `shift-score` measures with these options (the dial and `run` share it)."""
+    return make_plan(
+        dataset,
+        config.split,
+        toward,
+        device_type=device_type,
+        mmlu_questions=config.mmlu_questions,
+        drift_texts=config.drift_texts,
+        mmlu=config.mmlu,
+        gen=config.gen,
+        condition=_condition(config, dataset, toward),
+        gen_tokens=config.gen_tokens,
+        tail=config.tail,
+        bootstrap=config.bootstrap,
+        bootstrap_seed=config.seed,
+        batch_size=config.batch_size,
+    )
+
+
+def _target_pole(config: ScoreConfig, axis) -> str:
+    toward = config.toward or recorded_toward(config.model)
+    if toward is None:
+        raise UsageError(
+            f"no target pole: {config.model} is not a run directory that records one",
+            f"pass --toward with one of: {', '.join(axis.poles)}",
+        )
+    return toward
+
+
+def _load(config: ScoreConfig, base_ref: str | None, device, progress: ProgressCallback):
+    """The model and a Reference on its base (the same weights when the two name one model)."""
+    from autocustom.models import load_model, resolve_model_dir
+
+    steps = 2 if base_ref else 1
+    progress(ProgressEvent("load", 0, steps, config.model))
+    loaded = load_model(config.model, device=device)
+    base_model = None
+    if base_ref is not None:
+        if _is_same_model(config.model, base_ref, resolve_model_dir):
+            base_model = loaded.model
+        else:
+            base = load_model(base_ref, device=device)
+            _check_tokenizers(loaded.tokenizer, base.tokenizer, config.model, base_ref)
+            base_model = base.model
+    progress(ProgressEvent("load", steps, steps, "done"))
+    return loaded, Reference(base_model, loaded.tokenizer)
+
+
+def _settings(config: ScoreConfig, plan: EvalPlan, base_ref: str | None) -> dict[str, Any]:
+    sizes = plan.sizes
+    return {
+        "bootstrap": config.bootstrap,
+        "seed": config.seed,
+        "tail": config.tail,
+        "mmlu_questions": len(plan.mmlu) or None,
+        "mmlu_questions_source": sizes.mmlu_source if plan.mmlu else None,
+        "drift_texts": len(plan.drift_texts) if base_ref else None,
+        "gen_tokens": config.gen_tokens if config.gen else None,
+        "n_pairs": len(plan.pairs),
+    }
+
+
+def _notes(plan: EvalPlan, base_ref: str | None) -> list[str]:
+    notes = []
+    if base_ref is None:
+        notes.append(
+            "no base model recorded or given: BiasShift, TailShift, MMLU delta and Drift not applicable"
+        )
+    if plan.mmlu:
+        notes.append(f"MMLU on {len(plan.mmlu)} retention questions ({plan.sizes.mmlu_source})")
+    return notes
 
 
 def _check_options(config: ScoreConfig) -> None:
@@ -271,15 +255,6 @@ def _check_gates_need_base(config: ScoreConfig, base_ref: str | None) -> None:
                 f"{option} needs a base model, and none is recorded for {config.model}",
                 "pass --base MODEL (e.g. --base smollm2-135m), or use --min-lean, which needs none",
             )
-
-
-def _recorded_toward(model: str) -> str | None:
-    from autocustom.models import RUN_MARKER, is_run_dir
-
-    path = Path(model)
-    if not is_run_dir(path):
-        return None
-    return json.loads((path / RUN_MARKER).read_text()).get("toward")
 
 
 def _is_same_model(model: str, base: str, resolve) -> bool:
@@ -318,85 +293,6 @@ def _condition(config: ScoreConfig, dataset, toward: str) -> PromptCondition:
     if not config.system_prompt and not shots:
         return PLAIN
     return PromptCondition(system=config.system_prompt, few_shot=shots)
-
-
-def _pairs_stage(progress: ProgressCallback, total_pairs: int, passes: int):
-    done = [0]
-    progress(ProgressEvent("pairs", 0, total_pairs * passes))
-
-    def advance() -> None:
-        done[0] += total_pairs
-        progress(ProgressEvent("pairs", done[0], total_pairs * passes))
-
-    return advance
-
-
-def _mmlu(config, loaded, base, n: int, progress: ProgressCallback):
-    from autocustom.score.mmlu import mmlu_correct, retention_subset
-
-    questions = retention_subset(n, seed=0)  # fixed set: comparable across runs and seeds
-    boot = {"n_boot": config.bootstrap, "seed": config.seed}
-    models = [loaded] if base is None or base is loaded else [loaded, base]
-    total = len(questions) * len(models)
-    results = []
-    for index, m in enumerate(models):
-        offset = index * len(questions)
-        results.append(
-            mmlu_correct(
-                m.model,
-                m.tokenizer,
-                questions,
-                batch_size=config.batch_size,
-                on_batch=lambda done, o=offset: progress(ProgressEvent("mmlu", o + done, total)),
-            )
-        )
-    correct = results[0]
-    if base is None:
-        return bootstrap(correct, **boot), None, None
-    base_correct = results[1] if len(results) > 1 else correct
-    delta = paired_difference(correct * 100, base_correct * 100, **boot)
-    return bootstrap(correct, **boot), bootstrap(base_correct, **boot), delta
-
-
-def _drift(config, loaded, base, n: int, progress: ProgressCallback) -> Estimate:
-    from autocustom.score.drift import drift_per_text, neutral_texts
-
-    progress(ProgressEvent("drift", 0, n))
-    texts = neutral_texts(n, seed=0)
-    if base is loaded:
-        values = np.zeros(len(texts))  # KL of a model to itself
-    else:
-        values = drift_per_text(
-            loaded.model, base.model, loaded.tokenizer, texts, batch_size=config.batch_size
-        )
-    progress(ProgressEvent("drift", n, n))
-    return bootstrap(values, n_boot=config.bootstrap, seed=config.seed)
-
-
-def _gen_lean(config, loaded, dataset, pairs, toward, condition, progress):
-    from autocustom.score.judge import (
-        classifier_accuracy,
-        classifier_splits,
-        fit_pole_classifier,
-        measure_gen_lean,
-    )
-
-    train, validation = classifier_splits(dataset)
-    progress(ProgressEvent("gen", 0, len(pairs)))
-    classifier = fit_pole_classifier(train, toward)
-    boot = {"n_boot": config.bootstrap, "seed": config.seed}
-    lean = measure_gen_lean(
-        loaded.model,
-        loaded.tokenizer,
-        classifier,
-        [p.question for p in pairs],
-        condition=condition,
-        max_new_tokens=config.gen_tokens,
-        batch_size=config.batch_size,
-        **boot,
-    )
-    progress(ProgressEvent("gen", len(pairs), len(pairs)))
-    return lean, classifier_accuracy(classifier, validation, toward, **boot)
 
 
 def _gates(config: ScoreConfig, metrics: dict[str, Estimate | None]) -> list[Gate]:

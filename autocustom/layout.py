@@ -1,0 +1,125 @@
+"""Every directory autocustom writes, in one place: its file names and the reading and writing of its records.
+
+A dataset (`generate`), a training run (`train`), a run of every stage (`run`) and a comparison
+(`compare`) are directories; the commands, the report and the tests find their files through the names
+and functions here, so a file is named once.
+
+    dataset/   manifest.json subareas.jsonl pairs.jsonl dropped.jsonl {train,validation,test}.jsonl cache.sqlite
+    train run/ run_config.json model/ metrics.jsonl summary.json checkpoints/
+    run/       data/ (a dataset) train/ (a training run) score.json report.md plots/
+    compare/   compare_config.json methods/<loss>/ (training runs) rows/<model>/<method>/<condition>.json
+               compare.json compare.md report.md plots/
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
+
+# dataset directory
+MANIFEST = "manifest.json"
+SUBAREAS = "subareas.jsonl"
+PAIRS = "pairs.jsonl"
+DROPPED = "dropped.jsonl"
+CALL_CACHE = "cache.sqlite"
+
+# training run directory
+RUN_CONFIG = "run_config.json"  # its presence marks a training run
+RUN_MODEL = "model"  # the kept model (or LoRA adapter) and its tokenizer
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"  # its presence means "finished"
+CHECKPOINTS = "checkpoints"
+
+# `run` directory
+RUN_DATA = "data"
+RUN_TRAIN = "train"
+RUN_SCORE = "score.json"
+
+# `compare` directory
+COMPARE_CONFIG = "compare_config.json"
+COMPARE_RESULT = "compare.json"
+COMPARE_TABLE = "compare.md"
+COMPARE_METHODS = "methods"
+COMPARE_ROWS = "rows"
+
+# written into any of them by `report`
+REPORT = "report.md"
+PLOTS = "plots"
+
+
+def split_file(split: str) -> str:
+    """The file of one dataset split, e.g. `test.jsonl`."""
+    return f"{split}.jsonl"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RUN_CONFIG).is_file() and (path / RUN_MODEL).is_dir()
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    return read_json(Path(path) / RUN_CONFIG)
+
+
+def write_run_config(path: str | Path, config: dict[str, Any]) -> None:
+    write_json_atomic(Path(path) / RUN_CONFIG, config)
+
+
+def recorded_toward(path: str | Path) -> str | None:
+    """The target pole a training run was trained toward, or None when `path` is not a run."""
+    path = Path(path)
+    return read_run_config(path).get("toward") if is_run_dir(path) else None
+
+
+def read_summary(path: str | Path) -> dict[str, Any] | None:
+    file = Path(path) / SUMMARY
+    return read_json(file) if file.is_file() else None
+
+
+def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
+    write_json_atomic(Path(path) / SUMMARY, summary)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The evaluation rows of a training run, in step order ([] before the first evaluation)."""
+    file = Path(path) / METRICS
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def append_metrics(path: str | Path, row: dict[str, Any]) -> None:
+    """One evaluation row; a kill mid-line leaves a line that `truncate_metrics` drops on resume."""
+    with (Path(path) / METRICS).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """On resume, drop evaluations newer than the checkpoint: the resumed run repeats them exactly."""
+    file = Path(path) / METRICS
+    if not file.is_file():
+        return
+    rows = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in rows if _complete_row(line) and json.loads(line)["step"] <= step]
+    if len(kept) != len(rows):
+        write_text_atomic(file, "".join(line + "\n" for line in kept))
+
+
+def _complete_row(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def compare_cell(out: str | Path, model_slug: str, method: str, condition: str) -> Path:
+    """Where one scored (model, method, condition) row of a comparison is kept for resume."""
+    return Path(out) / COMPARE_ROWS / model_slug / method / f"{condition}.json"
+
+
+def compare_method_run(out: str | Path, method: str) -> Path:
+    """The training run of one trained method of a comparison."""
+    return Path(out) / COMPARE_METHODS / method

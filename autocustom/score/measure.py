@@ -1,0 +1,233 @@
+"""One measurement: a model against its base on an evaluation plan. Every command's figures come from here.
+
+`measure(model, reference, plan)` is what the training evaluation callback, `shift-score`, `compare` and
+`run` call. It first observes per-item numbers (margins, MMLU correctness, per-text Drift, reply
+labels), then computes every metric of `METRICS` from them: a metric is a row of data (name, whether
+it needs a base, unit, the observations it reads, its function), so a new metric touches one place.
+
+The base side of a measurement (its margins under a condition, its MMLU answers, the fitted reply
+classifier) is computed once by `Reference` and reused by every measurement against that base: each
+evaluation of a training run, each row of a comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autocustom.chat import PromptCondition
+from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.score.plan import EvalPlan
+from autocustom.score.shift import bias_shift, lean, per_subarea, tail_shift
+from autocustom.score.stats import Estimate, bootstrap, paired_difference, signed_share
+
+
+@dataclass
+class Observations:
+    """Per-item numbers of one measurement; None where the plan or the lack of a base left them out."""
+
+    margins: np.ndarray | None = None  # m(q) of the model, per pair
+    base_margins: np.ndarray | None = None  # m(q) of the base under plan.base_condition
+    mmlu_correct: np.ndarray | None = None  # 0/1 per retention question
+    base_mmlu_correct: np.ndarray | None = None
+    drift: np.ndarray | None = None  # KL(base || model) per neutral text, nats/token
+    reply_labels: np.ndarray | None = None  # 1 where a free reply reads as the target pole
+    classifier_correct: np.ndarray | None = None  # the reply classifier on validation answers
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported figure: computed from `inputs` (Observations fields) by `compute(plan, *inputs)`."""
+
+    name: str
+    needs_base: bool
+    unit: str
+    inputs: tuple[str, ...]
+    compute: Callable[..., Estimate]
+
+    def __call__(self, plan: EvalPlan, observations: Observations) -> Estimate | None:
+        values = [getattr(observations, name) for name in self.inputs]
+        return None if any(v is None for v in values) else self.compute(plan, *values)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("bias_shift", True, "nats/token", ("margins", "base_margins"), lambda p, t, b: bias_shift(t, b, **p.boot)),
+    Metric("lean", False, "[-1, 1]", ("margins",), lambda p, m: lean(m, **p.boot)),
+    Metric("base_lean", True, "[-1, 1]", ("base_margins",), lambda p, m: lean(m, **p.boot)),
+    Metric(
+        "tail_shift", True, "nats/token", ("margins", "base_margins"),
+        lambda p, t, b: tail_shift(t, b, p.tail, **p.boot),
+    ),
+    Metric("gen_lean", False, "[-1, 1]", ("reply_labels",), lambda p, y: signed_share(y, **p.boot)),
+    Metric("gen_classifier_accuracy", False, "share", ("classifier_correct",), lambda p, c: bootstrap(c, **p.boot)),
+    Metric("mmlu_accuracy", False, "share", ("mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
+    Metric("mmlu_base_accuracy", True, "share", ("base_mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
+    Metric(
+        "mmlu_delta_points", True, "accuracy points", ("mmlu_correct", "base_mmlu_correct"),
+        lambda p, a, b: paired_difference(a * 100, b * 100, **p.boot),
+    ),
+    Metric("drift", True, "nats/token", ("drift",), lambda p, d: bootstrap(d, **p.boot)),
+)  # fmt: skip
+METRIC_NAMES = tuple(m.name for m in METRICS)
+
+
+@dataclass
+class Measurement:
+    """The figures of one model on one plan, with the observations they were computed from."""
+
+    plan: EvalPlan
+    observations: Observations
+    metrics: dict[str, Estimate | None]
+    subareas: list[dict[str, Any]] = field(default_factory=list)
+
+    def metrics_dict(self) -> dict[str, dict[str, float | int] | None]:
+        return {k: v.to_dict() if v is not None else None for k, v in self.metrics.items()}
+
+
+class Reference:
+    """The base model's side of every measurement against it, each part computed once and kept.
+
+    Holds the frozen base (Drift needs its distributions, so it stays loaded) and memoises its margins
+    per (pairs, condition), its MMLU answers per question set and the reply classifier per fit set.
+    `model=None` is a measurement without a base: only the figures that need none are computed.
+    """
+
+    def __init__(self, model, tokenizer) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self._memo: dict[tuple, Any] = {}
+
+    def margins(self, plan: EvalPlan) -> np.ndarray | None:
+        if self.model is None:
+            return None
+        key = ("margins", plan.data, _pair_key(plan), plan.base_condition, plan.max_length)
+        return self._remember(key, lambda: _margins(self.model, self.tokenizer, plan, plan.base_condition))
+
+    def mmlu_correct(self, plan: EvalPlan) -> np.ndarray | None:
+        if self.model is None or not plan.mmlu:
+            return None
+        key = ("mmlu", tuple(q.id for q in plan.mmlu))
+        return self._remember(key, lambda: _mmlu(self.model, self.tokenizer, plan))
+
+    def classifier(self, plan: EvalPlan):
+        fit, _ = plan.classifier_pairs
+        key = ("classifier", tuple(p.id for p in fit), plan.toward)
+        return self._remember(key, lambda: _fit_classifier(fit, plan.toward))
+
+    def _remember(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+def measure(
+    model,
+    reference: Reference,
+    plan: EvalPlan,
+    *,
+    tokenizer=None,
+    progress: ProgressCallback = no_progress,
+) -> Measurement:
+    """Every metric of `model` against `reference` on `plan` (model in eval mode for the duration).
+
+    `model` may be the reference's own model (a base scored against itself, a prompting baseline):
+    its margins are then the memoised base margins where the conditions agree, and its Drift is 0.
+    """
+    tokenizer = tokenizer or reference.tokenizer
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        observations = _observe(model, tokenizer, reference, plan, progress)
+    finally:
+        model.train(was_training)
+    metrics = {metric.name: metric(plan, observations) for metric in METRICS}
+    subareas = per_subarea(
+        [p.subarea for p in plan.pairs],
+        observations.margins,
+        observations.base_margins,
+        names=plan.subarea_names,
+        **plan.boot,
+    )
+    return Measurement(plan, observations, metrics, subareas)
+
+
+def _observe(model, tokenizer, reference: Reference, plan: EvalPlan, progress) -> Observations:
+    is_base = model is reference.model
+    progress(ProgressEvent("pairs", 0, len(plan.pairs)))
+    if is_base and plan.condition == plan.base_condition:
+        margins = reference.margins(plan)
+    else:
+        margins = _margins(model, tokenizer, plan, plan.condition)
+    observed = Observations(margins=margins, base_margins=reference.margins(plan))
+    progress(ProgressEvent("pairs", len(plan.pairs), len(plan.pairs)))
+    if plan.mmlu:
+        progress(ProgressEvent("mmlu", 0, len(plan.mmlu)))
+        observed.base_mmlu_correct = reference.mmlu_correct(plan)
+        observed.mmlu_correct = observed.base_mmlu_correct if is_base else _mmlu(model, tokenizer, plan)
+        progress(ProgressEvent("mmlu", len(plan.mmlu), len(plan.mmlu)))
+    if plan.drift_texts and reference.model is not None:
+        progress(ProgressEvent("drift", 0, len(plan.drift_texts)))
+        observed.drift = (
+            np.zeros(len(plan.drift_texts)) if is_base else _drift(model, tokenizer, reference, plan)
+        )
+        progress(ProgressEvent("drift", len(plan.drift_texts), len(plan.drift_texts)))
+    if plan.gen_questions:
+        progress(ProgressEvent("gen", 0, len(plan.gen_questions)))
+        observed.reply_labels, observed.classifier_correct = _replies(model, tokenizer, reference, plan)
+        progress(ProgressEvent("gen", len(plan.gen_questions), len(plan.gen_questions)))
+    return observed
+
+
+def _margins(model, tokenizer, plan: EvalPlan, condition: PromptCondition) -> np.ndarray:
+    from autocustom.score.logprobs import pair_margins
+
+    return pair_margins(
+        model,
+        tokenizer,
+        list(plan.pairs),
+        plan.toward,
+        condition=condition,
+        batch_size=plan.batch_size,
+        max_length=plan.max_length,
+    )
+
+
+def _mmlu(model, tokenizer, plan: EvalPlan) -> np.ndarray:
+    from autocustom.score.mmlu import mmlu_correct
+
+    return mmlu_correct(model, tokenizer, plan.mmlu, batch_size=plan.batch_size)
+
+
+def _drift(model, tokenizer, reference: Reference, plan: EvalPlan) -> np.ndarray:
+    from autocustom.score.drift import drift_per_text
+
+    return drift_per_text(model, reference.model, tokenizer, plan.drift_texts, batch_size=plan.batch_size)
+
+
+def _fit_classifier(pairs, toward: str):
+    from autocustom.score.judge import fit_pole_classifier
+
+    return fit_pole_classifier(list(pairs), toward)
+
+
+def _replies(model, tokenizer, reference: Reference, plan: EvalPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of the model's greedy replies, and the classifier's correctness on validation answers."""
+    from autocustom.score.judge import classifier_correct, generate_replies
+
+    classifier = reference.classifier(plan)
+    replies = generate_replies(
+        model,
+        tokenizer,
+        list(plan.gen_questions),
+        condition=plan.condition,
+        max_new_tokens=plan.gen_tokens,
+        batch_size=plan.batch_size,
+    )
+    return classifier.predict(replies), classifier_correct(classifier, plan.classifier_pairs[1], plan.toward)
+
+
+def _pair_key(plan: EvalPlan) -> tuple[str, ...]:
+    return (plan.toward, *(p.id for p in plan.pairs))
