@@ -13,8 +13,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from autocustom.errors import ModelLoadError
-
 
 @dataclass(frozen=True)
 class PackagedModel:
@@ -90,9 +88,3 @@ def mmlu_jsonl_path() -> Path | None:
         return None
     path = folder / "data" / "mmlu.jsonl"
     return path if path.is_file() else None
-
-
-def require_packaged(name: str) -> PackagedModel:
-    if name not in PACKAGED_MODELS:
-        raise ModelLoadError(f"'{name}' is not a packaged model", f"use one of: {', '.join(PACKAGED_MODELS)}")
-    return PACKAGED_MODELS[name]

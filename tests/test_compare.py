@@ -70,7 +70,9 @@ def test_outputs_are_written_and_the_table_comes_from_them(finished):
     config, result = finished
     written = json.loads((Path(config.out) / "compare.json").read_text())
     assert written["schema"] == "autocustom.compare/2"
-    assert written["plan"]["pair_ids"] == [row["id"] for row in map(json.loads, (Path(config.data) / "test.jsonl").read_text().splitlines())]
+    assert written["plan"]["pair_ids"] == [
+        row["id"] for row in map(json.loads, (Path(config.data) / "test.jsonl").read_text().splitlines())
+    ]
     assert len(written["rows"]) == len(result.rows)
     table = (Path(config.out) / "compare.md").read_text()
     assert table.count("\n| ") == len(result.rows) + 1  # header + one line per row

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -138,6 +138,3 @@ def parse_float_list(text: str, option: str, count: int | None = None) -> list[f
     if count is not None and len(values) != count:
         fail(f"{option} '{text}' needs {count} numbers; e.g. {option} 0.7,0.15,0.15")
     return values
-
-
-Renderer = Callable[[dict[str, Any]], None]

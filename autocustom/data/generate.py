@@ -350,6 +350,15 @@ class _Run:
                     need -= 1
             kept_ids, duplicates = self._dedup(candidates)
         kept = [q for q in candidates if q.id in kept_ids]
+        self._record_duplicates(candidates, duplicates)
+        self.counts["questions_asked"] = len(subareas) * per_subarea
+        self.counts["questions_generated"] = len(candidates)
+        self.counts["questions_kept"] = len(kept)
+        return kept
+
+    def _record_duplicates(
+        self, candidates: Sequence[_Question], duplicates: dict[int, tuple[int, float]]
+    ) -> None:
         for q_index, (of, similarity) in duplicates.items():
             question = candidates[q_index]
             self.dropped.append(
@@ -362,10 +371,6 @@ class _Run:
                     question.text,
                 )
             )
-        self.counts["questions_asked"] = len(subareas) * per_subarea
-        self.counts["questions_generated"] = len(candidates)
-        self.counts["questions_kept"] = len(kept)
-        return kept
 
     def _dedup(self, candidates: Sequence[_Question]) -> tuple[set[str], dict[int, tuple[int, float]]]:
         self.progress(ProgressEvent("dedup", 0, len(candidates)))

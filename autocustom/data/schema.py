@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SPLITS = ("train", "validation", "test")
-DROP_REASONS = ("near-duplicate", "parse-failed", "empty", "refused", "duplicate-subarea")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Pair:
 
 @dataclass(frozen=True)
 class Dropped:
-    """An item that did not make it into the dataset, and why (see DROP_REASONS)."""
+    """An item that did not make it into the dataset, and why (near-duplicate, parse-failed, empty, refused, duplicate-subarea)."""
 
     id: str
     reason: str

@@ -20,9 +20,6 @@ class Estimate:
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
-
     def __str__(self) -> str:
         return f"{self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
 
