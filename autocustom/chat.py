@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autocustom.llm.base import Conversation
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+Conversation = list[Message]
 
 PLAIN_USER_PREFIX = "Question: "
 PLAIN_ASSISTANT_PREFIX = "\nAnswer:"

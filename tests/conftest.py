@@ -11,7 +11,8 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub; fail fast instead of hanging
 
-from autocustom.llm.base import Conversation, GenerationParams
+from autocustom.chat import Conversation
+from autocustom.llm.base import GenerationParams
 
 
 @pytest.fixture(scope="session")

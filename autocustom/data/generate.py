@@ -21,12 +21,13 @@ from typing import Any
 
 from autocustom import __version__, fileio, layout
 from autocustom.axis import Axis
+from autocustom.chat import Conversation
 from autocustom.data import parsing
 from autocustom.data.dedup import DEFAULT_BLOCK, dedup_texts
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import check_ratios, split_subareas
 from autocustom.errors import OutputExistsError, UsageError
-from autocustom.llm.base import ChatBackend, Conversation, GenerationParams
+from autocustom.llm.base import ChatBackend, GenerationParams
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.prompts import load_prompt
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
-Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
-Conversation = list[Message]
+from autocustom.chat import Conversation
+
 ReplyCallback = Callable[[int, str], None]  # (index in the batch, reply text), called as each reply is ready
 
 

@@ -17,7 +17,8 @@ import threading
 from pathlib import Path
 from typing import cast
 
-from autocustom.llm.base import ChatBackend, Conversation, GenerationParams, ReplyCallback
+from autocustom.chat import Conversation
+from autocustom.llm.base import ChatBackend, GenerationParams, ReplyCallback
 
 log = logging.getLogger(__name__)
 

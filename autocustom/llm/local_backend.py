@@ -10,9 +10,9 @@ import logging
 from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
-from autocustom.chat import render_prompt
+from autocustom.chat import Conversation, render_prompt
 from autocustom.errors import UsageError
-from autocustom.llm.base import Conversation, GenerationParams, ReplyCallback
+from autocustom.llm.base import GenerationParams, ReplyCallback
 
 log = logging.getLogger(__name__)
 
