@@ -23,6 +23,10 @@ _EXPORTS = {
     "shift_score": "autocustom.score.shift_score",
     "ScoreConfig": "autocustom.score.shift_score",
     "load_model": "autocustom.models",
+    "EvalPlan": "autocustom.score.plan",
+    "make_plan": "autocustom.score.plan",
+    "measure": "autocustom.score.measure",
+    "Reference": "autocustom.score.measure",
 }
 
 __all__ = ["__version__", *_EXPORTS]

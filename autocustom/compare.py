@@ -34,7 +34,6 @@ from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 from autocustom.layout import COMPARE_CONFIG, COMPARE_RESULT, COMPARE_TABLE, compare_cell, compare_method_run
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.measure import Measurement, Reference, measure
-from autocustom.score.mmlu import retention_subset
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, EVAL_SEED, EvalPlan, make_plan
 from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap
 
@@ -49,26 +48,46 @@ COLUMNS = ("lean", "bias_shift", "gen_lean", "mmlu_delta_points", "drift")
 class CompareConfig:
     """One comparison: which models, methods and stress conditions, and the shared training budget."""
 
-    data: str
-    toward: str
-    out: str
-    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    padding: list[int] = field(default_factory=lambda: [64, 256])
-    adversarial: bool = True
-    few_shot: int = 3
-    max_steps: int = 30
-    lr: float | None = None
-    train_batch_size: int = 4
-    eval_steps: int = 10
-    gen: bool = False
-    gen_tokens: int = DEFAULT_GEN_TOKENS
-    mmlu_questions: int | None = None
-    drift_texts: int | None = None
-    bootstrap: int = DEFAULT_BOOTSTRAP
-    seed: int = 0
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str | None = None
+    data: str = field(metadata={"help": "Dataset directory made by `autocustom generate`.", "required": True})
+    toward: str = field(metadata={"help": "The pole every method aims for.", "required": True})
+    out: str = field(metadata={"help": "Comparison directory (resumable).", "required": True})
+    models: list[str] = field(
+        default_factory=lambda: [DEFAULT_MODEL],
+        metadata={"help": "Comma-separated models; trained methods use the first."},
+    )
+    methods: list[str] = field(
+        default_factory=lambda: list(METHODS), metadata={"help": "Comma-separated methods."}
+    )
+    padding: list[int] = field(
+        default_factory=lambda: [64, 256],
+        metadata={"help": "Distracting-token lengths to test (comma-separated)."},
+    )
+    adversarial: bool = field(
+        default=True,
+        metadata={"help": "Add the adversarial user turn.", "flag": "--adversarial/--no-adversarial"},
+    )
+    few_shot: int = field(default=3, metadata={"help": "Train pairs shown to the few-shot baseline."})
+    max_steps: int = field(default=30, metadata={"help": "Training steps of every trained method."})
+    lr: float | None = field(default=None, metadata={"help": "Learning rate of every trained method."})
+    train_batch_size: int = field(default=4, metadata={"help": "Pairs per training step."})
+    eval_steps: int = field(default=10, metadata={"help": "Validation evaluation interval during training."})
+    gen: bool = field(
+        default=False,
+        metadata={"help": "Also measure GenLean (generates replies: slow on CPU).", "flag": "--gen"},
+    )
+    gen_tokens: int = field(
+        default=DEFAULT_GEN_TOKENS, metadata={"help": "Max new tokens per reply for --gen."}
+    )
+    mmlu_questions: int | None = field(default=None, metadata={"help": "MMLU retention subset size."})
+    drift_texts: int | None = field(default=None, metadata={"help": "Neutral texts for Drift."})
+    bootstrap: int = field(
+        default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the intervals."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of training and intervals."})
+    batch_size: int = field(
+        default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per evaluation forward pass."}
+    )
+    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda, cuda:N."})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +153,8 @@ class CompareResult:
         }
 
     def to_markdown(self) -> str:
+        from autocustom.report import compare_markdown
+
         return compare_markdown(self.to_dict())
 
 
@@ -263,6 +284,7 @@ class _Scoring:
     def model_rows(self, model_ref: str, methods: list[str]) -> tuple[list[Row], Estimate | None]:
         """Rows of one model (the base first), and the reply classifier's accuracy when replies are judged."""
         from autocustom.models import load_model
+        from autocustom.score.mmlu import retention_subset
 
         base = load_model(model_ref, device=self.device)
         reference = Reference(base.model, base.tokenizer)
@@ -331,28 +353,3 @@ def _row(model_ref: str, method: str, condition: str, measured: Measurement) -> 
 
 def _slug(reference: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in reference.strip("/"))
-
-
-def compare_markdown(result: dict[str, Any]) -> str:
-    """The comparison table as Markdown, from `compare.json` (so reports can rebuild it)."""
-    header = ["model", "method", "condition", "Lean", "BiasShift", "GenLean", "MMLU Δ (pts)", "Drift"]
-    lines = [
-        f"Axis {result['axis']['pole_a']}:{result['axis']['pole_b']}, toward **{result['toward']}**, "
-        f"{result['n_pairs']} held-out test pairs; 95% bootstrap intervals in brackets.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for row in result["rows"]:
-        cells = [row["model"], row["method"], row["condition"]]
-        cells += [format_estimate(row["metrics"].get(name)) for name in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    for note in result.get("notes", []):
-        lines += ["", f"- {note}"]
-    return "\n".join(lines) + "\n"
-
-
-def format_estimate(data: dict[str, float] | None) -> str:
-    if not data:
-        return "–"
-    return f"{data['value']:+.3f} [{data['low']:+.3f}, {data['high']:+.3f}]"

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocustom.compare import compare_markdown, format_estimate
 from autocustom.errors import DataError
 from autocustom.fileio import read_json, write_text_atomic
 from autocustom.layout import (
@@ -28,6 +27,7 @@ from autocustom.layout import (
     read_summary,
 )
 
+ROW_KEYS = ("model", "method", "condition")
 FIGSIZE = (8, 4.5)
 DPI = 100
 
@@ -278,3 +278,31 @@ def _plot_padding(result: dict[str, Any], metric: str, path: Path) -> Path:
     if series:
         axis.legend(fontsize="small", ncol=2)
     return _save(plt, figure, path)
+
+
+def compare_markdown(result: dict[str, Any]) -> str:
+    """The comparison table as Markdown, from `compare.json` (so reports can rebuild it)."""
+    from autocustom.score.measure import LABELS
+
+    columns = list(result["rows"][0]["metrics"]) if result["rows"] else []
+    header = [*ROW_KEYS, *(LABELS[name] for name in columns)]
+    lines = [
+        f"Axis {result['axis']['pole_a']}:{result['axis']['pole_b']}, toward **{result['toward']}**, "
+        f"{result['n_pairs']} held-out test pairs; 95% bootstrap intervals in brackets.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in result["rows"]:
+        cells = [row[key] for key in ROW_KEYS] + [format_estimate(row["metrics"].get(n)) for n in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    for note in result.get("notes", []):
+        lines += ["", f"- {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def format_estimate(data: dict[str, float] | None) -> str:
+    """value [low, high], or a dash where the figure does not apply."""
+    if not data:
+        return "–"
+    return f"{data['value']:+.3f} [{data['low']:+.3f}, {data['high']:+.3f}]"

@@ -20,16 +20,13 @@ from autocustom.cli.common import (
     stdout,
     user_errors,
 )
+from autocustom.cli.options import config_options
 
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run_command)
     app.command("compare")(compare_command)
     app.command("report")(report_command)
-
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def run_command(
@@ -163,37 +160,20 @@ def _exit_on_gates(score: dict[str, Any]) -> None:
         raise typer.Exit(EXIT_GATE)
 
 
+def _compare_config() -> type[Any]:
+    """CompareConfig, imported when typer builds the commands (for `autocustom --help` too).
+
+    Its module imports torch (autocustom.compare -> score.mmlu -> score.logprobs), which costs every
+    command about a second until that import is made lazy there.
+    """
+    from autocustom.compare import CompareConfig
+
+    return CompareConfig
+
+
+@config_options(_compare_config)
 def compare_command(
-    data: Path = typer.Option(..., "--data", help="Dataset directory made by `autocustom generate`."),
-    toward: str = typer.Option(..., "--toward", help="The pole every method aims for."),
-    out: Path = typer.Option(..., "--out", help="Comparison directory (resumable)."),
-    models: str = typer.Option(
-        DEFAULT_MODEL, "--models", help="Comma-separated models; trained methods use the first."
-    ),
-    methods: str = typer.Option(
-        "base,system-prompt,instruction-after,few-shot,contrastive,dpo,simpo",
-        "--methods",
-        help="Comma-separated methods.",
-    ),
-    padding: str = typer.Option(
-        "64,256", "--padding", help="Distracting-token lengths to test (comma-separated)."
-    ),
-    adversarial: bool = typer.Option(
-        True, "--adversarial/--no-adversarial", help="Add the adversarial user turn."
-    ),
-    few_shot: int = typer.Option(3, "--few-shot", help="Train pairs shown to the few-shot baseline."),
-    max_steps: int = typer.Option(30, "--max-steps", help="Training steps of every trained method."),
-    eval_steps: int = typer.Option(
-        10, "--eval-steps", help="Validation evaluation interval during training."
-    ),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate of every trained method."),
-    train_batch_size: int = typer.Option(4, "--train-batch-size", help="Pairs per training step."),
-    gen: bool = typer.Option(False, "--gen", help="Also measure GenLean (generates replies: slow on CPU)."),
-    mmlu_questions: int | None = typer.Option(None, "--mmlu-questions", help="MMLU retention subset size."),
-    drift_texts: int | None = typer.Option(None, "--drift-texts", help="Neutral texts for Drift."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the intervals."),
-    seed: int = typer.Option(0, "--seed", help="Seed of training and intervals."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    values: dict[str, Any],  # CompareConfig's fields, one option each (see autocustom.cli.options)
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -210,32 +190,13 @@ def compare_command(
     user turn. Writes OUT/compare.json and OUT/compare.md; a stopped comparison resumes.
     """
     configure_logging(verbose)
-    lengths = [int(x) for x in parse_float_list(padding, "--padding")] if padding.strip() else []
-    if any(n <= 0 for n in lengths):
+    if any(n <= 0 for n in values["padding"]):
+        padding = ",".join(map(str, values["padding"]))
         fail(f"--padding '{padding}' needs positive token counts; e.g. --padding 64,256")
     with user_errors():
         from autocustom.compare import CompareConfig, compare
 
-        config = CompareConfig(
-            data=str(data),
-            toward=toward,
-            out=str(out),
-            models=_names(models),
-            methods=_names(methods),
-            padding=lengths,
-            adversarial=adversarial,
-            few_shot=few_shot,
-            max_steps=max_steps,
-            eval_steps=eval_steps,
-            lr=lr,
-            train_batch_size=train_batch_size,
-            gen=gen,
-            mmlu_questions=mmlu_questions,
-            drift_texts=drift_texts,
-            bootstrap=bootstrap,
-            seed=seed,
-            device=device,
-        )
+        config = CompareConfig(**values)
         with progress_reporter(quiet=quiet) as progress:
             result = compare(config, progress=progress)
     if json_output:
@@ -250,7 +211,8 @@ def compare_command(
 def _render_compare(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from autocustom.compare import COLUMNS, format_estimate
+    from autocustom.compare import COLUMNS
+    from autocustom.report import format_estimate
 
     table = Table(title=f"{result['axis']['pole_a']}:{result['axis']['pole_b']} toward {result['toward']}")
     for column in ("model", "method", "condition", *COLUMNS):

@@ -6,7 +6,8 @@ field's default (typer shows it) and the field's `metadata["help"]`. The metadat
     "flag": "--lora/--full"   the option's spelling, for flags named other than `--field-name`
     "required": True          the dataclass default only means "not given"; the CLI demands a value
 
-and `list[str]` fields are written on the command line as comma-separated text.
+and list fields (`list[str]`, `list[int]`, `list[float]`, optionally `| None`) are written on the command
+line as comma-separated text: "64,256"; empty text is None where the field allows None, else [].
 
 typer reads a callback's options with `inspect.signature` and `typing.get_type_hints`, so
 `ConfigCommand` answers both from the dataclass's fields followed by the command's own options.
@@ -78,17 +79,18 @@ class ConfigCommand:
 
 def _option(field: dataclasses.Field[Any], hint: Any) -> inspect.Parameter:
     """The keyword parameter typer turns into this field's option."""
-    is_list = _is_str_list(hint)
+    item, nullable = _list_item(hint)
     default = ... if field.metadata.get("required") else _default(field)
-    if is_list and isinstance(default, list):
-        default = ",".join(default)  # the text that parses back into the default list
+    if item is not None and isinstance(default, list):
+        default = ",".join(map(str, default))  # the text that parses back into the default list
     option = typer.Option(
         default,
         field.metadata.get("flag", "--" + field.name.replace("_", "-")),
         help=field.metadata.get("help"),
-        callback=_split_list if is_list else None,
+        callback=None if item is None else _list_parser(item, nullable),
     )
-    return inspect.Parameter(field.name, _KEYWORD, default=option, annotation=str | None if is_list else hint)
+    annotation = hint if item is None else str | None
+    return inspect.Parameter(field.name, _KEYWORD, default=option, annotation=annotation)
 
 
 def _default(field: dataclasses.Field[Any]) -> Any:
@@ -100,18 +102,41 @@ def _default(field: dataclasses.Field[Any]) -> Any:
     return ...
 
 
-def _is_str_list(hint: Any) -> bool:
-    """Whether the field is `list[str]` or `list[str] | None`: one comma-separated text on the CLI.
+_LIST_ITEMS = {str: "texts", int: "integers", float: "numbers"}  # the item types, named for errors
 
-    Other item types are refused, because typer would otherwise turn a list into a repeated option.
+
+def _list_item(hint: Any) -> tuple[type | None, bool]:
+    """For a `list[T]` or `list[T] | None` field: (T, whether None is allowed); else (None, False).
+
+    Items other than str, int and float are refused, because typer would otherwise turn a list into a
+    repeated option.
     """
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    lists = [arg for arg in (typing.get_args(hint) if union else (hint,)) if typing.get_origin(arg) is list]
-    if lists and lists[0] != list[str]:
-        raise TypeError(f"{hint}: list fields must be list[str], given as comma-separated text")
-    return bool(lists)
+    args = typing.get_args(hint) if union else (hint,)
+    lists = [arg for arg in args if typing.get_origin(arg) is list]
+    if not lists:
+        return None, False
+    items = typing.get_args(lists[0])
+    if len(items) != 1 or items[0] not in _LIST_ITEMS:
+        raise TypeError(f"{hint}: list fields must be list[str], list[int] or list[float] (comma-separated)")
+    return items[0], type(None) in args
 
 
-def _split_list(text: str | None) -> list[str] | None:
-    """Comma-separated text -> its stripped, non-empty parts; no text -> None."""
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+def _list_parser(item: type, nullable: bool) -> Callable[[str | None], list[Any] | None]:
+    """The option callback: comma-separated text -> its stripped, non-empty parts, each an `item`.
+
+    No text (or only commas and spaces) is None for a field that allows None, else the empty list.
+    """
+
+    def parse(text: str | None) -> list[Any] | None:
+        parts = [part.strip() for part in (text or "").split(",") if part.strip()]
+        if not parts:
+            return None if nullable else []
+        try:
+            return [item(part) for part in parts]
+        except ValueError:
+            raise typer.BadParameter(
+                f"'{text}' is not a comma-separated list of {_LIST_ITEMS[item]}"
+            ) from None
+
+    return parse

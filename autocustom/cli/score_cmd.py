@@ -16,46 +16,23 @@ from autocustom.cli.common import (
     stdout,
     user_errors,
 )
+from autocustom.cli.options import config_options
 
 
 def register(app: typer.Typer) -> None:
     app.command("shift-score")(shift_score_command)
 
 
+def _score_config() -> type[Any]:
+    """ScoreConfig, imported when typer builds the command, not when the CLI module is imported."""
+    from autocustom.score.shift_score import ScoreConfig
+
+    return ScoreConfig
+
+
+@config_options(_score_config)
 def shift_score_command(
-    model: str = typer.Option(
-        ..., "--model", help="Run directory, HF model dir, peft adapter, hub id or packaged name."
-    ),
-    data: Path = typer.Option(..., "--data", help="Dataset directory made by `autocustom generate`."),
-    split: str = typer.Option("test", help="Split to score: train, validation or test."),
-    base: str | None = typer.Option(
-        None, help="Base model for BiasShift; default: the one recorded in the run."
-    ),
-    toward: str | None = typer.Option(None, help="Target pole; default: the run's recorded target."),
-    system_prompt: str | None = typer.Option(
-        None, help="Score the model with this system prompt (baseline)."
-    ),
-    few_shot: int = typer.Option(0, help="Prepend K train pairs answered as the target pole."),
-    gen: bool = typer.Option(
-        False, "--gen", help="Also report GenLean (generate replies and classify them)."
-    ),
-    gen_tokens: int = typer.Option(48, help="Max new tokens per reply for --gen."),
-    mmlu: bool = typer.Option(
-        True, "--mmlu/--no-mmlu", help="Measure MMLU accuracy on the retention subset."
-    ),
-    mmlu_questions: int | None = typer.Option(None, help="MMLU questions (default 570 on CUDA, 60 on CPU)."),
-    drift_texts: int | None = typer.Option(
-        None, help="Neutral texts for Drift (default 200 on CUDA, 32 on CPU)."
-    ),
-    tail: float = typer.Option(0.1, help="Fraction of least-moved questions for TailShift."),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
-    seed: int = typer.Option(0, help="Seed of the bootstrap."),
-    batch_size: int = typer.Option(16, help="Sequences per forward pass."),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    min_shift: float | None = typer.Option(None, help="Gate: BiasShift >= this (nats/token)."),
-    min_lean: float | None = typer.Option(None, help="Gate: Lean >= this (in [-1, 1])."),
-    max_mmlu_drop: float | None = typer.Option(None, help="Gate: MMLU drop vs base <= this (points)."),
-    max_drift: float | None = typer.Option(None, help="Gate: Drift <= this (nats/token)."),
+    values: dict[str, Any],  # ScoreConfig's fields, one option each (see autocustom.cli.options)
     out: Path | None = typer.Option(None, help="Also write the report as JSON to this file."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
@@ -73,29 +50,7 @@ def shift_score_command(
         from autocustom.fileio import write_json_atomic
         from autocustom.score.shift_score import ScoreConfig, shift_score
 
-        config = ScoreConfig(
-            model=model,
-            data=str(data),
-            split=split,
-            base=base,
-            toward=toward,
-            system_prompt=system_prompt,
-            few_shot=few_shot,
-            gen=gen,
-            gen_tokens=gen_tokens,
-            mmlu=mmlu,
-            mmlu_questions=mmlu_questions,
-            drift_texts=drift_texts,
-            tail=tail,
-            bootstrap=bootstrap,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-            min_shift=min_shift,
-            min_lean=min_lean,
-            max_mmlu_drop=max_mmlu_drop,
-            max_drift=max_drift,
-        )
+        config = ScoreConfig(**values)
         with progress_reporter(quiet=False) as progress:
             report = shift_score(config, progress=progress)
         result = report.to_dict()

@@ -43,6 +43,7 @@ class Metric:
     """One reported figure: computed from `inputs` (Observations fields) by `compute(plan, *inputs)`."""
 
     name: str
+    label: str  # how tables and plots title it
     needs_base: bool
     unit: str
     inputs: tuple[str, ...]
@@ -54,24 +55,24 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("bias_shift", True, "nats/token", ("margins", "base_margins"), lambda p, t, b: bias_shift(t, b, **p.boot)),
-    Metric("lean", False, "[-1, 1]", ("margins",), lambda p, m: lean(m, **p.boot)),
-    Metric("base_lean", True, "[-1, 1]", ("base_margins",), lambda p, m: lean(m, **p.boot)),
+    Metric("bias_shift", "BiasShift", True, "nats/token", ("margins", "base_margins"), lambda p, t, b: bias_shift(t, b, **p.boot)),
+    Metric("lean", "Lean", False, "[-1, 1]", ("margins",), lambda p, m: lean(m, **p.boot)),
+    Metric("base_lean", "base Lean", True, "[-1, 1]", ("base_margins",), lambda p, m: lean(m, **p.boot)),
     Metric(
-        "tail_shift", True, "nats/token", ("margins", "base_margins"),
+        "tail_shift", "TailShift", True, "nats/token", ("margins", "base_margins"),
         lambda p, t, b: tail_shift(t, b, p.tail, **p.boot),
     ),
-    Metric("gen_lean", False, "[-1, 1]", ("reply_labels",), lambda p, y: signed_share(y, **p.boot)),
-    Metric("gen_classifier_accuracy", False, "share", ("classifier_correct",), lambda p, c: bootstrap(c, **p.boot)),
-    Metric("mmlu_accuracy", False, "share", ("mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
-    Metric("mmlu_base_accuracy", True, "share", ("base_mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
+    Metric("gen_lean", "GenLean", False, "[-1, 1]", ("reply_labels",), lambda p, y: signed_share(y, **p.boot)),
+    Metric("gen_classifier_accuracy", "GenLean classifier accuracy", False, "share", ("classifier_correct",), lambda p, c: bootstrap(c, **p.boot)),
+    Metric("mmlu_accuracy", "MMLU", False, "share", ("mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
+    Metric("mmlu_base_accuracy", "base MMLU", True, "share", ("base_mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
     Metric(
-        "mmlu_delta_points", True, "accuracy points", ("mmlu_correct", "base_mmlu_correct"),
+        "mmlu_delta_points", "MMLU Δ (pts)", True, "accuracy points", ("mmlu_correct", "base_mmlu_correct"),
         lambda p, a, b: paired_difference(a * 100, b * 100, **p.boot),
     ),
-    Metric("drift", True, "nats/token", ("drift",), lambda p, d: bootstrap(d, **p.boot)),
+    Metric("drift", "Drift", True, "nats/token", ("drift",), lambda p, d: bootstrap(d, **p.boot)),
 )  # fmt: skip
-METRIC_NAMES = tuple(m.name for m in METRICS)
+LABELS = {m.name: m.label for m in METRICS}
 
 
 @dataclass

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autocustom.assets import DEFAULT_MODEL
 from autocustom.chat import PLAIN, PromptCondition
 from autocustom.errors import UsageError
 from autocustom.layout import recorded_toward
 from autocustom.models import recorded_base
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.measure import Reference, measure
+from autocustom.score.measure import METRICS, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, DEFAULT_TAIL, EvalPlan, make_plan
 from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate
 
@@ -29,27 +30,56 @@ SCHEMA = "autocustom.shift-score/2"  # 2: the evaluation plan is written into th
 class ScoreConfig:
     """What to score and the gates to apply; None for a gate means it is not checked."""
 
-    model: str
-    data: str
-    split: str = "test"
-    base: str | None = None  # default: the base recorded in the run directory or adapter
-    toward: str | None = None  # default: the run's recorded target pole
-    system_prompt: str | None = None  # score a prompted model (prompting baseline)
-    few_shot: int = 0  # prepend K train pairs answered as the target pole
-    gen: bool = False  # GenLean: generate replies and classify them
-    gen_tokens: int = DEFAULT_GEN_TOKENS
-    mmlu: bool = True
-    mmlu_questions: int | None = None  # default: score.sizes.MMLU_QUESTIONS for the device
-    drift_texts: int | None = None  # default: score.sizes.DRIFT_TEXTS for the device
-    tail: float = DEFAULT_TAIL
-    bootstrap: int = DEFAULT_BOOTSTRAP
-    seed: int = 0
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str | None = None
-    min_shift: float | None = None
-    min_lean: float | None = None
-    max_mmlu_drop: float | None = None  # accuracy points
-    max_drift: float | None = None  # nats/token
+    model: str = field(
+        metadata={
+            "help": "Run directory, HF model dir, peft adapter, hub id or packaged name.",
+            "required": True,
+        }
+    )
+    data: str = field(metadata={"help": "Dataset directory made by `autocustom generate`.", "required": True})
+    split: str = field(default="test", metadata={"help": "Split to score: train, validation or test."})
+    base: str | None = field(
+        default=None, metadata={"help": "Base model for BiasShift; default: the one recorded in the run."}
+    )
+    toward: str | None = field(
+        default=None, metadata={"help": "Target pole; default: the run's recorded target."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "Score the model with this system prompt (baseline)."}
+    )
+    few_shot: int = field(default=0, metadata={"help": "Prepend K train pairs answered as the target pole."})
+    gen: bool = field(
+        default=False,
+        metadata={"help": "Also report GenLean (generate replies and classify them).", "flag": "--gen"},
+    )
+    gen_tokens: int = field(
+        default=DEFAULT_GEN_TOKENS, metadata={"help": "Max new tokens per reply for --gen."}
+    )
+    mmlu: bool = field(
+        default=True,
+        metadata={"help": "Measure MMLU accuracy on the retention subset.", "flag": "--mmlu/--no-mmlu"},
+    )
+    mmlu_questions: int | None = field(  # None: score.sizes.MMLU_QUESTIONS for the device
+        default=None, metadata={"help": "MMLU questions (default 570 on CUDA, 60 on CPU)."}
+    )
+    drift_texts: int | None = field(  # None: score.sizes.DRIFT_TEXTS for the device
+        default=None, metadata={"help": "Neutral texts for Drift (default 200 on CUDA, 32 on CPU)."}
+    )
+    tail: float = field(
+        default=DEFAULT_TAIL, metadata={"help": "Fraction of least-moved questions for TailShift."}
+    )
+    bootstrap: int = field(
+        default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the 95% intervals."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda or cuda:N."})
+    min_shift: float | None = field(default=None, metadata={"help": "Gate: BiasShift >= this (nats/token)."})
+    min_lean: float | None = field(default=None, metadata={"help": "Gate: Lean >= this (in [-1, 1])."})
+    max_mmlu_drop: float | None = field(
+        default=None, metadata={"help": "Gate: MMLU drop vs base <= this (points)."}
+    )
+    max_drift: float | None = field(default=None, metadata={"help": "Gate: Drift <= this (nats/token)."})
 
 
 @dataclass
@@ -245,15 +275,12 @@ def _check_options(config: ScoreConfig) -> None:
 def _check_gates_need_base(config: ScoreConfig, base_ref: str | None) -> None:
     if base_ref is not None:
         return
-    for option, value in (
-        ("--min-shift", config.min_shift),
-        ("--max-mmlu-drop", config.max_mmlu_drop),
-        ("--max-drift", config.max_drift),
-    ):
-        if value is not None:
+    needs_base = {m.name for m in METRICS if m.needs_base}
+    for spec in GATES:
+        if getattr(config, spec.option.replace("-", "_")) is not None and spec.metric in needs_base:
             raise UsageError(
-                f"{option} needs a base model, and none is recorded for {config.model}",
-                "pass --base MODEL (e.g. --base smollm2-135m), or use --min-lean, which needs none",
+                f"--{spec.option} needs a base model, and none is recorded for {config.model}",
+                f"pass --base MODEL (e.g. --base {DEFAULT_MODEL}), or use --min-lean, which needs none",
             )
 
 
@@ -295,19 +322,33 @@ def _condition(config: ScoreConfig, dataset, toward: str) -> PromptCondition:
     return PromptCondition(system=config.system_prompt, few_shot=shots)
 
 
+@dataclass(frozen=True)
+class GateSpec:
+    """A gate option: the metric it reads, and whether the figure must stay above or below it."""
+
+    option: str
+    metric: str
+    at_least: bool
+    sign: float = 1.0  # -1 for a drop, which is minus the delta
+
+
+GATES = (
+    GateSpec("min-shift", "bias_shift", at_least=True),
+    GateSpec("min-lean", "lean", at_least=True),
+    GateSpec("max-mmlu-drop", "mmlu_delta_points", at_least=False, sign=-1.0),
+    GateSpec("max-drift", "drift", at_least=False),
+)
+
+
 def _gates(config: ScoreConfig, metrics: dict[str, Estimate | None]) -> list[Gate]:
     """Each gate compares the point estimate with its threshold; the interval is reported beside it."""
-    specs = (
-        ("min-shift", "bias_shift", config.min_shift, lambda v, t: v >= t, 1.0),
-        ("min-lean", "lean", config.min_lean, lambda v, t: v >= t, 1.0),
-        ("max-mmlu-drop", "mmlu_delta_points", config.max_mmlu_drop, lambda v, t: v <= t, -1.0),
-        ("max-drift", "drift", config.max_drift, lambda v, t: v <= t, 1.0),
-    )
     gates = []
-    for name, metric, threshold, ok, sign in specs:
+    for spec in GATES:
+        threshold = getattr(config, spec.option.replace("-", "_"))
         if threshold is None:
             continue
-        estimate = metrics[metric]
-        value = None if estimate is None else sign * estimate.value  # a drop is minus the delta
-        gates.append(Gate(name, metric, threshold, value, value is not None and bool(ok(value, threshold))))
+        estimate = metrics[spec.metric]
+        value = None if estimate is None else spec.sign * estimate.value
+        passed = value is not None and (value >= threshold if spec.at_least else value <= threshold)
+        gates.append(Gate(spec.option, spec.metric, threshold, value, passed))
     return gates

@@ -12,15 +12,6 @@ import torch
 import torch.nn.functional as F
 
 
-def selected_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[target] per row: [N, V], [N] -> [N], in float32.
-
-    Gather minus logsumexp instead of a full log_softmax: one [N, V] tensor fewer.
-    """
-    logits = logits.float()
-    return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-
-
 def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor, *, normalize: bool) -> torch.Tensor:
     """Sum (DPO/IPO, as TRL does) or mean per token (contrastive, SimPO, the margin) of answer log-probs."""
     mask = mask.to(token_logps.dtype)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from autocustom.tensors import token_logprobs
 from autocustom.train.losses import (
     contrastive_loss,
     cvar_alpha_at,
@@ -14,7 +15,6 @@ from autocustom.train.losses import (
     dpo_loss,
     ipo_loss,
     log1mexp,
-    selected_logprobs,
     sequence_logps,
     simpo_loss,
     unlikelihood,
@@ -23,9 +23,9 @@ from autocustom.train.losses import (
 log = math.log
 
 
-def test_selected_logprobs_pick_the_target_token():
+def test_token_logprobs_pick_the_target_token():
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
-    got = selected_logprobs(logits, torch.tensor([1, 0]))
+    got = token_logprobs(logits, torch.tensor([1, 0]))
     assert got[0].item() == pytest.approx(log(0.5))  # uniform over 2 tokens
     assert got[1].item() == pytest.approx(log(3 / 4))  # p(token 0) = 3/(3+1)
 
