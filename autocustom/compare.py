@@ -35,6 +35,7 @@ from autocustom.layout import COMPARE_CONFIG, COMPARE_RESULT, COMPARE_TABLE, com
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.measure import Measurement, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, EVAL_SEED, EvalPlan, make_plan
+from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,12 @@ class CompareConfig:
     gen_tokens: int = field(
         default=DEFAULT_GEN_TOKENS, metadata={"help": "Max new tokens per reply for --gen."}
     )
-    mmlu_questions: int | None = field(default=None, metadata={"help": "MMLU retention subset size."})
-    drift_texts: int | None = field(default=None, metadata={"help": "Neutral texts for Drift."})
+    mmlu_questions: int | None = field(
+        default=None, metadata={"help": size_help("MMLU retention subset size", MMLU_QUESTIONS)}
+    )
+    drift_texts: int | None = field(
+        default=None, metadata={"help": size_help("Neutral texts for Drift", DRIFT_TEXTS)}
+    )
     bootstrap: int = field(
         default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the intervals."}
     )

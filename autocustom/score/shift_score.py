@@ -19,6 +19,7 @@ from autocustom.models import recorded_base
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.measure import METRICS, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, DEFAULT_TAIL, EvalPlan, make_plan
+from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,10 @@ class ScoreConfig:
         metadata={"help": "Measure MMLU accuracy on the retention subset.", "flag": "--mmlu/--no-mmlu"},
     )
     mmlu_questions: int | None = field(  # None: score.sizes.MMLU_QUESTIONS for the device
-        default=None, metadata={"help": "MMLU questions (default 570 on CUDA, 60 on CPU)."}
+        default=None, metadata={"help": size_help("MMLU retention questions", MMLU_QUESTIONS)}
     )
     drift_texts: int | None = field(  # None: score.sizes.DRIFT_TEXTS for the device
-        default=None, metadata={"help": "Neutral texts for Drift (default 200 on CUDA, 32 on CPU)."}
+        default=None, metadata={"help": size_help("Neutral texts for Drift", DRIFT_TEXTS)}
     )
     tail: float = field(
         default=DEFAULT_TAIL, metadata={"help": "Fraction of least-moved questions for TailShift."}

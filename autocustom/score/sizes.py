@@ -16,3 +16,8 @@ def evaluation_size(requested: int | None, defaults: dict[str, int], device_type
         return requested, "as requested"
     kind = "cuda" if device_type == "cuda" else "cpu"
     return defaults[kind], f"default on {kind.upper()}"
+
+
+def size_help(what: str, defaults: dict[str, int]) -> str:
+    """An option's help with the defaults it really has, so the help text cannot drift from them."""
+    return f"{what} (default {defaults['cuda']} on CUDA, {defaults['cpu']} on CPU)"

@@ -7,6 +7,7 @@ from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.errors import UsageError
+from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 
 LOSSES = ("contrastive", "dpo", "ipo", "simpo")  # the objectives of train/losses.py
 REGULARIZERS = ("nll", "kl")
@@ -150,10 +151,10 @@ class TrainConfig:
         default=None, metadata={"help": "stop at once when Drift exceeds this (nats/token)"}
     )
     mmlu_questions: int | None = field(
-        default=None, metadata={"help": "MMLU retention subset size (default 570 on CUDA, 60 on CPU)"}
+        default=None, metadata={"help": size_help("MMLU retention subset size", MMLU_QUESTIONS)}
     )
     drift_texts: int | None = field(
-        default=None, metadata={"help": "neutral texts for Drift (default 200 on CUDA, 32 on CPU)"}
+        default=None, metadata={"help": size_help("neutral texts for Drift", DRIFT_TEXTS)}
     )
     eval_batch_size: int = field(default=16, metadata={"help": "batch size of the evaluation forward passes"})
     resume: bool = field(
