@@ -104,6 +104,8 @@ def _training_section(train_dir: Path, plot_dir: Path, plots: list[Path], missin
         "",
     ]
     if summary is not None:
+        if summary.get("selection"):
+            lines += [f"**Checkpoint selection:** {summary['selection']}.", ""]
         lines += [
             "| figure | value |",
             "|---|---|",

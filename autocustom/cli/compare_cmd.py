@@ -146,6 +146,7 @@ def _render_run(result: dict[str, Any]) -> None:
         f"training: {train['run_dir']} best step {train['best_step']} of {train['steps']}, "
         f"stopped by {train['stop_reason']}, {train['wall_seconds']:.0f} s"
     )
+    stdout.print(f"checkpoint selection: {train['selection']}")
     render_score(result["score"])
     stdout.print(f"report: {result['report']['report']}")
 

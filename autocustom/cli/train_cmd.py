@@ -6,7 +6,14 @@ from typing import Any
 
 import typer
 
-from autocustom.cli.common import configure_logging, emit_json, progress_reporter, stderr, user_errors
+from autocustom.cli.common import (
+    EXIT_GATE,
+    configure_logging,
+    emit_json,
+    progress_reporter,
+    stderr,
+    user_errors,
+)
 from autocustom.cli.options import config_options
 
 
@@ -34,6 +41,8 @@ def train_command(
 
         autocustom train --data data/formal --toward formal --out runs/formal --max-steps 60 --eval-steps 20
 
+    Exit 1 with --require-improvement when no checkpoint beat the base on validation.
+
     Writes OUT/model (loadable by `autocustom shift-score --model OUT`), metrics.jsonl, summary.json and
     run_config.json. Under `accelerate launch -m autocustom train ...` it runs data-parallel unchanged.
     """
@@ -45,12 +54,19 @@ def train_command(
         config = TrainConfig(**values)
         with progress_reporter(quiet) as progress:
             result = train(config, progress=progress)
-    summary = result.to_dict()
     if json_output:
-        emit_json(summary)
-        return
+        emit_json(result.to_dict())
+    else:
+        _render(result, config.out)
+    if config.require_improvement and not result.improved:
+        stderr.print(f"gate failed: --require-improvement ({result.selection})", soft_wrap=True)
+        raise typer.Exit(EXIT_GATE)
+
+
+def _render(result: Any, out: str) -> None:
+    stderr.print(result.selection, soft_wrap=True)
     shift, test = result.bias_shift, result.bias_shift_test
-    stderr.print(f"best step {result.best_step}; stopped by {result.stop_reason}; run in {config.out}")
+    stderr.print(f"best step {result.best_step}; stopped by {result.stop_reason}; run in {out}")
     stderr.print(f"BiasShift (validation): {shift}")
     if test is not None:
         stderr.print(f"BiasShift (test, held-out subareas): {test}")

@@ -157,6 +157,13 @@ class TrainConfig:
         default=None, metadata={"help": size_help("neutral texts for Drift", DRIFT_TEXTS)}
     )
     eval_batch_size: int = field(default=16, metadata={"help": "batch size of the evaluation forward passes"})
+    require_improvement: bool = field(
+        default=False,
+        metadata={
+            "help": "exit 1 (a failed gate) when no evaluated checkpoint beat the base model on validation",
+            "flag": "--require-improvement",
+        },
+    )
     resume: bool = field(
         default=False,
         metadata={

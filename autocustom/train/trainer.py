@@ -82,6 +82,8 @@ class TrainResult:
     pairs_per_second: float
     mmlu_questions: int
     drift_texts: int
+    improved: bool = False  # the kept checkpoint beat the base on validation (see `improved`)
+    selection: str = ""  # one plain line on how far the kept checkpoint can be trusted
     plans: dict[str, Any] = field(default_factory=dict)  # EvalPlan.describe() of validation and final
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -488,10 +490,11 @@ def _result(config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path
     kept = load_model(str(out), device=setup.device, dtype=torch.float32).model
     final = measure(kept, setup.reference, setup.final_plan, tokenizer=setup.tokenizer).metrics
     row = callback.best_row
+    best = estimate_from(row["bias_shift"]) if row else None
     return TrainResult(
         run_dir=str(out),
         best_step=callback.best_step,
-        bias_shift=estimate_from(row["bias_shift"]) if row else None,
+        bias_shift=best,
         bias_shift_test=final["bias_shift"] if setup.final_plan.split == "test" else None,
         mmlu_before=final["mmlu_base_accuracy"],
         mmlu_after=final["mmlu_accuracy"],
@@ -503,9 +506,41 @@ def _result(config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path
         pairs_per_second=0.0,
         mmlu_questions=len(setup.final_plan.mmlu),
         drift_texts=len(setup.final_plan.drift_texts),
+        improved=improved(best),
+        selection=selection_line(best, config.toward),
         plans={"validation": setup.validation_plan.describe(), "final": setup.final_plan.describe()},
         extra=extra,
     )
+
+
+MIN_SELECTION_PAIRS = 10  # fewer validation pairs than this cannot tell checkpoints apart reliably
+NO_SHIFT = 1e-6  # nats/token: below this a BiasShift is float noise (the precision figures agree to)
+
+
+def improved(best: Estimate | None) -> bool:
+    """The kept checkpoint moved the model toward the target on validation by more than float noise."""
+    return best is not None and best.value > NO_SHIFT
+
+
+def selection_line(best: Estimate | None, toward: str) -> str:
+    """How far the kept checkpoint can be trusted, in one line a user reads before the figures."""
+    if best is None:
+        return "no evaluation passed the guardrails: the last model was kept, not a selected one"
+    if not improved(best):
+        return (
+            f"no evaluated checkpoint moved the model toward {toward} on validation (best BiasShift {best}): "
+            "the kept model is not better than the base"
+        )
+    if best.low <= 0:
+        return (
+            f"the kept checkpoint's validation BiasShift {best} does not exclude 0: it may not beat the base"
+            + (
+                f"; {best.n} validation pairs are too few to select on"
+                if best.n < MIN_SELECTION_PAIRS
+                else ""
+            )
+        )
+    return f"the kept checkpoint beat the base on validation: BiasShift {best}"
 
 
 def _wait_for_writer() -> None:

@@ -145,3 +145,18 @@ def test_real_smollm2_end_to_end(tmp_path, dataset):
     assert summary["steps"] == 2 and summary["bias_shift"]["n"] == 2
     assert summary["bias_shift"]["value"] > 0  # two steps at 2e-5 already lean toward the target
     assert json.loads((out / "run_config.json").read_text())["model"] == "smollm2-135m"
+
+
+def test_require_improvement_exits_1_when_no_checkpoint_beats_the_base(tmp_path, dataset, tiny_model_dir):
+    # lr so small that float32 weights cannot change: validation BiasShift is exactly 0 at every step
+    frozen = [a if a != "1e-3" else "1e-30" for a in SMALL]
+    args = ["--data", str(dataset), "--toward", "formal", "--model", str(tiny_model_dir), *frozen, "--quiet"]
+    result = invoke(*args, "--out", str(tmp_path / "run"), "--require-improvement")
+    assert result.exit_code == 1, result.output
+    assert "gate failed: --require-improvement" in result.stderr
+    assert "not better than the base" in result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["improved"] is False and "not better than the base" in summary["selection"]
+    plain = invoke(*args, "--out", str(tmp_path / "plain"))
+    assert plain.exit_code == 0  # without the gate the same run succeeds and only says so
+    assert "not better than the base" in plain.stderr

@@ -139,3 +139,14 @@ def test_resume_continues_to_the_same_result(tmp_path, dataset, tiny_model_dir):
     assert all(torch.allclose(a[name], b[name], atol=1e-5) for name in a)
     rows = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [2, 4]
+
+
+def test_selection_line_says_how_far_the_kept_checkpoint_can_be_trusted():
+    from autocustom.score.stats import Estimate
+    from autocustom.train.trainer import selection_line
+
+    assert "not better than the base" in selection_line(Estimate(-0.02, -0.07, 0.03, 6), "formal")
+    unsure = selection_line(Estimate(0.05, -0.01, 0.1, 6), "formal")
+    assert "does not exclude 0" in unsure and "6 validation pairs are too few" in unsure
+    assert "beat the base" in selection_line(Estimate(0.2, 0.1, 0.3, 40), "formal")
+    assert "guardrails" in selection_line(None, "formal")
