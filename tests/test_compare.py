@@ -66,6 +66,16 @@ def test_stress_changes_the_prompt_and_so_the_margins(finished):
     assert base["plain"] != base["adversarial"]
 
 
+def test_trained_rows_differ_from_the_base(finished):
+    _, result = finished
+    plain = {r.method: r for r in result.rows if r.condition == "plain"}
+    for method in ("contrastive", "dpo", "simpo"):
+        moved = max(abs(a - b) for a, b in zip(plain[method].margins, plain["base"].margins, strict=True))
+        assert moved > 1e-4, method  # training changed what the model finds likely
+        assert plain[method].metrics["bias_shift"].value != 0.0
+        assert plain[method].metrics["drift"].value > 0.0
+
+
 def test_outputs_are_written_and_the_table_comes_from_them(finished):
     config, result = finished
     written = json.loads((Path(config.out) / "compare.json").read_text())
