@@ -14,17 +14,7 @@ from autocustom.models import load_model
 from autocustom.train.config import TrainConfig
 from autocustom.train.trainer import train
 from tests.sample_dataset import write_small_dataset
-
-SMALL = {
-    "toward": "formal",
-    "batch_size": 2,
-    "max_length": 48,
-    "mmlu_questions": 4,
-    "drift_texts": 2,
-    "reg_weight": 0.0,
-    "eval_batch_size": 8,
-    "lr": 1e-3,
-}
+from tests.train import SMALL
 
 
 @pytest.fixture(scope="module")

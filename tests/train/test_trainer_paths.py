@@ -26,18 +26,9 @@ from autocustom.train.losses import contrastive_loss, dpo_loss, ipo_loss
 from autocustom.train.regularizer import MMLURegularizer
 from autocustom.train.trainer import PairTrainer, _reference_logps, train
 from tests.sample_dataset import write_small_dataset
+from tests.train import SMALL
 
 LENGTH = 96  # pair rows are 56-63 tokens: untruncated, so a batch of pairs has right padding
-SMALL_RUN = {
-    "toward": "formal",
-    "batch_size": 2,
-    "max_length": 48,
-    "mmlu_questions": 4,
-    "drift_texts": 2,
-    "reg_weight": 0.0,
-    "eval_batch_size": 8,
-    "lr": 1e-3,
-}
 
 # Regulariser questions (MMLU-shaped; only what mmlu_prompt reads). The short ones encode to ~49-54
 # tokens, narrower than the pair rows; the long one to ~90, wider: the stacked forward pads either side.
@@ -295,7 +286,7 @@ class Spy:
 
 
 def run(dataset, out: Path, model_dir, **overrides):
-    config = TrainConfig(data=str(dataset), out=str(out), model=str(model_dir), **{**SMALL_RUN, **overrides})
+    config = TrainConfig(data=str(dataset), out=str(out), model=str(model_dir), **{**SMALL, **overrides})
     return train(config)
 
 
