@@ -18,6 +18,8 @@ _EXPORTS = {
     "generate": "autocustom.data.generate",
     "GenerateConfig": "autocustom.data.generate",
     "load_dataset_dir": "autocustom.data.io",
+    "load_dataset": "autocustom.data.export",
+    "export_data": "autocustom.data.export",
     "train": "autocustom.train.trainer",
     "TrainConfig": "autocustom.train.config",
     "shift_score": "autocustom.score.shift_score",

@@ -9,6 +9,7 @@ and functions here, so a file is named once.
     run/       data/ (a dataset) train/ (a training run) score.json report.md plots/
     compare/   compare_config.json methods/<loss>/ (training runs) rows/<model>/<method>/<condition>.json
                compare.json compare.md report.md plots/
+    export/    hf/ (datasets.DatasetDict.save_to_disk) {train,validation,test}.jsonl (prompt/chosen/rejected)
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ COMPARE_RESULT = "compare.json"
 COMPARE_TABLE = "compare.md"
 COMPARE_METHODS = "methods"
 COMPARE_ROWS = "rows"
+
+# `export-data` directory: the DatasetDict (save_to_disk) beside one JSONL per split
+EXPORT_HF = "hf"
 
 # written into any of them by `report`
 REPORT = "report.md"
