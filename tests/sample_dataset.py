@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from autocustom.axis import Axis
+from autocustom.data import io
 from autocustom.data.schema import Manifest, Pair, Subarea
-from autocustom.fileio import write_json_atomic, write_jsonl_atomic
-from autocustom.layout import MANIFEST
 
 FORMAL_CASUAL = Axis("formal", "casual")
 TOPICS = {
@@ -31,11 +30,8 @@ def write_dataset_dir(path: Path, axis: Axis, subareas: list[Subarea], splits: d
         settings={},
         counts={name: len(pairs) for name, pairs in splits.items()},
     )
-    write_json_atomic(path / MANIFEST, manifest.to_dict())
-    write_jsonl_atomic(path / "subareas.jsonl", subareas)
-    write_jsonl_atomic(path / "pairs.jsonl", [p for pairs in splits.values() for p in pairs])
-    for name, pairs in splits.items():
-        write_jsonl_atomic(path / f"{name}.jsonl", pairs)
+    pairs = [p for split in splits.values() for p in split]
+    io.write_dataset_dir(path, manifest, subareas, pairs, [], splits)
     return path
 
 

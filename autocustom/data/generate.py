@@ -24,8 +24,9 @@ from autocustom.axis import Axis
 from autocustom.chat import Conversation
 from autocustom.data import parsing
 from autocustom.data.dedup import DEFAULT_BLOCK, dedup_texts
+from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
-from autocustom.data.split import check_ratios, split_subareas
+from autocustom.data.split import check_ratios, split_pairs
 from autocustom.errors import OutputExistsError, UsageError
 from autocustom.llm.base import ChatBackend, GenerationParams
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
@@ -492,12 +493,7 @@ def _write_dataset(
     calls: dict[str, int],
 ) -> GenerateResult:
     """Split by subarea and write every file atomically, the manifest last (it marks completion)."""
-    with_pairs = sorted({p.subarea for p in pairs})
-    assignment = split_subareas(with_pairs, config.split, config.seed)
-    split_of = {sid: name for name, ids in assignment.items() for sid in ids}
-    by_split: dict[str, list[Pair]] = {name: [] for name in SPLITS}
-    for pair in pairs:
-        by_split[split_of[pair.subarea]].append(pair)
+    by_split, assignment = split_pairs(pairs, config.split, config.seed)
     counts = dict(run.counts)
     counts["pairs_per_split"] = {name: len(by_split[name]) for name in SPLITS}
     counts["subareas_per_split"] = {name: len(assignment[name]) for name in SPLITS}
@@ -521,12 +517,7 @@ def _write_dataset(
     out = config.out
     for stale in _stale_temp_files(out):
         stale.unlink(missing_ok=True)
-    fileio.write_jsonl_atomic(out / layout.SUBAREAS, subareas)
-    fileio.write_jsonl_atomic(out / layout.PAIRS, pairs)
-    fileio.write_jsonl_atomic(out / layout.DROPPED, run.dropped)
-    for name in SPLITS:
-        fileio.write_jsonl_atomic(out / layout.split_file(name), by_split[name])
-    fileio.write_json_atomic(out / layout.MANIFEST, manifest.to_dict())
+    write_dataset_dir(out, manifest, subareas, pairs, run.dropped, by_split)
     if any(counts["shortfall"].values()):
         log.info("shortfall against what was asked: %s", counts["shortfall"])
     return GenerateResult(out, manifest, counts)

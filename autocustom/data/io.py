@@ -1,4 +1,4 @@
-"""Reading a dataset directory, validated: the manifest, subareas and the pairs of each split."""
+"""A dataset directory: written in one place (manifest last), read back validated with file:line errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 from autocustom.axis import Axis
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.errors import DataError
-from autocustom.fileio import read_json, read_jsonl
-from autocustom.layout import MANIFEST, SUBAREAS, split_file
+from autocustom.fileio import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from autocustom.layout import DROPPED, MANIFEST, PAIRS, SUBAREAS, split_file
 
 
 @dataclass
@@ -68,3 +68,21 @@ def load_dataset_dir(path: str | Path, splits: Iterable[str] = SPLITS) -> Datase
 
 def read_dropped(path: str | Path) -> list[Dropped]:
     return read_jsonl(path, Dropped.from_dict)
+
+
+def write_dataset_dir(
+    out: Path,
+    manifest: Manifest,
+    subareas: Iterable[Subarea],
+    pairs: Iterable[Pair],
+    dropped: Iterable[Dropped],
+    by_split: dict[str, list[Pair]],
+) -> None:
+    """Every file of a dataset, each atomically, the manifest last: its presence marks a complete dataset."""
+    write_jsonl_atomic(out / SUBAREAS, subareas)
+    write_jsonl_atomic(out / PAIRS, pairs)
+    write_jsonl_atomic(out / DROPPED, dropped)
+    for name in SPLITS:
+        if name in by_split:  # a split left out stays absent (tests build such datasets)
+            write_jsonl_atomic(out / split_file(name), by_split[name])
+    write_json_atomic(out / MANIFEST, manifest.to_dict())

@@ -48,7 +48,10 @@ class Pair:
 
 @dataclass(frozen=True)
 class Dropped:
-    """An item that did not make it into the dataset, and why (near-duplicate, parse-failed, empty, refused, duplicate-subarea)."""
+    """An item that did not make it into the dataset, and why.
+
+    Reasons: near-duplicate, parse-failed, empty, refused, duplicate-subarea; on import also same-answer.
+    """
 
     id: str
     reason: str

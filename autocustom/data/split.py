@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from autocustom.data.schema import SPLITS
+from autocustom.data.schema import SPLITS, Pair
 from autocustom.errors import UsageError
 
 SPLIT_EXAMPLE = "--split 0.7,0.15,0.15"
@@ -73,3 +73,15 @@ def _apportion(n: int, ratios: Sequence[float]) -> list[int]:
     for i in by_remainder[: n - sum(counts)]:
         counts[i] += 1
     return counts
+
+
+def split_pairs(
+    pairs: Sequence[Pair], ratios: Sequence[float], seed: int
+) -> tuple[dict[str, list[Pair]], dict[str, list[str]]]:
+    """Pairs by split (every pair goes where its subarea went), and the subarea ids of each split."""
+    assignment = split_subareas(sorted({p.subarea for p in pairs}), ratios, seed)
+    split_of = {sid: name for name, ids in assignment.items() for sid in ids}
+    by_split: dict[str, list[Pair]] = {name: [] for name in SPLITS}
+    for pair in pairs:
+        by_split[split_of[pair.subarea]].append(pair)
+    return by_split, assignment

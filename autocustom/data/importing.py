@@ -1,0 +1,283 @@
+"""`autocustom import`: a user's own pair data as an autocustom dataset, with the same dedup, split and schema.
+
+Two shapes are read: one answer column per pole (columns named like the poles are found by themselves,
+others mapped with `pole_columns`), or TRL's `prompt/chosen/rejected` with `chosen_pole` naming the pole
+of `chosen`. Cells may be text or chat messages (lists of `{role, content}`). Without a subarea column,
+subareas are found by clustering the question embeddings (k-means), each named by its most central
+question, so the split still holds out unseen topics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocustom import __version__
+from autocustom.axis import Axis
+from autocustom.data.io import write_dataset_dir
+from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
+from autocustom.data.sources import Row, read_rows
+from autocustom.data.split import check_ratios, split_pairs
+from autocustom.errors import AxisError, DataError, OutputExistsError
+from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+
+QUESTION_COLUMNS = ("question", "prompt", "instruction", "input", "q")
+SUBAREA_COLUMNS = ("subarea", "topic", "category")
+DEFAULT_DEDUP = 0.90  # as `generate`: cosine at which two questions are near-duplicates
+MIN_CLUSTERS, MAX_CLUSTERS = 3, 30  # 3: train, validation and test each get a topic; 30: still readable
+
+
+@dataclass
+class ImportConfig:
+    source: str
+    axis: Axis
+    out: Path
+    question_column: str | None = None
+    pole_columns: dict[str, str] = field(default_factory=dict)  # pole -> column
+    chosen_pole: str | None = None  # prompt/chosen/rejected data: the pole `chosen` answers as
+    subarea_column: str | None = None
+    clusters: int | None = None  # None: cluster_count(n)
+    dedup_threshold: float = DEFAULT_DEDUP
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+
+
+@dataclass
+class ImportResult:
+    out: Path
+    counts: dict[str, Any]
+    subareas: list[Subarea]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "counts": self.counts, "subareas": [s.to_dict() for s in self.subareas]}
+
+
+def cluster_count(n: int) -> int:
+    """The number of topics found in n questions: sqrt(n / 2), within [3, 30] (and at most n)."""
+    return min(n, max(MIN_CLUSTERS, min(MAX_CLUSTERS, round(math.sqrt(n / 2)))))
+
+
+def import_pairs(config: ImportConfig, *, progress: ProgressCallback = no_progress) -> ImportResult:
+    """Read, map, validate, find subareas, dedup, split and write `config.out` (refused when not empty)."""
+    _check_config(config)
+    rows, kind = read_rows(config.source)
+    mapping = column_mapping(config, rows)
+    progress(ProgressEvent("import", 0, len(rows), f"{len(rows)} rows ({kind})"))
+    pairs, dropped = _pairs(rows, mapping)
+    if not pairs:
+        first = f"{dropped[0].detail}: {dropped[0].reason}" if dropped else "no rows"
+        raise DataError(
+            config.source,
+            f"has no usable row (first: {first})",
+            "give each row a question and two different answers",
+        )
+    subareas, pairs = _subareas(config, pairs, mapping)
+    pairs, dropped = _dedup(config, pairs, dropped)
+    by_split, assignment = split_pairs(pairs, config.split, config.seed)
+    counts = {
+        "rows": len(rows),
+        "pairs": len(pairs),
+        "subareas": len(subareas),
+        "pairs_per_split": {name: len(by_split[name]) for name in SPLITS},
+        "subareas_per_split": {name: len(assignment[name]) for name in SPLITS},
+        "dropped": dict(Counter(d.reason for d in dropped)),
+    }
+    manifest = Manifest(
+        axis=config.axis.to_dict(),
+        backend="import",
+        model="none",
+        prompts={},
+        settings=_settings(config, kind, mapping),
+        counts=counts,
+        seed=config.seed,
+        version=__version__,
+    )
+    _write(config.out, manifest, subareas, pairs, dropped, by_split)
+    progress(ProgressEvent("import", len(rows), len(rows), f"{len(pairs)} pairs in {len(subareas)} subareas"))
+    return ImportResult(config.out, counts, subareas)
+
+
+def _check_config(config: ImportConfig) -> None:
+    check_ratios(config.split)
+    for pole in [*config.pole_columns, *([config.chosen_pole] if config.chosen_pole else [])]:
+        if pole not in config.axis.poles:
+            raise AxisError(
+                f"'{pole}' is not a pole of the axis {config.axis.label}",
+                f"use one of: {', '.join(config.axis.poles)}",
+            )
+    out = Path(config.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(f"--out {out} exists and is not empty", "pass a new --out")
+
+
+@dataclass(frozen=True)
+class Mapping:
+    question: str
+    answers: dict[str, str]  # pole -> column
+    subarea: str | None
+
+
+def column_mapping(config: ImportConfig, rows: list[Row]) -> Mapping:
+    """Which column is the question, each pole's answer and the subarea; DataError lists the columns."""
+    columns = list(dict.fromkeys(name for row in rows for name in row.values))
+    found = {name.lower(): name for name in columns}
+
+    def pick(given: str | None, usual: tuple[str, ...], what: str, required: bool = True) -> str | None:
+        if given is not None:
+            if given not in columns:
+                raise DataError(
+                    config.source,
+                    f"has no column '{given}' ({what})",
+                    f"columns there are: {', '.join(columns)}",
+                )
+            return given
+        hit = next((found[u] for u in usual if u in found), None)
+        if hit is None and required:
+            raise DataError(
+                config.source, f"has no {what} column (looked for {', '.join(usual)})",
+                f"name it with --{what}-col; columns there are: {', '.join(columns)}",
+            )  # fmt: skip
+        return hit
+
+    question = pick(config.question_column, QUESTION_COLUMNS, "question")
+    subarea = pick(config.subarea_column, SUBAREA_COLUMNS, "subarea", required=False)
+    if config.chosen_pole is not None:
+        answers = {
+            config.chosen_pole: pick(None, ("chosen",), "chosen"),
+            config.axis.opposite(config.chosen_pole): pick(None, ("rejected",), "rejected"),
+        }
+    else:
+        answers = {
+            pole: pick(config.pole_columns.get(pole), (pole.lower(),), f"'{pole}' answer")
+            for pole in config.axis.poles
+        }
+    return Mapping(question, answers, subarea)  # type: ignore[arg-type]
+
+
+def _pairs(rows: list[Row], mapping: Mapping) -> tuple[list[Pair], list[Dropped]]:
+    """One pair per usable row; an empty answer or the same text for both poles is dropped with its row."""
+    ids = [str(row.values.get("id", "")) for row in rows]
+    keep_ids = all(ids) and len(set(ids)) == len(ids)  # the source's own ids, when they are ids
+    width = max(4, len(str(len(rows))))
+    pairs, dropped = [], []
+    for index, row in enumerate(rows):
+        pair_id = ids[index] if keep_ids else f"p{index + 1:0{width}d}"
+        question = _text(row.values.get(mapping.question), "user")
+        answers = {
+            pole: _text(row.values.get(column), "assistant") for pole, column in mapping.answers.items()
+        }
+        reason = _unusable(question, answers)
+        if reason is not None:
+            dropped.append(Dropped(pair_id, reason, "import", text=question, detail=row.where))
+            continue
+        subarea = str(row.values.get(mapping.subarea, "")) if mapping.subarea else ""
+        pairs.append(Pair(pair_id, subarea, question, answers))
+    return pairs, dropped
+
+
+def _text(value: Any, role: str) -> str:
+    """A cell as text: itself, or the last `role` message of a chat-message list (byte-exact)."""
+    if isinstance(value, list):
+        messages = [m for m in value if isinstance(m, dict) and m.get("role") == role]
+        return str(messages[-1].get("content", "")) if messages else ""
+    return "" if value is None else str(value)
+
+
+def _unusable(question: str, answers: dict[str, str]) -> str | None:
+    if not question.strip() or not all(a.strip() for a in answers.values()):
+        return "empty"
+    if len(set(answers.values())) == 1:
+        return "same-answer"
+    return None
+
+
+def _subareas(config: ImportConfig, pairs: list[Pair], mapping: Mapping) -> tuple[list[Subarea], list[Pair]]:
+    """Subareas from the subarea column (pairs carry its raw value until here), else by clustering."""
+    if mapping.subarea is None:
+        return cluster_subareas(pairs, config.clusters or cluster_count(len(pairs)), config.seed)
+    names = sorted({p.subarea for p in pairs})
+    ids = {name: f"s{i + 1:02d}" for i, name in enumerate(names)}
+    subareas = [Subarea(ids[name], name or "(none)") for name in names]
+    return subareas, [Pair(p.id, ids[p.subarea], p.question, p.answers) for p in pairs]
+
+
+def cluster_subareas(pairs: list[Pair], k: int, seed: int) -> tuple[list[Subarea], list[Pair]]:
+    """k-means over the normalised question embeddings; a cluster is named by its most central question."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    from autocustom.data.dedup import embed
+
+    vectors = embed([p.question for p in pairs])
+    k = min(k, len(pairs))
+    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(vectors)
+    labels = model.labels_
+    subareas = []
+    for cluster in range(k):
+        members = np.flatnonzero(labels == cluster)
+        distances = np.linalg.norm(vectors[members] - model.cluster_centers_[cluster], axis=1)
+        central = pairs[int(members[int(np.argmin(distances))])].question
+        subareas.append(
+            Subarea(f"s{cluster + 1:02d}", central, f"{len(members)} questions, found by clustering")
+        )
+    labelled = [
+        Pair(p.id, f"s{int(label) + 1:02d}", p.question, p.answers)
+        for p, label in zip(pairs, labels, strict=True)
+    ]
+    return subareas, labelled
+
+
+def _dedup(
+    config: ImportConfig, pairs: list[Pair], dropped: list[Dropped]
+) -> tuple[list[Pair], list[Dropped]]:
+    """The same near-duplicate removal as `generate`, over the questions in file order."""
+    from autocustom.data.dedup import dedup_texts
+
+    result = dedup_texts([p.question for p in pairs], config.dedup_threshold)
+    for index, (of, similarity) in result.duplicates.items():
+        dropped.append(
+            Dropped(
+                pairs[index].id,
+                "near-duplicate",
+                "import",
+                pairs[of].id,
+                round(similarity, 4),
+                pairs[index].question,
+            )
+        )
+    return [pairs[i] for i in result.kept], dropped
+
+
+def _settings(config: ImportConfig, kind: str, mapping: Mapping) -> dict[str, Any]:
+    source = Path(config.source)
+    return {
+        "source": config.source,
+        "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None,
+        "format": kind,
+        "columns": {"question": mapping.question, "answers": mapping.answers, "subarea": mapping.subarea},
+        "chosen_pole": config.chosen_pole,
+        "clusters": None if mapping.subarea else config.clusters,
+        "dedup_threshold": config.dedup_threshold,
+        "split": list(config.split),
+    }
+
+
+def _write(out: Path, manifest: Manifest, subareas, pairs, dropped, by_split) -> None:
+    """Written into a temporary directory and renamed into place: a failed import leaves nothing."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_dataset_dir(staging, manifest, subareas, pairs, dropped, by_split)
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
