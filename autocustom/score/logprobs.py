@@ -13,6 +13,7 @@ Log-probs are taken in float32 whatever the model's dtype.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -168,14 +169,18 @@ def _score_batch(model, groups: list[Group]) -> list[list[np.ndarray]]:
         width = cont_ids.shape[1]
         targets = pad_rows([c[1:] for c in rows], pad)[0].to(device)
         keep = cont_mask.bool()
-        out = model(
-            input_ids=cont_ids,
-            attention_mask=torch.cat([prompt_mask[owner_t], cont_mask], dim=-1),
-            position_ids=prompt_mask.sum(-1)[owner_t, None] + torch.arange(width, device=device)[None, :],
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=keep,
-        )
+        with warnings.catch_warnings():
+            # transformers 5.x renames `past_key_values` to `cache` and warns on every call; the old
+            # name is what every supported version (>= 4.56) accepts, so it stays, without the noise.
+            warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+            out = model(
+                input_ids=cont_ids,
+                attention_mask=torch.cat([prompt_mask[owner_t], cont_mask], dim=-1),
+                position_ids=prompt_mask.sum(-1)[owner_t, None] + torch.arange(width, device=device)[None, :],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=keep,
+            )
         logits = out.logits.reshape(-1, out.logits.shape[-1])  # (kept positions, vocab)
         rest_lp = token_logprobs(logits, targets[keep])
 
