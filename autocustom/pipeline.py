@@ -40,6 +40,7 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "headline": headline(self.score),
             "out": str(self.out),
             "generate": self.generated.to_dict(),
             "train": self.trained.to_dict(),
@@ -80,6 +81,24 @@ def run(
     report = build_report(out)
     _announce(progress, 4)
     return RunResult(out, generated, trained, score, report)
+
+
+def headline(score: dict[str, Any]) -> str:
+    """The run's result in one sentence a new user can read: the test BiasShift, and what it means."""
+    shift, toward, opposite = score["metrics"].get("bias_shift"), score["toward"], score["opposite"]
+    if shift is None:
+        return "no base model to compare with: BiasShift was not measured"
+    figure = f"test BiasShift toward {toward} {shift['value']:+.3f} [{shift['low']:+.3f}, {shift['high']:+.3f}] (n={shift['n']})"
+    if shift["low"] > 0:
+        meaning = (
+            f"on questions from topics never seen in training, the tuned model finds the {toward} answer "
+            f"likelier than the {opposite} one by {shift['value']:.3f} nats per token more than the base model does"
+        )
+    elif shift["high"] < 0:
+        meaning = f"the model moved away from {toward}, toward {opposite}, on topics never seen in training"
+    else:
+        meaning = f"the interval includes 0: on these {shift['n']} held-out pairs the move toward {toward} is not distinguishable from none"
+    return f"{figure}: {meaning}."
 
 
 def _score_once(config: ScoreConfig, path: Path, progress: ProgressCallback) -> dict[str, Any]:

@@ -52,13 +52,30 @@ def test_run_writes_every_stage_and_a_report_and_resumes(tmp_path, tiny_model_di
     for plot in result.report.plots:
         assert png_size(plot) == PNG_SIZE
     report = (out / "report.md").read_text()
-    assert "plots/training.png" in report and "BiasShift" in report
+    assert "plots/training.png" in report and "BiasShift" in report and "Checkpoint selection" in report
+    line = result.to_dict()["headline"]
+    assert (
+        line.startswith("test BiasShift toward formal")
+        and f"(n={result.score['metrics']['bias_shift']['n']})" in line
+    )
 
     calls = len(backend.calls)
     again = run(out, *configs(tmp_path, str(tiny_model_dir)), backend=backend)
     assert len(backend.calls) == calls  # generation served from the cache
     assert again.trained.to_dict() == result.trained.to_dict()  # not retrained
     assert again.score == result.score  # not rescored
+
+
+def test_headline_says_what_the_figure_means():
+    from autocustom.pipeline import headline
+
+    def score(low, value, high):
+        estimate = {"value": value, "low": low, "high": high, "n": 12}
+        return {"metrics": {"bias_shift": estimate}, "toward": "formal", "opposite": "casual"}
+
+    assert "finds the formal answer likelier than the casual one by 0.100" in headline(score(0.05, 0.1, 0.2))
+    assert "not distinguishable from none" in headline(score(-0.05, 0.02, 0.1))
+    assert "moved away from formal" in headline(score(-0.2, -0.1, -0.05))
 
 
 def test_report_on_an_unfinished_run_says_what_is_missing(tmp_path, tiny_model_dir):

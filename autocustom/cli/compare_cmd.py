@@ -149,6 +149,7 @@ def _render_run(result: dict[str, Any]) -> None:
     stdout.print(f"checkpoint selection: {train['selection']}")
     render_score(result["score"])
     stdout.print(f"report: {result['report']['report']}")
+    stdout.print(f"result: {result['headline']}", soft_wrap=True)
 
 
 def _exit_on_gates(score: dict[str, Any]) -> None:
