@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from autocustom.errors import DataError
+from autocustom.errors import DataError, OutputExistsError
 
 T = TypeVar("T")
 
@@ -77,3 +79,24 @@ def read_jsonl(path: str | Path, parse: Callable[[dict[str, Any]], T]) -> list[T
 
 def _plain(record: Any) -> Any:
     return record.to_dict() if hasattr(record, "to_dict") else record
+
+
+def require_new_dir(out: Path) -> None:
+    """Refuse an output location that exists and is not an empty directory (nothing of the user's is touched)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(f"--out {out} exists and is not empty", "pass a new --out")
+
+
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A temporary directory beside `out`, renamed to `out` when the block ends: a failure leaves nothing."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()  # an empty directory the user made for us
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -8,16 +8,14 @@ as autocustom's training does. `--plain` writes the three columns as strings ins
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autocustom.data.io import Dataset, load_dataset_dir
 from autocustom.data.schema import SPLITS
-from autocustom.errors import BackendError, OutputExistsError, UsageError
-from autocustom.fileio import write_jsonl_atomic
+from autocustom.errors import BackendError, UsageError
+from autocustom.fileio import require_new_dir, staged_dir, write_jsonl_atomic
 from autocustom.layout import EXPORT_HF, split_file
 
 FORMATS = ("trl",)
@@ -94,23 +92,14 @@ def export_data(
     if format not in FORMATS:
         raise UsageError(f"unknown export format '{format}'", f"use one of: {', '.join(FORMATS)}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExistsError(f"--out {out} exists and is not empty", "pass a new --out")
+    require_new_dir(out)
     rows = preference_rows(load_dataset_dir(data), toward, plain=plain)
     exported = datasets.DatasetDict({split: datasets.Dataset.from_list(r) for split, r in rows.items()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out) as staging:
         exported.save_to_disk(str(staging / EXPORT_HF))
         for split in SPLITS:
             if split in rows:
                 write_jsonl_atomic(staging / split_file(split), rows[split])
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if push_to_hub:
         _push(exported, push_to_hub)
     return ExportResult(out, format, toward, {split: len(r) for split, r in rows.items()}, push_to_hub)

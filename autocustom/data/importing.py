@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,8 @@ from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.sources import Row, read_rows
 from autocustom.data.split import check_ratios, split_pairs
-from autocustom.errors import AxisError, DataError, OutputExistsError
+from autocustom.errors import AxisError, DataError
+from autocustom.fileio import require_new_dir, staged_dir
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 
 QUESTION_COLUMNS = ("question", "prompt", "instruction", "input", "q")
@@ -111,9 +110,7 @@ def _check_config(config: ImportConfig) -> None:
                 f"'{pole}' is not a pole of the axis {config.axis.label}",
                 f"use one of: {', '.join(config.axis.poles)}",
             )
-    out = Path(config.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExistsError(f"--out {out} exists and is not empty", "pass a new --out")
+    require_new_dir(Path(config.out))
 
 
 @dataclass(frozen=True)
@@ -270,14 +267,5 @@ def _settings(config: ImportConfig, kind: str, mapping: Mapping) -> dict[str, An
 
 def _write(out: Path, manifest: Manifest, subareas, pairs, dropped, by_split) -> None:
     """Written into a temporary directory and renamed into place: a failed import leaves nothing."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(Path(out)) as staging:
         write_dataset_dir(staging, manifest, subareas, pairs, dropped, by_split)
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
