@@ -33,10 +33,10 @@ from autocustom.errors import OutputExistsError, UsageError
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 from autocustom.layout import COMPARE_CONFIG, COMPARE_RESULT, COMPARE_TABLE, compare_cell, compare_method_run
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.measure import Measurement, Reference, measure
+from autocustom.score.measure import METRIC, Measurement, Observations, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, EVAL_SEED, EvalPlan, make_plan
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
-from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, bootstrap
+from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate
 
 log = logging.getLogger(__name__)
 
@@ -338,14 +338,8 @@ class _Scoring:
         return plan
 
     def _classifier_accuracy(self, reference: Reference) -> Estimate | None:
-        if not self.plan.gen_questions:
-            return None
-        from autocustom.score.judge import classifier_correct
-
-        correct = classifier_correct(
-            reference.classifier(self.plan), self.plan.classifier_pairs[1], self.config.toward
-        )
-        return bootstrap(correct, **self.plan.boot)
+        observed = Observations(classifier_correct=reference.classifier_correct(self.plan))
+        return METRIC["gen_classifier_accuracy"](self.plan, observed)
 
 
 def _row(model_ref: str, method: str, condition: str, measured: Measurement) -> Row:

@@ -101,6 +101,11 @@ def _plain_progress() -> ProgressCallback:
     return update
 
 
+def pairs_per_split(counts: dict[str, Any]) -> str:
+    """A dataset's pairs per split as one phrase ("train 20, validation 6, test 8") for a closing line."""
+    return ", ".join(f"{name} {n}" for name, n in counts.get("pairs_per_split", {}).items())
+
+
 def emit_json(data: Any) -> None:
     """Exactly one JSON object on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -14,6 +14,7 @@ from autocustom.cli.common import (
     configure_logging,
     emit_json,
     fail,
+    pairs_per_split,
     parse_float_list,
     progress_reporter,
     stderr,
@@ -139,7 +140,7 @@ def _render_run(result: dict[str, Any]) -> None:
     from autocustom.cli.score_cmd import render_score
 
     counts = result["generate"]["counts"]
-    per_split = ", ".join(f"{n} {name}" for name, n in counts.get("pairs_per_split", {}).items())
+    per_split = pairs_per_split(counts)
     stdout.print(f"dataset: {result['generate']['out']} ({counts.get('pairs')} pairs: {per_split})")
     train = result["train"]
     stdout.print(

@@ -9,6 +9,7 @@ import typer
 from autocustom.cli.common import (
     configure_logging,
     emit_json,
+    pairs_per_split,
     parse_float_list,
     progress_reporter,
     stderr,
@@ -101,7 +102,7 @@ def generate_command(
         emit_json(result.to_dict())
         return
     counts = result.counts
-    per_split = ", ".join(f"{name} {n}" for name, n in counts["pairs_per_split"].items())
+    per_split = pairs_per_split(counts)
     stderr.print(
         f"wrote {counts['pairs']} pairs ({per_split}) in {counts['subareas']} subareas to {result.out}; "
         f"{counts['calls_made']} LLM calls, {counts['cache_hits']} from the cache"

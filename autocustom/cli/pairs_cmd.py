@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from autocustom.cli.common import configure_logging, emit_json, fail, parse_float_list, stderr, user_errors
+from autocustom.cli.common import (
+    configure_logging,
+    emit_json,
+    fail,
+    pairs_per_split,
+    parse_float_list,
+    stderr,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -73,7 +81,7 @@ def import_command(
         emit_json(result.to_dict())
         return
     counts = result.counts
-    per_split = ", ".join(f"{name} {n}" for name, n in counts["pairs_per_split"].items())
+    per_split = pairs_per_split(counts)
     stderr.print(
         f"imported {counts['pairs']} of {counts['rows']} rows ({per_split}) in {counts['subareas']} subareas "
         f"to {result.out}; dropped {counts['dropped'] or 'none'}",

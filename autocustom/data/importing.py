@@ -22,7 +22,7 @@ from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.sources import Row, read_rows
 from autocustom.data.split import check_ratios, split_pairs
-from autocustom.errors import AxisError, DataError
+from autocustom.errors import DataError
 from autocustom.fileio import require_new_dir, staged_dir
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 
@@ -105,11 +105,7 @@ def import_pairs(config: ImportConfig, *, progress: ProgressCallback = no_progre
 def _check_config(config: ImportConfig) -> None:
     check_ratios(config.split)
     for pole in [*config.pole_columns, *([config.chosen_pole] if config.chosen_pole else [])]:
-        if pole not in config.axis.poles:
-            raise AxisError(
-                f"'{pole}' is not a pole of the axis {config.axis.label}",
-                f"use one of: {', '.join(config.axis.poles)}",
-            )
+        config.axis.opposite(pole)  # AxisError (exit 2) naming the poles when `pole` is not one
     require_new_dir(Path(config.out))
 
 

@@ -73,6 +73,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("drift", "Drift", True, "nats/token", ("drift",), lambda p, d: bootstrap(d, **p.boot)),
 )  # fmt: skip
 LABELS = {m.name: m.label for m in METRICS}
+METRIC = {m.name: m for m in METRICS}
 
 
 @dataclass
@@ -117,6 +118,21 @@ class Reference:
         fit, _ = plan.classifier_pairs
         key = ("classifier", tuple(p.id for p in fit), plan.toward)
         return self._remember(key, lambda: _fit_classifier(fit, plan.toward))
+
+    def classifier_correct(self, plan: EvalPlan) -> np.ndarray | None:
+        """The reply classifier on the validation answers: once per base, not once per measured model."""
+        if not plan.gen_questions:
+            return None
+        from autocustom.score.judge import classifier_correct
+
+        check = plan.classifier_pairs[1]
+        key = (
+            "classifier_correct",
+            tuple(p.id for p in plan.classifier_pairs[0]),
+            tuple(p.id for p in check),
+            plan.toward,
+        )
+        return self._remember(key, lambda: classifier_correct(self.classifier(plan), check, plan.toward))
 
     def _remember(self, key: tuple, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -214,9 +230,9 @@ def _fit_classifier(pairs, toward: str):
     return fit_pole_classifier(list(pairs), toward)
 
 
-def _replies(model, tokenizer, reference: Reference, plan: EvalPlan) -> tuple[np.ndarray, np.ndarray]:
+def _replies(model, tokenizer, reference: Reference, plan: EvalPlan) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels of the model's greedy replies, and the classifier's correctness on validation answers."""
-    from autocustom.score.judge import classifier_correct, generate_replies
+    from autocustom.score.judge import generate_replies
 
     classifier = reference.classifier(plan)
     replies = generate_replies(
@@ -227,7 +243,7 @@ def _replies(model, tokenizer, reference: Reference, plan: EvalPlan) -> tuple[np
         max_new_tokens=plan.gen_tokens,
         batch_size=plan.batch_size,
     )
-    return classifier.predict(replies), classifier_correct(classifier, plan.classifier_pairs[1], plan.toward)
+    return classifier.predict(replies), reference.classifier_correct(plan)
 
 
 def _pair_key(plan: EvalPlan) -> tuple[str, ...]:
