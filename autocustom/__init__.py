@@ -29,6 +29,10 @@ _EXPORTS = {
     "make_plan": "autocustom.score.plan",
     "measure": "autocustom.score.measure",
     "Reference": "autocustom.score.measure",
+    "dial": "autocustom.dial",
+    "DialConfig": "autocustom.dial",
+    "export_model": "autocustom.export_model",
+    "ExportConfig": "autocustom.export_model",
 }
 
 __all__ = ["__version__", *_EXPORTS]

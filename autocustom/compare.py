@@ -30,6 +30,7 @@ from autocustom.baselines import (
 from autocustom.chat import PLAIN
 from autocustom.data.io import load_dataset_dir
 from autocustom.errors import OutputExistsError, UsageError
+from autocustom.fields import DATASET_HELP, required
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 from autocustom.layout import COMPARE_CONFIG, COMPARE_RESULT, COMPARE_TABLE, compare_cell, compare_method_run
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
@@ -49,9 +50,9 @@ COLUMNS = ("lean", "bias_shift", "gen_lean", "mmlu_delta_points", "drift")
 class CompareConfig:
     """One comparison: which models, methods and stress conditions, and the shared training budget."""
 
-    data: str = field(metadata={"help": "Dataset directory made by `autocustom generate`.", "required": True})
-    toward: str = field(metadata={"help": "The pole every method aims for.", "required": True})
-    out: str = field(metadata={"help": "Comparison directory (resumable).", "required": True})
+    data: str = required(DATASET_HELP)
+    toward: str = required("The pole every method aims for.")
+    out: str = required("Comparison directory (resumable).")
     models: list[str] = field(
         default_factory=lambda: [DEFAULT_MODEL],
         metadata={"help": "Comma-separated models; trained methods use the first."},

@@ -10,6 +10,9 @@ and functions here, so a file is named once.
     compare/   compare_config.json methods/<loss>/ (training runs) rows/<model>/<method>/<condition>.json
                compare.json compare.md report.md plots/
     export/    hf/ (datasets.DatasetDict.save_to_disk) {train,validation,test}.jsonl (prompt/chosen/rejected)
+    dial/      dial_config.json scales/<s>.json dial.json dial.md dial.png   (default: inside the run)
+    model export/  model.safetensors config.json tokenizer* README.md (the card) export.json
+               [model-<type>.gguf adapter-<type>.gguf Modelfile]
 """
 
 from __future__ import annotations
@@ -48,6 +51,19 @@ COMPARE_ROWS = "rows"
 
 # `export-data` directory: the DatasetDict (save_to_disk) beside one JSONL per split
 EXPORT_HF = "hf"
+
+# `dial` directory (default: inside the training run it scales)
+DIAL = "dial"
+DIAL_CONFIG = "dial_config.json"  # the model and plan the directory belongs to: resume only those
+DIAL_RESULT = "dial.json"
+DIAL_TABLE = "dial.md"
+DIAL_PLOT = "dial.png"
+DIAL_SCALES = "scales"
+
+# `export` directory: a merged model that loads without autocustom, and what was checked of it
+EXPORT_CARD = "README.md"
+EXPORT_RECORD = "export.json"
+MODELFILE = "Modelfile"
 
 # written into any of them by `report`
 REPORT = "report.md"
@@ -117,6 +133,11 @@ def _complete_row(line: str) -> bool:
     except json.JSONDecodeError:
         return False
     return True
+
+
+def dial_scale_file(out: str | Path, scale: float) -> Path:
+    """Where one measured scale of a dial is kept for resume, e.g. `scales/0.75.json`."""
+    return Path(out) / DIAL_SCALES / f"{scale:g}.json"
 
 
 def compare_cell(out: str | Path, model_slug: str, method: str, condition: str) -> Path:

@@ -16,6 +16,9 @@ from autocustom.fileio import read_json, write_text_atomic
 from autocustom.layout import (
     COMPARE_CONFIG,
     COMPARE_RESULT,
+    DIAL,
+    DIAL_PLOT,
+    DIAL_RESULT,
     METRICS,
     PLOTS,
     REPORT,
@@ -54,40 +57,48 @@ def build_report(run_dir: str | Path) -> ReportResult:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(run_dir, "is not a directory", "pass a run, train or compare output directory")
-    train_dir = run_dir / RUN_TRAIN if (run_dir / RUN_TRAIN).is_dir() else run_dir
     parts: list[str] = [f"# autocustom report: {run_dir.name}", ""]
-    plots: list[Path] = []
-    sections: list[str] = []
-    missing: list[str] = []
-
-    if (train_dir / METRICS).is_file():
-        sections.append("training")
-        parts += _training_section(train_dir, run_dir / PLOTS, plots, missing)
-    elif (train_dir / RUN_CONFIG).is_file():
-        missing.append(f"{train_dir / METRICS} (training has not evaluated yet)")
-    if (run_dir / RUN_SCORE).is_file():
-        sections.append("shift-score")
-        parts += _score_section(read_json(run_dir / RUN_SCORE), run_dir / PLOTS, plots)
-    elif sections == ["training"]:
-        missing.append(
-            f"{run_dir / RUN_SCORE} (not scored yet: run `autocustom shift-score --out {run_dir / RUN_SCORE}`)"
-        )
+    result = ReportResult(run_dir / REPORT, [], [])
+    parts += _run_sections(run_dir, result)
     if (run_dir / COMPARE_RESULT).is_file():
-        sections.append("compare")
-        parts += _compare_section(read_json(run_dir / COMPARE_RESULT), run_dir / PLOTS, plots)
+        result.sections.append("compare")
+        parts += _compare_section(read_json(run_dir / COMPARE_RESULT), run_dir / PLOTS, result.plots)
     elif (run_dir / COMPARE_CONFIG).is_file():
-        missing.append(f"{run_dir / COMPARE_RESULT} (the comparison has not finished: rerun it to resume)")
-    if not sections and not missing:
+        result.missing.append(
+            f"{run_dir / COMPARE_RESULT} (the comparison has not finished: rerun it to resume)"
+        )
+    if not result.sections and not result.missing:
         raise DataError(
             run_dir,
             "holds no training metrics, shift-score report or comparison",
             "pass a directory written by `autocustom run`, `train` or `compare`",
         )
-    if missing:
-        parts += ["## Missing", "", *[f"- {item}" for item in missing], ""]
-    path = run_dir / REPORT
-    write_text_atomic(path, "\n".join(parts))
-    return ReportResult(path, plots, sections, missing)
+    if result.missing:
+        parts += ["## Missing", "", *[f"- {item}" for item in result.missing], ""]
+    write_text_atomic(result.path, "\n".join(parts))
+    return result
+
+
+def _run_sections(run_dir: Path, result: ReportResult) -> list[str]:
+    """Training, shift-score and dial sections of a `train` or `run` directory (what of them exists)."""
+    train_dir = run_dir / RUN_TRAIN if (run_dir / RUN_TRAIN).is_dir() else run_dir
+    plot_dir, parts = run_dir / PLOTS, []
+    if (train_dir / METRICS).is_file():
+        result.sections.append("training")
+        parts += _training_section(train_dir, plot_dir, result.plots, result.missing)
+    elif (train_dir / RUN_CONFIG).is_file():
+        result.missing.append(f"{train_dir / METRICS} (training has not evaluated yet)")
+    if (run_dir / RUN_SCORE).is_file():
+        result.sections.append("shift-score")
+        parts += _score_section(read_json(run_dir / RUN_SCORE), plot_dir, result.plots)
+    elif result.sections == ["training"]:
+        result.missing.append(
+            f"{run_dir / RUN_SCORE} (not scored yet: run `autocustom shift-score --out {run_dir / RUN_SCORE}`)"
+        )
+    if (train_dir / DIAL / DIAL_RESULT).is_file():
+        result.sections.append("dial")
+        parts += _dial_section(read_json(train_dir / DIAL / DIAL_RESULT), plot_dir, result.plots)
+    return parts
 
 
 def _training_section(train_dir: Path, plot_dir: Path, plots: list[Path], missing: list[str]) -> list[str]:
@@ -161,6 +172,71 @@ def _compare_section(result: dict[str, Any], plot_dir: Path, plots: list[Path]) 
         f"![BiasShift against padding length]({shift.relative_to(plot_dir.parent)})",
         "",
     ]
+
+
+def _dial_section(result: dict[str, Any], plot_dir: Path, plots: list[Path]) -> list[str]:
+    plot = plot_dial(result, plot_dir / DIAL_PLOT)
+    plots.append(plot)
+    return ["## Strength dial", "", dial_markdown(result, str(plot.relative_to(plot_dir.parent)))]
+
+
+DIAL_COLUMNS = ("bias_shift", "lean", "tail_shift", "drift", "mmlu_delta_points", "gen_lean", "reply_tokens")
+
+
+def dial_markdown(result: dict[str, Any], plot: str) -> str:
+    """The dial as Markdown: the recommendation, one row per scale, the plot (from `dial.json`)."""
+    from autocustom.score.measure import LABELS
+
+    scales = result["scales"]
+    columns = [c for c in DIAL_COLUMNS if any(p["metrics"].get(c) for p in scales)]
+    chosen = result["recommendation"]
+    verdict = f"s = {chosen['scale']:g}" if chosen["scale"] is not None else "no scale"
+    n = next((p["metrics"]["bias_shift"]["n"] for p in scales if p["metrics"].get("bias_shift")), 0)
+    lines = [
+        f"`{result['model']}` (base `{result['base']}`, {'LoRA' if result['lora'] else 'full fine-tuning'}) "
+        f"toward **{result['toward']}** on the {result['split']} split, {n} pairs; 95% bootstrap intervals.",
+        "",
+        f"**Recommended: {verdict}**: {chosen['reason']}.",
+        "",
+        "| scale | " + " | ".join(LABELS[c] for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for point in scales:
+        mark = " ◀" if point["scale"] == chosen["scale"] else ""
+        cells = [format_estimate(point["metrics"].get(c)) for c in columns]
+        lines.append(f"| {point['scale']:g}{mark} | " + " | ".join(cells) + " |")
+    lines += ["", f"![BiasShift and Drift against scale]({plot})", ""]
+    return "\n".join(lines)
+
+
+def plot_dial(result: dict[str, Any], path: Path) -> Path:
+    """BiasShift and Drift against scale with their intervals, the recommended scale marked."""
+    plt, figure = _figure()
+    shift_axis = figure.add_subplot(1, 1, 1)
+    drift_axis = shift_axis.twinx()
+    for axis, metric, colour, marker in (
+        (shift_axis, "bias_shift", "tab:blue", "o"),
+        (drift_axis, "drift", "tab:red", "s"),
+    ):
+        points = [(p["scale"], p["metrics"][metric]) for p in result["scales"] if p["metrics"].get(metric)]
+        axis.errorbar(
+            [s for s, _ in points], [e["value"] for _, e in points],
+            yerr=[[e["value"] - e["low"] for _, e in points], [e["high"] - e["value"] for _, e in points]],
+            marker=marker, capsize=3, color=colour, label=LABEL_OF_DIAL[metric],
+        )  # fmt: skip
+        axis.set_ylabel(f"{LABEL_OF_DIAL[metric]} (nats/token)", color=colour)
+    chosen = result["recommendation"]["scale"]
+    if chosen is not None:
+        shift_axis.axvline(chosen, color="tab:green", linestyle="--", label=f"recommended s={chosen:g}")
+    shift_axis.axhline(0, color="black", linewidth=0.8)
+    shift_axis.set_xlabel("scale s (0 = base, 1 = trained model)")
+    handles = shift_axis.get_legend_handles_labels()[0] + drift_axis.get_legend_handles_labels()[0]
+    shift_axis.legend(handles=handles, loc="upper left")
+    shift_axis.set_title(f"Strength dial toward {result['toward']} ({result['split']} split)")
+    return _save(plt, figure, path)
+
+
+LABEL_OF_DIAL = {"bias_shift": "BiasShift", "drift": "Drift"}
 
 
 def _figure():

@@ -51,6 +51,42 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     return out
 
 
+RUN_SIZES = {"mmlu_questions": 4, "drift_texts": 2, "bootstrap": 100}  # measurement sizes of `full_run` tests
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """The small formal:casual dataset of tests.sample_dataset, three pairs per subarea."""
+    from tests.sample_dataset import write_small_dataset
+
+    return write_small_dataset(tmp_path_factory.mktemp("runs-data"), per_subarea=3)
+
+
+def _trained(out: Path, dataset: Path, model: Path, lora: bool) -> Path:
+    from autocustom.train.config import TrainConfig
+    from autocustom.train.trainer import train
+    from tests.train import SMALL
+
+    train(
+        TrainConfig(
+            data=str(dataset), out=str(out), model=str(model), max_steps=3, eval_steps=3, lora=lora, **SMALL
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory, small_dataset, tiny_model_dir) -> Path:
+    """A 3-step full fine-tuning run of the tiny model toward formal (the dial and export scale it)."""
+    return _trained(tmp_path_factory.mktemp("runs") / "full", small_dataset, tiny_model_dir, lora=False)
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory, small_dataset, tiny_model_dir) -> Path:
+    """The same run under LoRA."""
+    return _trained(tmp_path_factory.mktemp("runs") / "lora", small_dataset, tiny_model_dir, lora=True)
+
+
 class ScriptedBackend:
     """A ChatBackend whose replies come from a function of the conversation; records every call."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from autocustom.cli import compare_cmd, generate_cmd, pairs_cmd, score_cmd, train_cmd
+from autocustom.cli import compare_cmd, generate_cmd, pairs_cmd, score_cmd, ship_cmd, train_cmd
 
 app = typer.Typer(
     name="autocustom",
@@ -19,5 +19,5 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (generate_cmd, pairs_cmd, train_cmd, score_cmd, compare_cmd):
+for module in (generate_cmd, pairs_cmd, train_cmd, score_cmd, compare_cmd, ship_cmd):
     module.register(app)

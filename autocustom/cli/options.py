@@ -56,7 +56,10 @@ class ConfigCommand:
     def _field_parameters(self) -> dict[str, inspect.Parameter]:
         config = self._load_config()
         hints = typing.get_type_hints(config)  # the fields' annotations are strings (future annotations)
-        return {field.name: _option(field, hints[field.name]) for field in dataclasses.fields(config)}
+        # required options first, so `--help` opens with what must be given (a config that inherits
+        # shared options from a base class lists the base's fields first)
+        fields = sorted(dataclasses.fields(config), key=lambda field: not field.metadata.get("required"))
+        return {field.name: _option(field, hints[field.name]) for field in fields}
 
     @cached_property
     def __signature__(self) -> inspect.Signature:

@@ -81,6 +81,29 @@ def pair_logprobs(
     max_length: int = 512,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(lp(target|q), lp(opposite|q)) per pair: the question is encoded once for both answers."""
+    scored = pair_token_logprobs(
+        model, tokenizer, pairs, target, condition=condition, batch_size=batch_size, max_length=max_length
+    )
+    lp = np.array([[part.mean() for part in parts] for parts in scored], dtype=np.float64).reshape(
+        len(pairs), 2
+    )
+    return lp[:, 0], lp[:, 1]
+
+
+def pair_token_logprobs(
+    model,
+    tokenizer,
+    pairs: list[Pair],
+    target: str,
+    *,
+    condition: PromptCondition = PLAIN,
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per pair, the log-prob of every token of the target and of the opposite answer.
+
+    What `pair_logprobs` averages; `export` compares a GGUF with its source model token by token.
+    """
     groups = []
     for pair in pairs:
         if target not in pair.answers:
@@ -94,13 +117,12 @@ def pair_logprobs(
         ]
         groups.append(shared_groups(encoded))
     scores = score_groups(model, [g for group in groups for g in group], batch_size=batch_size)
-    means, index = [], 0
+    result, index = [], 0
     for group in groups:  # a pair is one group, or two when truncation left different prompts
-        taken = scores[index : index + len(group)]
-        means.append([part.mean() for s in taken for part in s])
+        target_tokens, opposite_tokens = (part for s in scores[index : index + len(group)] for part in s)
+        result.append((target_tokens, opposite_tokens))
         index += len(group)
-    lp = np.array(means, dtype=np.float64).reshape(len(pairs), 2)
-    return lp[:, 0], lp[:, 1]
+    return result
 
 
 def encode_context_continuation(tokenizer, context: str, continuation: str, max_length: int) -> EncodedPair:

@@ -35,6 +35,7 @@ class Observations:
     base_mmlu_correct: np.ndarray | None = None
     drift: np.ndarray | None = None  # KL(base || model) per neutral text, nats/token
     reply_labels: np.ndarray | None = None  # 1 where a free reply reads as the target pole
+    reply_tokens: np.ndarray | None = None  # length of each free reply, in tokens
     classifier_correct: np.ndarray | None = None  # the reply classifier on validation answers
 
 
@@ -63,6 +64,7 @@ METRICS: tuple[Metric, ...] = (
         lambda p, t, b: tail_shift(t, b, p.tail, **p.boot),
     ),
     Metric("gen_lean", "GenLean", False, "[-1, 1]", ("reply_labels",), lambda p, y: signed_share(y, **p.boot)),
+    Metric("reply_tokens", "reply length (tokens)", False, "tokens", ("reply_tokens",), lambda p, n: bootstrap(n, **p.boot)),
     Metric("gen_classifier_accuracy", "GenLean classifier accuracy", False, "share", ("classifier_correct",), lambda p, c: bootstrap(c, **p.boot)),
     Metric("mmlu_accuracy", "MMLU", False, "share", ("mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
     Metric("mmlu_base_accuracy", "base MMLU", True, "share", ("base_mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
@@ -193,7 +195,8 @@ def _observe(model, tokenizer, reference: Reference, plan: EvalPlan, progress) -
         progress(ProgressEvent("drift", len(plan.drift_texts), len(plan.drift_texts)))
     if plan.gen_questions:
         progress(ProgressEvent("gen", 0, len(plan.gen_questions)))
-        observed.reply_labels, observed.classifier_correct = _replies(model, tokenizer, reference, plan)
+        observed.reply_labels, observed.reply_tokens = _replies(model, tokenizer, reference, plan)
+        observed.classifier_correct = reference.classifier_correct(plan)
         progress(ProgressEvent("gen", len(plan.gen_questions), len(plan.gen_questions)))
     return observed
 
@@ -230,8 +233,9 @@ def _fit_classifier(pairs, toward: str):
     return fit_pole_classifier(list(pairs), toward)
 
 
-def _replies(model, tokenizer, reference: Reference, plan: EvalPlan) -> tuple[np.ndarray, np.ndarray | None]:
-    """Labels of the model's greedy replies, and the classifier's correctness on validation answers."""
+def _replies(model, tokenizer, reference: Reference, plan: EvalPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of the model's greedy replies, and their lengths in tokens (a strength or a method that
+    only makes replies longer or shorter shows here, not as a change of pole)."""
     from autocustom.score.judge import generate_replies
 
     classifier = reference.classifier(plan)
@@ -243,7 +247,8 @@ def _replies(model, tokenizer, reference: Reference, plan: EvalPlan) -> tuple[np
         max_new_tokens=plan.gen_tokens,
         batch_size=plan.batch_size,
     )
-    return classifier.predict(replies), reference.classifier_correct(plan)
+    lengths = [len(tokenizer(reply, add_special_tokens=False)["input_ids"]) for reply in replies]
+    return classifier.predict(replies), np.asarray(lengths, dtype=np.float64)
 
 
 def _pair_key(plan: EvalPlan) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import Any
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.chat import PLAIN, PromptCondition
 from autocustom.errors import UsageError
+from autocustom.fields import DATASET_HELP, required
 from autocustom.layout import recorded_toward
 from autocustom.models import recorded_base
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
@@ -28,27 +29,13 @@ SCHEMA = "autocustom.shift-score/2"  # 2: the evaluation plan is written into th
 
 
 @dataclass
-class ScoreConfig:
-    """What to score and the gates to apply; None for a gate means it is not checked."""
+class MeasureOptions:
+    """How a model is measured on a dataset split: the options `shift-score` and `dial` share.
 
-    model: str = field(
-        metadata={
-            "help": "Run directory, HF model dir, peft adapter, hub id or packaged name.",
-            "required": True,
-        }
-    )
-    data: str = field(metadata={"help": "Dataset directory made by `autocustom generate`.", "required": True})
+    The sizes default to None, which means the device's default of `score.sizes`.
+    """
+
     split: str = field(default="test", metadata={"help": "Split to score: train, validation or test."})
-    base: str | None = field(
-        default=None, metadata={"help": "Base model for BiasShift; default: the one recorded in the run."}
-    )
-    toward: str | None = field(
-        default=None, metadata={"help": "Target pole; default: the run's recorded target."}
-    )
-    system_prompt: str | None = field(
-        default=None, metadata={"help": "Score the model with this system prompt (baseline)."}
-    )
-    few_shot: int = field(default=0, metadata={"help": "Prepend K train pairs answered as the target pole."})
     gen: bool = field(
         default=False,
         metadata={"help": "Also report GenLean (generate replies and classify them).", "flag": "--gen"},
@@ -60,10 +47,10 @@ class ScoreConfig:
         default=True,
         metadata={"help": "Measure MMLU accuracy on the retention subset.", "flag": "--mmlu/--no-mmlu"},
     )
-    mmlu_questions: int | None = field(  # None: score.sizes.MMLU_QUESTIONS for the device
+    mmlu_questions: int | None = field(
         default=None, metadata={"help": size_help("MMLU retention questions", MMLU_QUESTIONS)}
     )
-    drift_texts: int | None = field(  # None: score.sizes.DRIFT_TEXTS for the device
+    drift_texts: int | None = field(
         default=None, metadata={"help": size_help("Neutral texts for Drift", DRIFT_TEXTS)}
     )
     tail: float = field(
@@ -75,6 +62,57 @@ class ScoreConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
     batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per forward pass."})
     device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda or cuda:N."})
+
+    def check(self, max_mmlu_drop: float | None = None) -> None:
+        """Refuse option values that cannot work (UsageError: exit 2, one line with the fix)."""
+        if not 0 < self.tail <= 1:
+            raise UsageError(f"--tail {self.tail} must be in (0, 1]", "e.g. --tail 0.1")
+        if self.bootstrap < 0 or self.batch_size < 1:
+            raise UsageError("--bootstrap must be >= 0 and --batch-size >= 1", "fix the option values")
+        for name, value in (("--mmlu-questions", self.mmlu_questions), ("--drift-texts", self.drift_texts)):
+            if value is not None and value < 1:
+                raise UsageError(f"{name} {value} must be at least 1", f"pass {name} 1 or more")
+        if max_mmlu_drop is not None and not self.mmlu:
+            raise UsageError(
+                "--max-mmlu-drop cannot be checked with --no-mmlu", "drop one of the two options"
+            )
+
+    def plan(self, dataset, toward: str, device_type: str, condition: PromptCondition = PLAIN) -> EvalPlan:
+        """The evaluation plan these options measure (`shift-score`, `dial`, `export` and `run` share it)."""
+        return make_plan(
+            dataset,
+            self.split,
+            toward,
+            device_type=device_type,
+            mmlu_questions=self.mmlu_questions,
+            drift_texts=self.drift_texts,
+            mmlu=self.mmlu,
+            gen=self.gen,
+            condition=condition,
+            gen_tokens=self.gen_tokens,
+            tail=self.tail,
+            bootstrap=self.bootstrap,
+            bootstrap_seed=self.seed,
+            batch_size=self.batch_size,
+        )
+
+
+@dataclass(kw_only=True)
+class ScoreConfig(MeasureOptions):
+    """What to score and the gates to apply; None for a gate means it is not checked."""
+
+    model: str = required("Run directory, HF model dir, peft adapter, hub id or packaged name.")
+    data: str = required(DATASET_HELP)
+    base: str | None = field(
+        default=None, metadata={"help": "Base model for BiasShift; default: the one recorded in the run."}
+    )
+    toward: str | None = field(
+        default=None, metadata={"help": "Target pole; default: the run's recorded target."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "Score the model with this system prompt (baseline)."}
+    )
+    few_shot: int = field(default=0, metadata={"help": "Prepend K train pairs answered as the target pole."})
     min_shift: float | None = field(default=None, metadata={"help": "Gate: BiasShift >= this (nats/token)."})
     min_lean: float | None = field(default=None, metadata={"help": "Gate: Lean >= this (in [-1, 1])."})
     max_mmlu_drop: float | None = field(
@@ -153,13 +191,14 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
     from autocustom.data.io import load_dataset_dir
     from autocustom.runtime import resolve_device, seed_everything
 
-    _check_options(config)
+    config.check(config.max_mmlu_drop)
+    _check_few_shot(config)
     dataset = load_dataset_dir(config.data)
     toward = _target_pole(config, dataset.axis)
     base_ref = config.base or recorded_base(config.model)
     _check_gates_need_base(config, base_ref)
     device = resolve_device(config.device)
-    plan = score_plan(config, dataset, toward, device.type)
+    plan = config.plan(dataset, toward, device.type, _condition(config, dataset, toward))
     seed_everything(config.seed)
     loaded, reference = _load(config, base_ref, device, progress)
     measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer, progress=progress)
@@ -183,26 +222,6 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
     for gate in report.failed_gates():
         log.info("gate %s failed: %s vs %s", gate.name, gate.value, gate.threshold)
     return report
-
-
-def score_plan(config: ScoreConfig, dataset, toward: str, device_type: str) -> EvalPlan:
-    """The evaluation plan `shift-score` measures with these options (the dial and `run` share it)."""
-    return make_plan(
-        dataset,
-        config.split,
-        toward,
-        device_type=device_type,
-        mmlu_questions=config.mmlu_questions,
-        drift_texts=config.drift_texts,
-        mmlu=config.mmlu,
-        gen=config.gen,
-        condition=_condition(config, dataset, toward),
-        gen_tokens=config.gen_tokens,
-        tail=config.tail,
-        bootstrap=config.bootstrap,
-        bootstrap_seed=config.seed,
-        batch_size=config.batch_size,
-    )
 
 
 def _target_pole(config: ScoreConfig, axis) -> str:
@@ -259,18 +278,9 @@ def _notes(plan: EvalPlan, base_ref: str | None) -> list[str]:
     return notes
 
 
-def _check_options(config: ScoreConfig) -> None:
-    if config.max_mmlu_drop is not None and not config.mmlu:
-        raise UsageError("--max-mmlu-drop cannot be checked with --no-mmlu", "drop one of the two options")
-    if not 0 < config.tail <= 1:
-        raise UsageError(f"--tail {config.tail} must be in (0, 1]", "e.g. --tail 0.1")
-    if config.few_shot < 0 or config.bootstrap < 0 or config.batch_size < 1:
-        raise UsageError(
-            "--few-shot and --bootstrap must be >= 0, --batch-size >= 1", "fix the option values"
-        )
-    for name, value in (("--mmlu-questions", config.mmlu_questions), ("--drift-texts", config.drift_texts)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} {value} must be at least 1", f"pass {name} 1 or more")
+def _check_few_shot(config: ScoreConfig) -> None:
+    if config.few_shot < 0:
+        raise UsageError(f"--few-shot {config.few_shot} must be >= 0", "pass --few-shot 0 or more")
 
 
 def _check_gates_need_base(config: ScoreConfig, base_ref: str | None) -> None:

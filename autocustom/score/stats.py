@@ -24,6 +24,11 @@ class Estimate:
         return f"{self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
 
 
+def estimate_from(data: dict[str, float | int] | None) -> Estimate | None:
+    """An Estimate read back from its `to_dict()` (a JSON file); None stays None."""
+    return Estimate(**data) if data else None
+
+
 def bootstrap(
     values: Sequence[float] | np.ndarray,
     statistic: Callable[[np.ndarray], float] = np.mean,

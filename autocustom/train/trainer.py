@@ -42,7 +42,7 @@ from autocustom.models import load_model
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.measure import Reference, measure
 from autocustom.score.plan import EvalPlan, make_plan
-from autocustom.score.stats import Estimate
+from autocustom.score.stats import Estimate, estimate_from
 from autocustom.tensors import kl_per_position, pad_width, padding_id, token_logprobs
 from autocustom.train.callbacks import EvalCallback
 from autocustom.train.config import LORA_AUTO_THRESHOLD, TrainConfig
@@ -100,10 +100,6 @@ class TrainResult:
         for key in ESTIMATES:
             values[key] = estimate_from(values.get(key))
         return cls(**values)
-
-
-def estimate_from(data: dict[str, Any] | None) -> Estimate | None:
-    return Estimate(**data) if data else None
 
 
 class PairTrainer(Trainer):

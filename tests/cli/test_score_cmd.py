@@ -112,6 +112,7 @@ def test_base_scored_against_itself_has_zero_shift_and_pinned_schema(app, tiny_m
         "base_lean",
         "tail_shift",
         "gen_lean",
+        "reply_tokens",
         "gen_classifier_accuracy",
         "mmlu_accuracy",
         "mmlu_base_accuracy",
@@ -185,6 +186,8 @@ def test_gen_lean_reports_classifier_accuracy(app, tiny_model_dir, data):
     report = json.loads(result.stdout)
     assert report["metrics"]["gen_lean"]["n"] == 4
     assert report["metrics"]["gen_classifier_accuracy"]["n"] == 8
+    lengths = report["metrics"]["reply_tokens"]
+    assert lengths["n"] == 4 and 0 <= lengths["value"] <= 4  # replies of at most --gen-tokens tokens
     assert report["metrics"]["bias_shift"] is None  # no base recorded or given
     assert report["settings"]["mmlu_questions"] is None
 
