@@ -369,7 +369,7 @@ def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> 
     axis = f"{dialled.axis['pole_a']}:{dialled.axis['pole_b']}"
     lines = [
         "---",
-        f"base_model: {dialled.base}",
+        f"base_model: {_hub_id(dialled.base)}",
         "library_name: transformers",
         "tags: [autocustom]",
         "---",
@@ -413,14 +413,24 @@ def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> 
 
 
 def _manifest(data: str) -> str:
-    from autocustom.layout import MANIFEST
+    """The dataset in one line: its pairs per split and subareas (read from it), and who wrote it."""
+    from autocustom.data.io import load_dataset_dir
 
-    file = Path(data) / MANIFEST
-    if not file.is_file():
-        return "manifest not found"
-    manifest = read_json(file)
-    counts = ", ".join(f"{k} {v}" for k, v in manifest.get("counts", {}).items())
-    return f"pairs by split: {counts}; written by {manifest.get('backend')} `{manifest.get('model')}`"
+    dataset = load_dataset_dir(data)
+    splits = ", ".join(f"{name} {len(pairs)}" for name, pairs in dataset.splits.items())
+    total = sum(len(pairs) for pairs in dataset.splits.values())
+    manifest = dataset.manifest
+    return (
+        f"{total} pairs ({splits}) in {len(dataset.subareas)} subareas, "
+        f"written by {manifest.backend} `{manifest.model}`"
+    )
+
+
+def _hub_id(base: str) -> str:
+    """The hub id a model card names as its base (a packaged name means its hub original)."""
+    from autocustom.assets import PACKAGED_MODELS
+
+    return PACKAGED_MODELS[base].hub_id if base in PACKAGED_MODELS else base
 
 
 def _recommended(dialled: DialResult) -> str:

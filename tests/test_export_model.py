@@ -50,6 +50,7 @@ def test_hf_export_loads_with_plain_transformers_and_scores_as_the_dial_at_its_s
     assert record["scale"] == 0.75 and record["passed"]
     card = (out / EXPORT_CARD).read_text()
     assert "s = 0.75" in card and "BiasShift" in card and "[" in card  # figures with their intervals
+    assert "18 pairs (train 12, validation 3, test 3) in 6 subareas" in card
     dial_dir = run_dir / DIAL
     at_scale = np.asarray(json.loads(dial_scale_file(dial_dir, 0.75).read_text())["margins"])
     at_one = (
