@@ -91,7 +91,6 @@ def open_scaled(source: RunSource, base_reference: str, device: Any) -> ScaledMo
 
     tuned = load_model(str(source.weights), device=device)
     base = load_model(base_reference, device=device)
-    _check_same_shape(tuned.model, base.model, source.reference, base_reference)
     return ScaledModel(source, tuned.model, tuned.tokenizer, base.model, base_reference)
 
 
@@ -122,28 +121,11 @@ def _interpolate(model: Any, base: Any, weights: Path, scale: float) -> None:
                     f"{weights} has no tensor {name}: the dial reads the tuned weights by parameter name",
                     "re-save the run's model with save_pretrained",
                 )
+            if name not in base_parameters or base_parameters[name].shape != parameter.shape:
+                raise UsageError(
+                    f"the base model has no parameter {name} of shape {tuple(parameter.shape)}",
+                    "the run records the base it was trained from; restore that model",
+                )
             end = where[name].get_tensor(name).to(parameter.device, torch.float32)
             start = base_parameters[name].to(torch.float32)
             parameter.copy_(torch.lerp(start, end, scale).to(parameter.dtype))
-
-
-def _check_same_shape(model: Any, base: Any, reference: str, base_reference: str) -> None:
-    """A base of another architecture cannot be the start of the interpolation or the reference."""
-    tuned = {n: tuple(p.shape) for n, p in _base_parameters(model)}
-    frozen = {n: tuple(p.shape) for n, p in base.named_parameters()}
-    if tuned != frozen:
-        raise UsageError(
-            f"base model {base_reference} has other parameters than {reference}",
-            "the run records the base it was trained from; restore that model",
-        )
-
-
-def _base_parameters(model: Any):
-    """The parameters of the model without LoRA's own (whose names peft adds under `base_layer`)."""
-    if not hasattr(model, "peft_config"):
-        return model.named_parameters()
-    return (
-        (name.replace("base_model.model.", "", 1).replace(".base_layer", ""), parameter)
-        for name, parameter in model.named_parameters()
-        if "lora_" not in name
-    )
