@@ -33,9 +33,11 @@ from autocustom.errors import OutputExistsError, UsageError
 from autocustom.fields import DATASET_HELP, required
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 from autocustom.layout import COMPARE_CONFIG, COMPARE_RESULT, COMPARE_TABLE, compare_cell, compare_method_run
+from autocustom.models import LoadOptions
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.measure import METRIC, Measurement, Observations, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, EVAL_SEED, EvalPlan, make_plan
+from autocustom.score.shift_score import DEVICE_MAP_HELP, check_device_map
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate
 
@@ -47,8 +49,11 @@ COLUMNS = ("lean", "bias_shift", "gen_lean", "mmlu_delta_points", "drift")
 
 
 @dataclass
-class CompareConfig:
-    """One comparison: which models, methods and stress conditions, and the shared training budget."""
+class CompareConfig(LoadOptions):
+    """One comparison: which models, methods and stress conditions, and the shared training budget.
+
+    The loading options (`--dtype`, `--load-in-4bit`, ...) apply to every scored and trained model.
+    """
 
     data: str = required(DATASET_HELP)
     toward: str = required("The pole every method aims for.")
@@ -94,6 +99,7 @@ class CompareConfig:
         default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per evaluation forward pass."}
     )
     device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda, cuda:N."})
+    device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,6 +184,8 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
     if not dataset.splits.get("test"):
         raise UsageError(f"the test split of {config.data} is empty", "regenerate with more subareas")
     device = resolve_device(config.device)
+    check_device_map(config.device_map)
+    config.check_loading(device)
     plan = compare_plan(config, dataset, device.type)  # refuses --gen without train/validation now
     out = Path(config.out)
     _claim_output(out, config, dataset.axis.label)
@@ -268,6 +276,7 @@ def _train_methods(config: CompareConfig, out: Path, progress: ProgressCallback)
                 drift_texts=config.drift_texts,
                 seed=config.seed,
                 device=config.device,
+                **config.load_options(),
                 resume=True,
             ),
             progress=progress,
@@ -292,7 +301,8 @@ class _Scoring:
         from autocustom.models import load_model
         from autocustom.score.mmlu import retention_subset
 
-        base = load_model(model_ref, device=self.device)
+        placement = {"options": self.config, "device_map": self.config.device_map}
+        base = load_model(model_ref, device=self.device, **placement)
         reference = Reference(base.model, base.tokenizer)
         conditions = stress_conditions(self.config.padding, self.config.adversarial)
         padding_source = [q.question for q in retention_subset(PADDING_SOURCE, seed=EVAL_SEED)]
@@ -300,7 +310,9 @@ class _Scoring:
         for method in ["base", *[m for m in methods if m != "base"]]:
             trained = method not in PROMPT_METHODS
             loaded = (
-                load_model(str(compare_method_run(self.out, method)), device=self.device) if trained else base
+                load_model(str(compare_method_run(self.out, method)), device=self.device, **placement)
+                if trained
+                else base
             )
             train_pairs = self.dataset.splits.get("train", [])
             prompt = method_condition(

@@ -315,7 +315,7 @@ def _measure_scales(
     }
     todo = [s for s in config.scales if s not in done]
     if todo:
-        scaled = open_scaled(source, base, device)
+        scaled = open_scaled(source, base, device, config)
         reference = Reference(scaled.base, scaled.tokenizer)
         for index, scale in enumerate(todo):
             progress(ProgressEvent("dial", index, len(todo), f"scale {scale:g}"))

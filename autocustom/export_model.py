@@ -185,6 +185,11 @@ def export_model(config: ExportConfig, *, progress: ProgressCallback = no_progre
 
 
 def _check(config: ExportConfig) -> None:
+    if config.quantized:
+        raise UsageError(
+            "export merges full-precision weights; --load-in-4bit/--load-in-8bit cannot be merged",
+            "drop the flag (for a small file, export --format gguf --quantize q8_0)",
+        )
     config.check()
     if config.format not in FORMATS:
         raise UsageError(f"--format {config.format} is not one of {', '.join(FORMATS)}", "e.g. --format gguf")
@@ -238,7 +243,7 @@ def _write_hf(config: ExportConfig, source: RunSource, dialled: DialResult, stag
     from autocustom.strength import open_scaled
 
     device = resolve_device(config.device)
-    scaled = open_scaled(source, dialled.base, device)
+    scaled = open_scaled(source, dialled.base, device, config)
     merged = scaled.merged(config.scale)
     merged.save_pretrained(staging)
     scaled.tokenizer.save_pretrained(staging)

@@ -36,6 +36,7 @@ RUN_MODEL = "model"  # the kept model (or LoRA adapter) and its tokenizer
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"  # its presence means "finished"
 CHECKPOINTS = "checkpoints"
+TRAIN_LOGS = "logs"  # TensorBoard event files under --report-to tensorboard (kept after the run)
 
 # `run` directory
 RUN_DATA = "data"

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,92 @@ from autocustom.errors import ModelLoadError
 from autocustom.layout import RUN_MODEL, is_run_dir, read_run_config
 
 log = logging.getLogger(__name__)
+
+
+QUANTIZATION_HELP = "needs a CUDA GPU and bitsandbytes (pip install 'autocustom[quantization]')"
+
+
+@dataclass(kw_only=True)
+class LoadOptions:
+    """How the weights are loaded: precision, quantization and attention kernel (train and every scorer).
+
+    `dtype` is the compute dtype: the frozen weights (a LoRA base, the reference, a scored model) are
+    held in it. "auto" is bf16 on a CUDA GPU that supports it and float32 on CPU: bf16 was measured
+    faster on an AMX CPU but 0.01 nats/token off float32's margins (docs/training.md, "Precision").
+    """
+
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "compute dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16 or float16"},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "attention kernel: eager, sdpa or flash_attention_2 (default: transformers' choice)"
+        },
+    )
+    load_in_4bit: bool = field(
+        default=False,
+        metadata={
+            "help": f"load the base in 4-bit NF4 (QLoRA); {QUANTIZATION_HELP}",
+            "flag": "--load-in-4bit",
+        },
+    )
+    load_in_8bit: bool = field(
+        default=False,
+        metadata={"help": f"load the base in 8-bit; {QUANTIZATION_HELP}", "flag": "--load-in-8bit"},
+    )
+
+    def load_options(self) -> dict[str, Any]:
+        """These options alone, to pass on to another config (compare's training runs)."""
+        from dataclasses import fields
+
+        return {f.name: getattr(self, f.name) for f in fields(LoadOptions)}
+
+    @property
+    def quantized(self) -> bool:
+        return self.load_in_4bit or self.load_in_8bit
+
+    def check_loading(self, device: Any) -> None:
+        """Refuse a quantized load that cannot work here (UsageError: exit 2, one line with the fix)."""
+        import importlib.util
+
+        from autocustom.errors import UsageError
+        from autocustom.runtime import resolve_dtype
+
+        resolve_dtype(device, self.dtype)  # an unknown dtype is refused here
+        if not self.quantized:
+            return
+        flag = "--load-in-4bit" if self.load_in_4bit else "--load-in-8bit"
+        if self.load_in_4bit and self.load_in_8bit:
+            raise UsageError("--load-in-4bit and --load-in-8bit both given", "pass one of them")
+        if getattr(device, "type", str(device)) != "cuda":
+            raise UsageError(
+                f"{flag} needs a CUDA GPU (bitsandbytes' kernels) and this run is on {device}",
+                f"drop {flag} here (float32 fits a small model), or run on a GPU",
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise UsageError(
+                f"{flag} needs bitsandbytes, which is not installed", "pip install 'autocustom[quantization]'"
+            )
+
+    def quantization_config(self, compute_dtype: Any) -> Any:
+        """transformers' BitsAndBytesConfig for the chosen load, or None: QLoRA's NF4 with double quantization."""
+        if not self.quantized:
+            return None
+        from transformers import BitsAndBytesConfig
+
+        if self.load_in_8bit:
+            return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",  # the QLoRA paper's data type for normally distributed weights
+            bnb_4bit_use_double_quant=True,  # quantizes the quantization constants too: ~0.4 bit/param saved
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+
+
+DEFAULT_LOAD = LoadOptions()
 
 
 @dataclass
@@ -63,6 +149,27 @@ def resolve_model_dir(reference: str) -> str:
     return reference
 
 
+def resolve_base_dir(reference: str) -> str:
+    """The model directory (or hub id) whose config describes `reference`: an adapter's base for an adapter."""
+    location = resolve_model_dir(reference)
+    adapter = Path(location) / "adapter_config.json"
+    if adapter.is_file():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ModelLoadError(f"adapter {location} names no base model", "re-save the adapter")
+        return resolve_base_dir(base)
+    return location
+
+
+def load_tokenizer(reference: str, *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of `reference` without its weights (an adapter's own, else its base's)."""
+    location = resolve_model_dir(reference)
+    try:
+        return _load_tokenizer(location, trust_remote_code, gguf_file=_single_gguf(location))
+    except (OSError, ValueError):
+        return _load_tokenizer(resolve_base_dir(reference), trust_remote_code)
+
+
 def check_loadable(reference: str, *, trust_remote_code: bool = False) -> None:
     """Fail now, with ModelLoadError, when `reference` cannot be loaded; reads a config, not weights.
 
@@ -84,16 +191,21 @@ def load_model(
     *,
     device: Any = None,
     dtype: Any = None,
+    options: LoadOptions = DEFAULT_LOAD,
+    device_map: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load model + tokenizer in eval mode on `device`; tokenizer gets a pad token if it lacks one."""
+    """Load model + tokenizer in eval mode on `device`; tokenizer gets a pad token if it lacks one.
+
+    `dtype` (a torch dtype) overrides `options.dtype`. `device_map` ("auto") spreads a model that does
+    not fit one device over the GPUs and the CPU through accelerate; the model is then not moved.
+    """
     import torch
-    from transformers import AutoModelForCausalLM
 
     from autocustom.runtime import resolve_device, resolve_dtype
 
-    device = device if device is not None else resolve_device(None)
-    dtype = dtype if dtype is not None else resolve_dtype(torch.device(device))
+    device = torch.device(device if device is not None else resolve_device(None))
+    dtype = dtype if dtype is not None else resolve_dtype(device, options.dtype)
     location = resolve_model_dir(reference)
     adapter_config = Path(location) / "adapter_config.json"
     base_reference = recorded_base(reference)
@@ -104,23 +216,46 @@ def load_model(
             base_name = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
             if not base_name:
                 raise ModelLoadError(f"adapter {location} names no base model", "re-save the adapter")
-            base = load_model(base_name, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+            base = load_model(
+                base_name,
+                device=device,
+                dtype=dtype,
+                options=options,
+                device_map=device_map,
+                trust_remote_code=trust_remote_code,
+            )
             model = PeftModel.from_pretrained(base.model, location)
             tokenizer = _load_tokenizer(location, trust_remote_code, fallback=base.tokenizer)
             base_reference = base_reference or base_name
         else:
             gguf = _single_gguf(location)
-            model = AutoModelForCausalLM.from_pretrained(
-                location, gguf_file=gguf, dtype=dtype, trust_remote_code=trust_remote_code
-            )
+            model = _from_pretrained(location, gguf, dtype, options, device, device_map, trust_remote_code)
             tokenizer = _load_tokenizer(location, trust_remote_code, gguf_file=gguf)
     except ModelLoadError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         raise _cannot_load(reference, exc) from None
-    model.to(device)
+    if device_map is None and not options.quantized:  # placed models stay where accelerate put them
+        model.to(device)
     model.eval()
     return LoadedModel(model, tokenizer, reference, base_reference)
+
+
+def _from_pretrained(location, gguf, dtype, options: LoadOptions, device, device_map, trust_remote_code):
+    from transformers import AutoModelForCausalLM
+
+    extra: dict[str, Any] = {}
+    if options.attn_implementation:
+        extra["attn_implementation"] = options.attn_implementation
+    quantization = options.quantization_config(dtype)
+    if quantization is not None:
+        extra["quantization_config"] = quantization
+        device_map = device_map or {"": device}  # bitsandbytes quantizes while placing the weights
+    if device_map is not None:
+        extra["device_map"] = device_map
+    return AutoModelForCausalLM.from_pretrained(
+        location, gguf_file=gguf, dtype=dtype, trust_remote_code=trust_remote_code, **extra
+    )
 
 
 def _load_tokenizer(location: str, trust_remote_code: bool, gguf_file: str | None = None, fallback=None):
@@ -137,6 +272,46 @@ def _load_tokenizer(location: str, trust_remote_code: bool, gguf_file: str | Non
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+class AdapterDisabled:
+    """The base model inside a peft model: the same weights, run with the adapter turned off.
+
+    Under LoRA the frozen base *is* the reference, so every reference computation (DPO/IPO reference
+    log-probs, base margins, the KL regulariser, Drift) runs the policy's own weights with the adapter
+    disabled, instead of a second full copy of the model. Run in eval mode, as a separate frozen copy
+    would be, and restored to the peft model's mode after.
+    """
+
+    def __init__(self, peft_model: Any) -> None:
+        self.peft_model = peft_model
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        model = self.peft_model
+        was_training = model.training
+        model.eval()
+        try:
+            with model.disable_adapter():
+                return model(*args, **kwargs)
+        finally:
+            model.train(was_training)
+
+    def parameters(self):
+        return self.peft_model.parameters()
+
+    @property
+    def config(self) -> Any:
+        return self.peft_model.config
+
+    @property
+    def training(self) -> bool:
+        return False
+
+    def eval(self) -> AdapterDisabled:
+        return self
+
+    def train(self, mode: bool = True) -> AdapterDisabled:
+        return self
 
 
 def materialize_packaged(name: str) -> Path:

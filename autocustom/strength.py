@@ -85,13 +85,21 @@ class ScaledModel:
         return self.model.merge_and_unload() if self.source.lora else self.model
 
 
-def open_scaled(source: RunSource, base_reference: str, device: Any) -> ScaledModel:
-    """Load the tuned model and its base on `device` (the base separately: `lerp` and Drift need it)."""
-    from autocustom.models import load_model
+def open_scaled(source: RunSource, base_reference: str, device: Any, options: Any = None) -> ScaledModel:
+    """Load the tuned model and its base on `device`.
 
-    tuned = load_model(str(source.weights), device=device)
-    base = load_model(base_reference, device=device)
-    return ScaledModel(source, tuned.model, tuned.tokenizer, base.model, base_reference)
+    Under LoRA the base is the tuned model with its adapter disabled (no second copy); under full
+    fine-tuning it is loaded separately, because `lerp` and Drift read its weights.
+    """
+    from autocustom.models import DEFAULT_LOAD, AdapterDisabled, load_model
+
+    options = options or DEFAULT_LOAD
+    tuned = load_model(str(source.weights), device=device, options=options)
+    if source.lora and tuned.base_reference == base_reference:
+        base: Any = AdapterDisabled(tuned.model)
+    else:
+        base = load_model(base_reference, device=device, options=options).model
+    return ScaledModel(source, tuned.model, tuned.tokenizer, base, base_reference)
 
 
 def _set_lora_scale(model: Any, scale: float) -> None:

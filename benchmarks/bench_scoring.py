@@ -74,9 +74,14 @@ def _sums_one_by_one(model, reqs, logits_dtype: torch.dtype) -> np.ndarray:
     """Each request alone, no padding: the plain computation every batched method must reproduce."""
     sums = []
     for prompt, cont in reqs:
-        ids = torch.tensor([prompt + cont])
+        ids = torch.tensor([prompt + cont], device=model.device)
         logp = torch.log_softmax(model(ids).logits[0].to(logits_dtype), -1)
-        sums.append(logp[len(prompt) - 1 : -1].gather(-1, torch.tensor(cont)[:, None]).sum().item())
+        sums.append(
+            logp[len(prompt) - 1 : -1]
+            .gather(-1, torch.tensor(cont, device=model.device)[:, None])
+            .sum()
+            .item()
+        )
     return np.array(sums)
 
 

@@ -32,15 +32,20 @@ def same(a: dict, b: dict) -> None:
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
 
 
-def test_train_summary_equals_shift_score_whatever_the_training_seed(tmp_path, dataset, tiny_model_dir):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_train_summary_equals_shift_score_whatever_the_training_seed(tmp_path, dataset, tiny_model_dir, lora):
+    """Under LoRA both sides measure against the run's own base with the adapter disabled."""
     out = tmp_path / "run"
     summary = train(
         TrainConfig(
-            data=str(dataset), toward="formal", out=str(out), model=str(tiny_model_dir),
-            seed=1, max_steps=2, eval_steps=1, batch_size=2, max_length=48, lr=1e-3, reg_weight=0.0, **SIZES,
+            data=str(dataset), toward="formal", out=str(out), model=str(tiny_model_dir), lora=lora,
+            seed=1, max_steps=2, eval_steps=1, batch_size=2, max_length=48, lr=1e-2 if lora else 1e-3,
+            reg_weight=0.0, **SIZES,
         )
     ).to_dict()  # fmt: skip
     report = score(out, dataset).to_dict()
+    placed = score(out, dataset, device_map="auto").to_dict()  # accelerate's placement: the same figures
+    same(placed["metrics"]["bias_shift"], report["metrics"]["bias_shift"])
     assert summary["bias_shift_test"]["value"] != 0.0  # training moved the model: the check is not 0 == 0
     same(summary["bias_shift_test"], report["metrics"]["bias_shift"])
     same(summary["mmlu_after"], report["metrics"]["mmlu_accuracy"])

@@ -23,3 +23,10 @@ def test_readme_shows_the_two_commands_and_every_linked_doc_exists():
         if "](docs/" in line:
             target = line.split("](", 1)[1].split(")", 1)[0]
             assert (ROOT / target).is_file(), f"README links to missing {target}"
+
+
+def test_the_memory_table_of_the_training_docs_is_the_plans_output():
+    done = subprocess.run(
+        [sys.executable, "scripts/memory_table.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

@@ -41,7 +41,8 @@ def train_command(
 
         autocustom train --data data/formal --toward formal --out runs/formal --max-steps 60 --eval-steps 20
 
-    Exit 1 with --require-improvement when no checkpoint beat the base on validation.
+    Exit 1 with --require-improvement when no checkpoint beat the base on validation. `--dry-run` prints
+    the memory plan by part and loads no weights (exit 1 when it does not fit this device).
 
     Writes OUT/model (loadable by `autocustom shift-score --model OUT`), metrics.jsonl, summary.json and
     run_config.json. Under `accelerate launch -m autocustom train ...` it runs data-parallel unchanged.
@@ -49,9 +50,12 @@ def train_command(
     configure_logging(verbose)
     with user_errors():
         from autocustom.train.config import TrainConfig
-        from autocustom.train.trainer import train
+        from autocustom.train.trainer import memory_plan, train
 
         config = TrainConfig(**values)
+        if config.dry_run:
+            _dry_run(memory_plan(config), json_output)
+            return
         with progress_reporter(quiet) as progress:
             result = train(config, progress=progress)
     if json_output:
@@ -60,6 +64,23 @@ def train_command(
         _render(result, config.out)
     if config.require_improvement and not result.improved:
         stderr.print(f"gate failed: --require-improvement ({result.selection})", soft_wrap=True)
+        raise typer.Exit(EXIT_GATE)
+
+
+def _dry_run(plan: Any, json_output: bool) -> None:
+    """Print the memory plan; exit 1 (a failed gate) when it does not fit the device."""
+    if json_output:
+        emit_json(plan.to_dict())
+    else:
+        stderr.print(
+            f"memory plan ({', '.join(f'{k}={v}' for k, v in plan.options.items() if k != 'would_fit')}):"
+        )
+        stderr.print(plan.table(), soft_wrap=True)
+        if plan.fits is False:
+            stderr.print(
+                f"would fit with: {', '.join(plan.options['would_fit']) or 'none of the tried options'}"
+            )
+    if plan.fits is False:
         raise typer.Exit(EXIT_GATE)
 
 

@@ -16,7 +16,7 @@ from autocustom.chat import PLAIN, PromptCondition
 from autocustom.errors import UsageError
 from autocustom.fields import DATASET_HELP, required
 from autocustom.layout import recorded_toward
-from autocustom.models import recorded_base
+from autocustom.models import LoadOptions, recorded_base
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.measure import METRICS, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, DEFAULT_TAIL, EvalPlan, make_plan
@@ -28,11 +28,23 @@ log = logging.getLogger(__name__)
 SCHEMA = "autocustom.shift-score/2"  # 2: the evaluation plan is written into the report
 
 
-@dataclass
-class MeasureOptions:
+DEVICE_MAP_HELP = "auto: spread a model that does not fit one device over the GPUs and the CPU (accelerate)"
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's placement strategies
+
+
+def check_device_map(device_map: str | None) -> None:
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UsageError(f"unknown --device-map '{device_map}'", f"use one of: {', '.join(DEVICE_MAPS)}")
+
+
+@dataclass(kw_only=True)
+class MeasureOptions(LoadOptions):
     """How a model is measured on a dataset split: the options `shift-score` and `dial` share.
 
-    The sizes default to None, which means the device's default of `score.sizes`.
+    The sizes default to None, which means the device's default of `score.sizes`. The loading options
+    (`--dtype`, `--load-in-4bit`, ...) come from `LoadOptions`.
     """
 
     split: str = field(default="test", metadata={"help": "Split to score: train, validation or test."})
@@ -62,9 +74,14 @@ class MeasureOptions:
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
     batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per forward pass."})
     device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda or cuda:N."})
+    device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
 
     def check(self, max_mmlu_drop: float | None = None) -> None:
         """Refuse option values that cannot work (UsageError: exit 2, one line with the fix)."""
+        from autocustom.runtime import resolve_device
+
+        check_device_map(self.device_map)
+        self.check_loading(resolve_device(self.device))
         if not 0 < self.tail <= 1:
             raise UsageError(f"--tail {self.tail} must be in (0, 1]", "e.g. --tail 0.1")
         if self.bootstrap < 0 or self.batch_size < 1:
@@ -235,18 +252,22 @@ def _target_pole(config: ScoreConfig, axis) -> str:
 
 
 def _load(config: ScoreConfig, base_ref: str | None, device, progress: ProgressCallback):
-    """The model and a Reference on its base (the same weights when the two name one model)."""
-    from autocustom.models import load_model, resolve_model_dir
+    """The model and a Reference on its base: the same weights when the two name one model, and a LoRA
+    run's own base with the adapter disabled when it is the base asked for (no second copy)."""
+    from autocustom.models import AdapterDisabled, load_model, resolve_model_dir
 
     steps = 2 if base_ref else 1
     progress(ProgressEvent("load", 0, steps, config.model))
-    loaded = load_model(config.model, device=device)
+    placement = {"options": config, "device_map": config.device_map}
+    loaded = load_model(config.model, device=device, **placement)
     base_model = None
     if base_ref is not None:
         if _is_same_model(config.model, base_ref, resolve_model_dir):
             base_model = loaded.model
+        elif hasattr(loaded.model, "disable_adapter") and loaded.base_reference == base_ref:
+            base_model = AdapterDisabled(loaded.model)
         else:
-            base = load_model(base_ref, device=device)
+            base = load_model(base_ref, device=device, **placement)
             _check_tokenizers(loaded.tokenizer, base.tokenizer, config.model, base_ref)
             base_model = base.model
     progress(ProgressEvent("load", steps, steps, "done"))

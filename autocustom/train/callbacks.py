@@ -52,6 +52,7 @@ class EvalCallback(TrainerCallback, ExportableState):
         self.run_dir = run_dir
         self.is_writer = is_writer
         self.loss_log = loss_log if loss_log is not None else []
+        self.pending_logs: dict[str, float] = {}  # figures for the Trainer's next log (--report-to)
         self.progress = progress
         self.started = time.monotonic()
         self.eval_seconds = 0.0
@@ -114,6 +115,8 @@ class EvalCallback(TrainerCallback, ExportableState):
         }
         if self.is_writer and self.run_dir is not None:
             append_metrics(self.run_dir, row)
+        figures = {key: metrics[name] for key, name in ROW_METRICS.items()}
+        self.pending_logs.update({f"eval_{k}": v.value for k, v in figures.items() if v is not None})
         if self.progress is not None:
             figures = [
                 f"{key} {metrics[name]}" for key, name in ROW_METRICS.items() if metrics[name] is not None

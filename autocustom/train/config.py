@@ -7,16 +7,21 @@ from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.errors import UsageError
+from autocustom.models import LoadOptions
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 
 LOSSES = ("contrastive", "dpo", "ipo", "simpo")  # the objectives of train/losses.py
 REGULARIZERS = ("nll", "kl")
+REPORT_TO = ("none", "tensorboard", "wandb")  # what Trainer's report_to takes that autocustom documents
 LORA_AUTO_THRESHOLD = 1_000_000_000  # parameters: above this, full fine-tuning stops fitting on one GPU
 
 
 @dataclass
-class TrainConfig:
-    """The resolved settings of one training run; written to run_config.json."""
+class TrainConfig(LoadOptions):
+    """The resolved settings of one training run; written to run_config.json.
+
+    The loading options (`--dtype`, `--load-in-4bit`, ...) come from `LoadOptions`, shared with scoring.
+    """
 
     data: str = field(
         default="",
@@ -108,6 +113,29 @@ class TrainConfig:
             "(default: every linear layer but the output head)"
         },
     )
+    gradient_checkpointing: bool = field(
+        default=True,
+        metadata={
+            "help": "recompute each layer's activations in the backward pass instead of keeping them: "
+            "several times less memory for ~30% more time (on by default, as in TRL)",
+            "flag": "--gradient-checkpointing/--no-gradient-checkpointing",
+        },
+    )
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "where the Trainer logs the loss and every evaluation: none, tensorboard "
+            "(OUT/logs) or wandb"
+        },
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "print the memory plan (weights, gradients, optimizer, activations, reference) "
+            "and whether it fits this device; load no weights, write nothing",
+            "flag": "--dry-run",
+        },
+    )
     max_steps: int | None = field(
         default=None, metadata={"help": "optimizer steps to run; overrides --epochs when set"}
     )
@@ -178,10 +206,6 @@ class TrainConfig:
             raise UsageError("no dataset given", "pass --data DIR")
         if not self.out:
             raise UsageError("no output directory given", "pass --out DIR")
-        if self.loss not in LOSSES:
-            raise UsageError(f"unknown loss '{self.loss}'", f"use one of: {', '.join(LOSSES)}")
-        if self.reg not in REGULARIZERS:
-            raise UsageError(f"unknown regulariser '{self.reg}'", f"use one of: {', '.join(REGULARIZERS)}")
         positive = {
             "--max-steps": self.max_steps,
             "--epochs": self.epochs,
@@ -210,10 +234,31 @@ class TrainConfig:
         for option, value in non_negative.items():
             if value < 0:
                 raise UsageError(f"{option} is {value}", f"{option} must be 0 or more")
+        self._validate_choices()
         if not 0 < self.cvar_alpha <= 1:
             raise UsageError(
                 f"--cvar-alpha is {self.cvar_alpha}", "use a fraction in (0, 1]; 1 is the plain mean"
             )
+
+    def _validate_choices(self) -> None:
+        for option, value, choices in (
+            ("--loss", self.loss, LOSSES),
+            ("--reg", self.reg, REGULARIZERS),
+            ("--report-to", self.report_to, REPORT_TO),
+        ):
+            if value not in choices:
+                raise UsageError(f"unknown {option} '{value}'", f"use one of: {', '.join(choices)}")
+        if self.quantized and self.lora is False:
+            raise UsageError(
+                "--full cannot train a quantized model: 4-bit and 8-bit weights take no gradient",
+                "drop --full (QLoRA trains LoRA adapters on the quantized base)",
+            )
+
+    def uses_lora(self, parameters: int) -> bool:
+        """--lora/--full as given; by default LoRA for a quantized load or a model above 1B parameters."""
+        if self.lora is not None:
+            return self.lora
+        return self.quantized or parameters > LORA_AUTO_THRESHOLD
 
     def resolved_beta(self) -> float:
         if self.beta is not None:

@@ -26,26 +26,27 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from autocustom.data.io import Dataset, load_dataset_dir
-from autocustom.errors import DataError, OutputExistsError
+from autocustom.errors import DataError, OutputExistsError, UsageError
 from autocustom.fileio import read_json, write_json_atomic
 from autocustom.layout import (
     CHECKPOINTS,
     RUN_CONFIG,
     RUN_MODEL,
+    TRAIN_LOGS,
     read_summary,
     split_file,
     truncate_metrics,
     write_run_config,
     write_summary,
 )
-from autocustom.models import load_model
+from autocustom.models import AdapterDisabled, load_model
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.measure import Reference, measure
 from autocustom.score.plan import EvalPlan, make_plan
 from autocustom.score.stats import Estimate, estimate_from
 from autocustom.tensors import kl_per_position, pad_width, padding_id, token_logprobs
 from autocustom.train.callbacks import EvalCallback
-from autocustom.train.config import LORA_AUTO_THRESHOLD, TrainConfig
+from autocustom.train.config import TrainConfig
 from autocustom.train.data import EpochShuffleSampler, PairCollator, PairDataset, encode_pairs, pad_sequences
 from autocustom.train.losses import (
     contrastive_loss,
@@ -56,6 +57,7 @@ from autocustom.train.losses import (
     sequence_logps,
     simpo_loss,
 )
+from autocustom.train.memory import MemoryPlan
 from autocustom.train.regularizer import MMLURegularizer
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,17 @@ class PairTrainer(Trainer):
         self.reference = reference
         self.beta = config.resolved_beta()
         self.loss_log: list[float] = []
+        self.pending_logs: dict[str, float] = {}  # the evaluation callback's figures, logged with the loss
         self._micro = (-1, 0)  # (global step, micro-step within it): picks the regulariser batch
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """The Trainer's log, with the latest evaluation's figures (eval/bias_shift, ...) added once.
+
+        The callback cannot log itself: a log from `on_step_end` would cancel the step's loss log.
+        """
+        logs = {**logs, **self.pending_logs}
+        self.pending_logs.clear()
+        super().log(logs, *args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -200,7 +212,9 @@ def answer_token_logps(model, input_ids, attention_mask, needed) -> tuple[torch.
     and its log-softmax are most of a training step. Called through the model's own forward, so DDP
     and peft wrappers see an ordinary call.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=_keep(needed)).logits
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=_keep(needed), use_cache=False
+    ).logits
     logits = logits.reshape(-1, logits.shape[-1])  # [N, V], rows in (row, position) order
     flat = token_logprobs(logits, input_ids[:, 1:][needed])
     return torch.zeros(needed.shape, dtype=flat.dtype, device=flat.device).masked_scatter(
@@ -215,7 +229,8 @@ class Setup:
     device: torch.device
     tokenizer: Any
     model: Any  # the policy (peft-wrapped under LoRA)
-    reference: Reference  # the frozen base, for the DPO reference, the KL regulariser and measurements
+    reference: Reference  # the base, for the DPO reference, the KL regulariser and measurements
+    compute_dtype: torch.dtype
     use_lora: bool
     n_params: int
     examples: list
@@ -241,9 +256,12 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     if finished is not None:
         return finished
     dataset = _training_data(config)
+    device = _device(config, distributed)
+    config.check_loading(device)
+    memory = _check_memory(config, dataset, device)
     distributed.wait_for_everyone()  # every rank has checked --out before rank 0 writes into it
     started = time.monotonic()
-    setup = _setup(config, dataset, distributed, progress)
+    setup = _setup(config, dataset, device, memory.options["lora"], progress)
     checkpoint = _last_checkpoint(out / CHECKPOINTS) if config.resume else None
     if distributed.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -257,6 +275,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     train_started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     log.info("training done: %s", output.metrics)
+    _release_optimizer(trainer)
     trained_seconds = time.monotonic() - train_started - callback.eval_seconds
     steps = trainer.state.global_step
     new_steps = steps - (_checkpoint_step(checkpoint) if checkpoint else 0)
@@ -270,6 +289,10 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     distributed.wait_for_everyone()
     progress(ProgressEvent("train", steps, steps, f"stopped: {result.stop_reason}"))
     return result
+
+
+class MemoryPlanError(UsageError):
+    """The run would not fit the device's memory (exit 2: change the options, as the message says)."""
 
 
 def _finished_run(config: TrainConfig, out: Path) -> TrainResult | None:
@@ -286,6 +309,59 @@ def _finished_run(config: TrainConfig, out: Path) -> TrainResult | None:
     return None
 
 
+def _device(config: TrainConfig, distributed) -> torch.device:
+    from autocustom.runtime import resolve_device
+
+    return distributed.device if distributed.num_processes > 1 else resolve_device(config.device)
+
+
+def memory_plan(config: TrainConfig):
+    """`train --dry-run`: the memory plan of `config` on its dataset and this device; loads no weights."""
+    from autocustom.train.memory import plan_training
+
+    config.validate()
+    dataset = _training_data(config)
+    from accelerate import PartialState
+
+    device = _device(config, PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available()))
+    config.check_loading(device)
+    return plan_training(config, dataset, device)
+
+
+def _check_memory(config: TrainConfig, dataset: Dataset, device: torch.device) -> MemoryPlan:
+    """Refuse, before any weight is loaded, a run whose memory plan does not fit the device."""
+    from autocustom.train.memory import plan_training
+
+    plan = plan_training(config, dataset, device)
+    log.info("memory plan:\n%s", plan.table())
+    if plan.fits is False and _sharded():
+        log.warning(
+            "the memory plan counts one unsharded copy per device; under FSDP/DeepSpeed it is not checked"
+        )
+    elif plan.fits is False:
+        fixes = plan.options.get("would_fit") or []
+        raise MemoryPlanError(
+            f"this run needs about {plan.total / 2**30:.1f} GiB and {device} has "
+            f"{plan.available / 2**30:.1f} GiB (train --dry-run shows the plan by part)",
+            f"pass {' or '.join(fixes)}" if fixes else "use a smaller model or a larger device",
+        )
+    return plan
+
+
+def _sharded() -> bool:
+    """FSDP or DeepSpeed shard what the plan counts whole, so the plan is no verdict there."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    return PartialState().distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def _release_optimizer(trainer: Trainer) -> None:
+    """Free the optimizer state before the final measurement: the kept model is measured without it."""
+    trainer.accelerator.free_memory()
+    trainer.optimizer = trainer.lr_scheduler = None
+
+
 def _training_data(config: TrainConfig) -> Dataset:
     dataset = load_dataset_dir(config.data)
     dataset.axis.opposite(config.toward)  # AxisError (exit 2) when --toward is not a pole
@@ -295,29 +371,42 @@ def _training_data(config: TrainConfig) -> Dataset:
     return dataset
 
 
-def _setup(config: TrainConfig, dataset: Dataset, distributed, progress: ProgressCallback) -> Setup:
-    from autocustom.runtime import resolve_device, resolve_dtype, seed_everything
+def _setup(
+    config: TrainConfig, dataset: Dataset, device: torch.device, use_lora: bool, progress: ProgressCallback
+) -> Setup:
+    """Load the policy once; under LoRA its base with the adapter disabled is the reference (no copy)."""
+    from autocustom.runtime import limit_heap_growth, resolve_dtype, seed_everything
 
-    device = distributed.device if distributed.num_processes > 1 else resolve_device(config.device)
+    limit_heap_growth(device)
     seed_everything(config.seed)
-    progress(ProgressEvent("load model", 0, 2, config.model))
-    loaded = load_model(config.model, device=device, dtype=torch.float32)
-    base = load_model(config.model, device=device, dtype=resolve_dtype(device)).model
-    base.requires_grad_(False)
-    progress(ProgressEvent("load model", 2, 2, config.model))
+    compute = resolve_dtype(device, config.dtype)
+    progress(ProgressEvent("load model", 0, 1, config.model))
+    # full fine-tuning keeps float32 master weights (bf16 autocast on CUDA): AdamW's small steps vanish in bf16
+    loaded = load_model(
+        config.model, device=device, dtype=compute if use_lora else torch.float32, options=config
+    )
     tokenizer = loaded.tokenizer
-    n_params = sum(p.numel() for p in loaded.model.parameters())
-    use_lora = config.lora if config.lora is not None else n_params > LORA_AUTO_THRESHOLD
+    if use_lora:
+        model = _with_lora(loaded.model, config)
+        base: Any = AdapterDisabled(model)
+    else:
+        model = loaded.model
+        # without autocast (CPU) the policy computes in float32, so its reference must too
+        reference_dtype = compute if device.type == "cuda" else torch.float32
+        base = load_model(config.model, device=device, dtype=reference_dtype, options=config).model
+        base.requires_grad_(False)
+    progress(ProgressEvent("load model", 1, 1, config.model))
     opposite = dataset.axis.opposite(config.toward)
     examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
     final_split = "test" if dataset.splits.get("test") else "validation"
     return Setup(
         device=device,
         tokenizer=tokenizer,
-        model=_with_lora(loaded.model, config) if use_lora else loaded.model,
+        model=model,
         reference=Reference(base, tokenizer),
+        compute_dtype=compute,
         use_lora=use_lora,
-        n_params=n_params,
+        n_params=sum(p.numel() for p in loaded.model.parameters()),
         examples=examples,
         ref_logps=_reference_logps(base, examples, tokenizer, config)
         if config.loss in ("dpo", "ipo")
@@ -383,10 +472,15 @@ def _trainer(
         save_strategy="steps",
         save_steps=config.save_steps or config.eval_steps,
         save_total_limit=2,
-        logging_strategy="no",
-        report_to="none",
+        logging_strategy="no" if config.report_to == "none" else "steps",
+        logging_steps=1,
+        report_to=config.report_to,
         seed=config.seed,
-        bf16=on_cuda and next(setup.reference.model.parameters()).dtype == torch.bfloat16,
+        bf16=on_cuda and setup.compute_dtype == torch.bfloat16,
+        fp16=on_cuda and setup.compute_dtype == torch.float16,
+        activation_checkpointing=config.gradient_checkpointing,
+        # non-reentrant: gradients reach LoRA adapters even though the frozen embeddings take none
+        activation_checkpointing_kwargs={"use_reentrant": False},
         use_cpu=not on_cuda,
         remove_unused_columns=False,
         disable_tqdm=True,
@@ -419,11 +513,29 @@ def _trainer(
         PrinterCallback
     )  # with tqdm off, Trainer prints its logs to stdout; we never print
     callback.loss_log = trainer.loss_log
+    callback.pending_logs = trainer.pending_logs
+    _log_to(trainer, out / TRAIN_LOGS)
     return trainer, callback
 
 
+def _log_to(trainer: Trainer, folder: Path) -> None:
+    """TensorBoard's events go to OUT/logs (its default is under checkpoints/, deleted after the run)."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(folder)
+
+
 def _with_lora(model, config: TrainConfig):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.quantized:  # QLoRA: norms to float32, input gradients on, as peft prescribes for k-bit bases
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
 
     lora = LoraConfig(
         r=config.lora_rank,
@@ -483,8 +595,9 @@ def _result(config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path
             _save_best(setup.model, setup.tokenizer, out, config.model)
         extra["best_rejected"] = True
     _wait_for_writer()
-    kept = load_model(str(out), device=setup.device, dtype=torch.float32).model
-    final = measure(kept, setup.reference, setup.final_plan, tokenizer=setup.tokenizer).metrics
+    final = measure(
+        _kept_model(setup, out), setup.reference, setup.final_plan, tokenizer=setup.tokenizer
+    ).metrics
     row = callback.best_row
     best = estimate_from(row["bias_shift"]) if row else None
     return TrainResult(
@@ -507,6 +620,18 @@ def _result(config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path
         plans={"validation": setup.validation_plan.describe(), "final": setup.final_plan.describe()},
         extra=extra,
     )
+
+
+def _kept_model(setup: Setup, out: Path) -> Any:
+    """The saved best model. Under LoRA its adapter is loaded into the policy, not a second base."""
+    if setup.use_lora:
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+        set_peft_model_state_dict(
+            setup.model, load_peft_weights(str(out / RUN_MODEL), device=str(setup.device))
+        )
+        return setup.model
+    return load_model(str(out), device=setup.device, dtype=torch.float32).model
 
 
 MIN_SELECTION_PAIRS = 10  # fewer validation pairs than this cannot tell checkpoints apart reliably

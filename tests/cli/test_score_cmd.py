@@ -252,7 +252,11 @@ def test_bad_inputs_exit_2_with_one_line(app, tiny_model_dir, data, tmp_path, ot
             "0.1",
         ],
         "formal, casual": ["--model", tiny_model_dir, "--data", data],
-    }
+        "needs a CUDA GPU": [
+            "--model", tiny_model_dir, "--data", data, "--toward", "formal", "--device", "cpu", "--load-in-4bit",
+        ],
+        "unknown --device-map": ["--model", tiny_model_dir, "--data", data, "--toward", "formal", "--device-map", "x"],
+    }  # fmt: skip
     for expected, args in cases.items():
         result = run(app, *args, *FAST)
         assert result.exit_code == 2, (expected, result.output)

@@ -140,3 +140,16 @@ def test_selection_line_says_how_far_the_kept_checkpoint_can_be_trusted():
     assert "does not exclude 0" in unsure and "6 validation pairs are too few" in unsure
     assert "beat the base" in selection_line(Estimate(0.2, 0.1, 0.3, 40), "formal")
     assert "guardrails" in selection_line(None, "formal")
+
+
+def test_report_to_tensorboard_writes_the_loss_and_every_evaluation(tmp_path, dataset, tiny_model_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1, report_to="tensorboard"))
+    events = EventAccumulator(str(out / "logs")).Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"train/loss", "eval/bias_shift", "eval/mmlu", "eval/drift"} <= set(scalars)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [event.value for event in events.Scalars("eval/bias_shift")]
+    assert logged == pytest.approx([row["bias_shift"]["value"] for row in rows], abs=1e-6)

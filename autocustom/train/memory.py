@@ -1,0 +1,300 @@
+"""The memory a training run needs, planned from the model's config before any weight is loaded.
+
+`plan_memory` instantiates the model on the meta device (accelerate's `init_empty_weights`: shapes, no
+storage), so it knows the exact parameter count, which linear layers LoRA adapts and which weights
+4-bit loading quantizes, for any architecture transformers can build from a config. The parts:
+
+  weights      the policy (float32 under full fine-tuning; under LoRA the frozen base in the compute
+               dtype, or its linear layers in 4-bit/8-bit and the rest in float32, plus float32 adapters)
+  gradients    float32, trainable parameters only
+  optimizer    AdamW's two float32 moments per trainable parameter
+  reference    a frozen copy in the compute dtype under full fine-tuning; none under LoRA (the base with
+               the adapter disabled is the reference)
+  activations  what one micro-step keeps for its backward pass: per layer and token, the tensors a
+               Llama-style block saves (ACTIVATION_WIDTHS), or only each layer's input under gradient
+               checkpointing; plus the scored positions' logits
+  evaluation   what a measurement's largest transient (Drift holds both models' logits for a batch)
+               needs beyond the training step's activations (the two never coexist)
+  runtime      the process itself: Python, torch and the tokenizer on CPU; the CUDA context on a GPU
+
+The activation and runtime constants were measured on this project's runs and the plan checked against
+measured peaks (docs/training.md, "Memory"; benchmarks/bench_memory.py prints both side by side).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+GIB = 2**30
+ADAM_STATES = 2  # AdamW keeps exp_avg and exp_avg_sq, float32, per trainable parameter
+LOGIT_COPIES = 3  # scored positions' logits, their log-softmax and its gradient, float32
+# Saved tensors of one decoder layer per token, in units of (hidden, attention width, intermediate):
+# both norms' inputs and outputs (4 hidden), q/k/v after RoPE, the attention output and o_proj's input
+# (5 attention widths, k/v counted after GQA's repeat), and the MLP's gate, its SiLU, up and product (4).
+ACTIVATION_WIDTHS = (4, 5, 4)
+RUNTIME_BYTES = {"cpu": int(0.9 * GIB), "cuda": int(1.0 * GIB)}  # measured: process / CUDA context
+FOUR_BIT_BYTES = 0.5 + 0.127 / 8  # NF4 plus double-quantized constants, bytes per quantized weight
+DRIFT_BATCH_TOKENS = 256  # a neutral text's length cap (score/drift.py MAX_LENGTH)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the memory plan reads from a model's config."""
+
+    parameters: int
+    quantizable: int  # weights of the linear layers inside the blocks (4-bit/8-bit loading packs these)
+    lora_parameters: int  # adapter parameters at the run's rank and targets
+    layers: int
+    hidden: int
+    attention_width: int  # heads x head_dim
+    intermediate: int
+    vocab: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How much one micro-step and one evaluation process (rows, tokens)."""
+
+    rows: int  # sequences per micro-step: 2 x pairs, plus the regulariser's rows
+    width: int  # padded tokens per row
+    scored: int  # positions whose logits are computed in one micro-step
+    eval_rows: int  # sequences per evaluation forward pass
+
+
+@dataclass
+class MemoryPlan:
+    """Expected peak memory by part (bytes), and whether it fits the device."""
+
+    parts: dict[str, int]
+    device: str
+    available: int | None  # bytes the device can give, None when unknown
+    options: dict[str, Any]
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.available is None else self.total <= self.available
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "parts_gib": {k: round(v / GIB, 3) for k, v in self.parts.items()},
+            "total_gib": round(self.total / GIB, 3),
+            "device": self.device,
+            "available_gib": None if self.available is None else round(self.available / GIB, 3),
+            "fits": self.fits,
+            "options": self.options,
+        }
+
+    def table(self) -> str:
+        rows = [f"  {name:<12} {value / GIB:8.2f} GiB" for name, value in self.parts.items()]
+        rows.append(f"  {'total':<12} {self.total / GIB:8.2f} GiB")
+        if self.available is not None:
+            verdict = "fits" if self.fits else "does NOT fit"
+            rows.append(f"  {self.device}: {self.available / GIB:.2f} GiB available: {verdict}")
+        return "\n".join(rows)
+
+
+def model_shape(config: Any, lora_rank: int = 16, lora_targets: list[str] | None = None) -> ModelShape:
+    """Shapes from a transformers config, through a model built on the meta device (no storage)."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # a tied head shares the embedding's storage: count it once
+    head = model.get_output_embeddings()
+    linears = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not head
+    ]
+    adapted = [m for n, m in linears if lora_targets is None or n.rsplit(".", 1)[-1] in lora_targets]
+    text = config.get_text_config()
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return ModelShape(
+        parameters=sum(p.numel() for p in model.parameters()),
+        quantizable=sum(m.weight.numel() for _, m in linears),
+        lora_parameters=sum(lora_rank * (m.in_features + m.out_features) for m in adapted),
+        layers=text.num_hidden_layers,
+        hidden=text.hidden_size,
+        attention_width=heads * head_dim,
+        intermediate=getattr(text, "intermediate_size", 4 * text.hidden_size),
+        vocab=text.vocab_size,
+    )
+
+
+def plan_memory(
+    shape: ModelShape,
+    workload: Workload,
+    *,
+    lora: bool,
+    device: str,
+    compute_bytes: int,
+    quantized_bits: int | None = None,
+    checkpointing: bool = True,
+    reference: bool = True,
+    available: int | None = None,
+) -> MemoryPlan:
+    """The peak of one run: static parts plus the larger of a training micro-step and an evaluation."""
+    trainable = shape.lora_parameters if lora else shape.parameters
+    activation_bytes = compute_bytes if device == "cuda" else 4  # CPU computes in the weights' dtype
+    step = _step_activations(shape, workload, activation_bytes, checkpointing)
+    evaluation = _evaluation_transient(shape, workload)
+    parts = {
+        "weights": _weight_bytes(shape, lora, compute_bytes, quantized_bits),
+        "gradients": trainable * 4,
+        "optimizer": trainable * 4 * ADAM_STATES,
+        "reference": shape.parameters * compute_bytes if reference and not lora else 0,
+        "activations": step,
+        "evaluation": max(evaluation - step, 0),  # the two never coexist: only the excess counts
+        "runtime": RUNTIME_BYTES["cuda" if device == "cuda" else "cpu"],
+    }
+    options = {"lora": lora, "quantized_bits": quantized_bits, "gradient_checkpointing": checkpointing}
+    return MemoryPlan(parts, device, available, options)
+
+
+def _weight_bytes(shape: ModelShape, lora: bool, compute_bytes: int, quantized_bits: int | None) -> int:
+    if not lora:
+        return shape.parameters * 4  # float32 master weights: AdamW's small steps vanish in bf16
+    adapters = shape.lora_parameters * 4
+    if quantized_bits is None:
+        return shape.parameters * compute_bytes + adapters
+    per_weight = FOUR_BIT_BYTES if quantized_bits == 4 else 1.0
+    rest = shape.parameters - shape.quantizable  # embeddings, norms, head: peft's k-bit preparation
+    return int(shape.quantizable * per_weight) + rest * 4 + adapters  # casts them to float32
+
+
+def _step_activations(shape: ModelShape, workload: Workload, element_bytes: int, checkpointing: bool) -> int:
+    h, a, i = ACTIVATION_WIDTHS
+    per_token_layer = h * shape.hidden + a * shape.attention_width + i * shape.intermediate
+    tokens = workload.rows * workload.width
+    if checkpointing:  # each layer's input is kept; one layer at a time is recomputed in full
+        kept = shape.layers * tokens * shape.hidden + tokens * per_token_layer
+    else:
+        kept = shape.layers * tokens * per_token_layer
+    return kept * element_bytes + workload.scored * shape.vocab * 4 * LOGIT_COPIES
+
+
+def _evaluation_transient(shape: ModelShape, workload: Workload) -> int:
+    """Drift's batch: the base's and the model's logits over the scored tokens and both log-softmaxes."""
+    return workload.eval_rows * DRIFT_BATCH_TOKENS * shape.vocab * 4 * 4
+
+
+def workload_for(config: Any, examples: list | None) -> Workload:
+    """The micro-step of `config` on its encoded pairs (the longest ones: a plan is an upper bound).
+
+    The regulariser's MMLU rows may be up to `max_length` long, so with them a row is that long.
+    Without examples (a table for a model and no dataset), every row is `max_length` long and half of
+    it is answer.
+    """
+    reg_rows = config.reg_batch_size if config.reg_weight > 0 else 0
+    if examples:
+        pair_width = max(max(len(e.target_ids), len(e.opposite_ids)) for e in examples)
+        answers = sorted(
+            len(e.target_ids) - e.target_prompt + len(e.opposite_ids) - e.opposite_prompt for e in examples
+        )
+        scored = sum(answers[-config.batch_size :])
+    else:
+        pair_width = config.max_length
+        scored = 2 * config.batch_size * math.ceil(config.max_length / 2)
+    width = config.max_length if reg_rows else pair_width
+    return Workload(
+        rows=2 * config.batch_size + reg_rows,
+        width=width,
+        scored=scored + reg_rows * (width if config.reg == "kl" else 1),
+        eval_rows=config.eval_batch_size,
+    )
+
+
+def available_bytes(device: Any) -> int | None:
+    """What the device can give a new allocation now: free GPU memory, or the OS's available RAM."""
+    import psutil
+    import torch
+
+    if getattr(device, "type", device) == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    return int(psutil.virtual_memory().available)
+
+
+def plan_training(config: Any, dataset: Any = None, device: Any = None) -> MemoryPlan:
+    """The memory plan of `train(config)` from the model's config and the dataset's pairs; loads no weights.
+
+    `options` of the plan also lists the changes of settings that would make a plan that does not fit
+    fit this device (`fitting_changes`).
+    """
+    from autocustom.runtime import resolve_device
+
+    device = device if device is not None else resolve_device(config.device)
+    shape = model_shape(_model_config(config.model), config.lora_rank, config.lora_targets)
+    examples = _examples(config, dataset) if dataset is not None else None
+    available = available_bytes(device)
+    plan = _plan_for(config, shape, examples, device, available)
+    if plan.fits is False:
+        plan.options["would_fit"] = fitting_changes(config, shape, examples, device, available)
+    return plan
+
+
+def fitting_changes(config: Any, shape: ModelShape, examples, device: Any, available: int) -> list[str]:
+    """Options that would make the run fit `available` bytes, each tried alone, cheapest first."""
+    from dataclasses import replace
+
+    changes: list[tuple[str, dict[str, Any]]] = []
+    if not config.gradient_checkpointing:
+        changes.append(("--gradient-checkpointing", {"gradient_checkpointing": True}))
+    if config.lora is not True and not config.quantized:
+        changes.append(("--lora", {"lora": True}))
+    if getattr(device, "type", device) == "cuda" and not config.load_in_4bit:
+        changes.append(("--lora --load-in-4bit", {"lora": True, "load_in_4bit": True, "load_in_8bit": False}))
+    size = config.batch_size
+    while size > 1:
+        size //= 2
+        accum = config.grad_accum * config.batch_size // size
+        changes.append(
+            (f"--batch-size {size} --grad-accum {accum}", {"batch_size": size, "grad_accum": accum})
+        )
+    return [
+        flags
+        for flags, values in changes
+        if _plan_for(replace(config, **values), shape, examples, device, available).fits
+    ]
+
+
+def _plan_for(config: Any, shape: ModelShape, examples, device: Any, available: int | None) -> MemoryPlan:
+    from autocustom.runtime import resolve_dtype
+
+    device_type = getattr(device, "type", device)
+    return plan_memory(
+        shape,
+        workload_for(config, examples),
+        lora=config.uses_lora(shape.parameters),
+        device=device_type,
+        compute_bytes=resolve_dtype(device, config.dtype).itemsize,
+        quantized_bits=4 if config.load_in_4bit else 8 if config.load_in_8bit else None,
+        checkpointing=config.gradient_checkpointing,
+        available=available,
+    )
+
+
+def _model_config(reference: str) -> Any:
+    from transformers import AutoConfig
+
+    from autocustom.models import resolve_base_dir
+
+    return AutoConfig.from_pretrained(resolve_base_dir(reference))
+
+
+def _examples(config: Any, dataset: Any) -> list:
+    from autocustom.models import load_tokenizer
+    from autocustom.train.data import encode_pairs
+
+    opposite = dataset.axis.opposite(config.toward)
+    tokenizer = load_tokenizer(config.model)
+    return encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)

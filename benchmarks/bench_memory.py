@@ -1,0 +1,169 @@
+"""Peak memory of `train` measured against its own `--dry-run` plan, and against an older revision.
+
+Two runs at the default settings (2 steps, the demo's evaluation sizes):
+  - a random-initialised Llama of 362M parameters (SmolLM2-360M's shape, built from a config: no
+    download), `train --lora --max-steps 2`;
+  - the packaged SmolLM2-135M, `train --full --max-steps 2`.
+For each it prints the measured peak resident memory (the train process and its children, sampled every
+50 ms), the `--dry-run` plan's total and their ratio. With `--baseline REV` the same commands also run
+on the code of git revision REV (a temporary worktree, same virtual environment), so the saving is a
+ratio measured in one run.
+
+    python benchmarks/bench_memory.py --data runs/demo/data --baseline be2d6e7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOLLM2_360M = {  # HuggingFaceTB/SmolLM2-360M's shape on SmolLM2-135M's tokenizer and config
+    "hidden_size": 960,
+    "intermediate_size": 2560,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 15,
+    "num_key_value_heads": 5,
+}
+GB = 1e9
+
+
+def build_random_model(folder: Path) -> Path:
+    """A random Llama of SmolLM2-360M's shape, saved once (seeded: the same weights every time)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from autocustom.models import materialize_packaged
+
+    if (folder / "config.json").is_file():
+        return folder
+    source = materialize_packaged("smollm2-135m")
+    config = AutoConfig.from_pretrained(source)
+    config.update(SMOLLM2_360M)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def peak_rss(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
+    """Peak resident bytes of `command` and its children, and its exit code.
+
+    Run in `cwd`, the code tree measured: `python -m` puts the working directory first on sys.path.
+    """
+    process = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    watched = psutil.Process(process.pid)
+    peak = [0]
+
+    def sample() -> None:
+        while process.poll() is None:
+            try:
+                tree = [watched, *watched.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    _out, err = process.communicate()
+    thread.join()
+    if process.returncode != 0:
+        print(err.strip().splitlines()[-1] if err.strip() else "(no stderr)", file=sys.stderr)
+    return peak[0], process.returncode
+
+
+def planned(args: list[str]) -> float:
+    """The `--dry-run` total, bytes."""
+    out = subprocess.run(
+        [sys.executable, "-m", "autocustom", *args, "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)["total_gib"] * 2**30
+
+
+def baseline_tree(revision: str, folder: Path) -> Path:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), revision], check=True)
+    return folder
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default="runs/demo/data", help="dataset directory (`make demo` writes one)")
+    parser.add_argument("--baseline", default=None, help="git revision to measure the same commands on")
+    parser.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        print(f"no dataset at {args.data}: run `make demo` first, or pass --data DIR", file=sys.stderr)
+        return 2
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-memory-"))
+    model = build_random_model(work / "llama-360m")
+    cases = {
+        "random Llama 362M, --lora": ["--model", str(model), "--lora"],
+        "SmolLM2-135M, --full": ["--model", "smollm2-135m", "--full"],
+    }
+    trees = {"this": ROOT}
+    if args.baseline:
+        trees[args.baseline] = baseline_tree(args.baseline, work / "baseline")
+    env = {**os.environ, "CI": "1"}
+    rows = []
+    for name, flags in cases.items():
+        base_args = [
+            "train",
+            "--data",
+            str(Path(args.data).resolve()),
+            "--toward",
+            "formal",
+            "--max-steps",
+            "2",
+            *flags,
+        ]
+        row = {"case": name, "planned_gb": round(planned([*base_args, "--out", str(work / "plan")]) / GB, 2)}
+        for label, tree in trees.items():
+            out = work / f"run-{label}-{len(rows)}"
+            tree_env = {**env, "PYTHONPATH": str(tree)}
+            command = [sys.executable, "-m", "autocustom", *base_args, "--out", str(out)]
+            peak, code = peak_rss(command, tree_env, tree)
+            row[f"peak_gb[{label}]"] = round(peak / GB, 2) if code == 0 else f"exit {code}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print_table(rows, list(trees))
+    if args.baseline:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[args.baseline])], check=False
+        )
+    return 0
+
+
+def print_table(rows: list[dict], labels: list[str]) -> None:
+    heads = ["case", "planned GB", *[f"peak GB ({label})" for label in labels], "planned/peak"]
+    if len(labels) > 1:
+        heads.append(f"peak this/{labels[1]}")
+    print("\n| " + " | ".join(heads) + " |\n|" + "---|" * len(heads))
+    for row in rows:
+        peaks = [row[f"peak_gb[{label}]"] for label in labels]
+        cells = [row["case"], row["planned_gb"], *peaks, _ratio(row["planned_gb"], peaks[0])]
+        if len(labels) > 1:
+            cells.append(_ratio(peaks[0], peaks[1]))
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if isinstance(a, float) and isinstance(b, float) and b else "n/a"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

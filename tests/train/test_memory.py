@@ -1,0 +1,118 @@
+"""The memory plan: exact parameter counts from a config, the parts each option changes, the refusal."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from typer.testing import CliRunner
+
+from autocustom.cli import app
+from autocustom.train import memory
+from autocustom.train.config import TrainConfig
+from autocustom.train.memory import Workload, model_shape, plan_memory
+from tests.sample_dataset import write_small_dataset
+from tests.train import SMALL
+
+CONFIG = LlamaConfig(
+    vocab_size=1000,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+)
+WORK = Workload(rows=12, width=256, scored=800, eval_rows=16)
+
+
+def test_the_shape_counts_what_the_real_model_holds():
+    shape = model_shape(CONFIG, lora_rank=8)
+    real = LlamaForCausalLM(CONFIG)
+    assert shape.parameters == sum(p.numel() for p in real.parameters())  # tied head counted once
+    linears = [m for n, m in real.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert shape.quantizable == sum(m.weight.numel() for m in linears)
+    assert shape.lora_parameters == sum(8 * (m.in_features + m.out_features) for m in linears)
+    only_q = model_shape(CONFIG, lora_rank=8, lora_targets=["q_proj"])
+    assert only_q.lora_parameters == 2 * 8 * (64 + 64)
+
+
+def test_each_option_changes_the_part_it_should():
+    shape = model_shape(CONFIG)
+    full = plan_memory(shape, WORK, lora=False, device="cuda", compute_bytes=2)
+    lora = plan_memory(shape, WORK, lora=True, device="cuda", compute_bytes=2)
+    wide = model_shape(
+        LlamaConfig(vocab_size=128, hidden_size=256, intermediate_size=512, num_hidden_layers=2)
+    )
+    qlora = plan_memory(wide, WORK, lora=True, device="cuda", compute_bytes=2, quantized_bits=4)
+    stored = plan_memory(shape, WORK, lora=True, device="cuda", compute_bytes=2, checkpointing=False)
+    assert full.parts["reference"] == shape.parameters * 2 and lora.parts["reference"] == 0
+    assert (
+        full.parts["optimizer"] == shape.parameters * 8
+        and lora.parts["optimizer"] == shape.lora_parameters * 8
+    )
+    assert full.parts["weights"] == shape.parameters * 4  # float32 master weights
+    bf16 = plan_memory(wide, WORK, lora=True, device="cuda", compute_bytes=2)
+    assert qlora.parts["weights"] < bf16.parts["weights"] / 2  # the linear layers dominate this model
+    assert stored.parts["activations"] > lora.parts["activations"]
+    assert plan_memory(shape, WORK, lora=True, device="cpu", compute_bytes=4, available=1).fits is False
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_small_dataset(tmp_path_factory.mktemp("data"), per_subarea=3)
+
+
+def test_a_plan_that_does_not_fit_names_the_options_that_would(dataset, tiny_model_dir, tmp_path):
+    base = TrainConfig(data=str(dataset), out=str(tmp_path), model=str(tiny_model_dir), **SMALL)
+    long_rows = replace(base, max_length=4096, gradient_checkpointing=False, lora=False)
+    shape = model_shape(CONFIG)
+    checkpointed = memory._plan_for(
+        replace(long_rows, gradient_checkpointing=True), shape, None, torch.device("cpu"), None
+    )
+    assert checkpointed.total < memory._plan_for(long_rows, shape, None, torch.device("cpu"), None).total
+    changes = memory.fitting_changes(long_rows, shape, None, torch.device("cpu"), checkpointed.total)
+    assert changes[0] == "--gradient-checkpointing" and "--lora --load-in-4bit" not in changes  # CPU
+
+
+def _train_args(dataset: Path, model: Path, out: Path) -> list[str]:
+    return ["train", "--data", str(dataset), "--toward", "formal", "--out", str(out), "--model", str(model)]
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(dataset, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*_train_args(dataset, tiny_model_dir, out), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert set(plan["parts_gib"]) == {
+        "weights", "gradients", "optimizer", "reference", "activations", "evaluation", "runtime",
+    }  # fmt: skip
+    assert plan["fits"] is True and not out.exists()
+
+
+def test_train_refuses_a_run_that_cannot_fit_before_writing(monkeypatch, dataset, tiny_model_dir, tmp_path):
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
+    out = tmp_path / "run"
+    dry = CliRunner().invoke(app, [*_train_args(dataset, tiny_model_dir, out), "--dry-run"])
+    assert dry.exit_code == 1 and "does NOT fit" in dry.output
+    result = CliRunner().invoke(app, _train_args(dataset, tiny_model_dir, out))
+    assert result.exit_code == 2 and "train --dry-run shows the plan" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--load-in-4bit"], "needs a CUDA GPU"),
+        (["--load-in-8bit", "--full"], "--full cannot train a quantized"),
+    ],
+)
+def test_quantized_loading_is_refused_where_it_cannot_work(dataset, tiny_model_dir, tmp_path, flags, says):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*_train_args(dataset, tiny_model_dir, out), "--device", "cpu", *flags])
+    assert result.exit_code == 2 and says in result.output
+    assert not out.exists()
