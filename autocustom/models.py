@@ -250,7 +250,8 @@ def _from_pretrained(location, gguf, dtype, options: LoadOptions, device, device
     quantization = options.quantization_config(dtype)
     if quantization is not None:
         extra["quantization_config"] = quantization
-        device_map = device_map or {"": device}  # bitsandbytes quantizes while placing the weights
+        # bitsandbytes quantizes while placing the weights: all of them on this GPU
+        device_map = device_map or {"": device.index if device.index is not None else 0}
     if device_map is not None:
         extra["device_map"] = device_map
     return AutoModelForCausalLM.from_pretrained(

@@ -315,14 +315,14 @@ def _device(config: TrainConfig, distributed) -> torch.device:
     return distributed.device if distributed.num_processes > 1 else resolve_device(config.device)
 
 
-def memory_plan(config: TrainConfig):
+def memory_plan(config: TrainConfig) -> MemoryPlan:
     """`train --dry-run`: the memory plan of `config` on its dataset and this device; loads no weights."""
+    from accelerate import PartialState
+
     from autocustom.train.memory import plan_training
 
     config.validate()
     dataset = _training_data(config)
-    from accelerate import PartialState
-
     device = _device(config, PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available()))
     config.check_loading(device)
     return plan_training(config, dataset, device)
@@ -386,6 +386,7 @@ def _setup(
         config.model, device=device, dtype=compute if use_lora else torch.float32, options=config
     )
     tokenizer = loaded.tokenizer
+    n_params = sum(p.numel() for p in loaded.model.parameters())  # before LoRA adds its own
     if use_lora:
         model = _with_lora(loaded.model, config)
         base: Any = AdapterDisabled(model)
@@ -406,7 +407,7 @@ def _setup(
         reference=Reference(base, tokenizer),
         compute_dtype=compute,
         use_lora=use_lora,
-        n_params=sum(p.numel() for p in loaded.model.parameters()),
+        n_params=n_params,
         examples=examples,
         ref_logps=_reference_logps(base, examples, tokenizer, config)
         if config.loss in ("dpo", "ipo")
