@@ -43,7 +43,7 @@ def table() -> str:
         "grads + optimizer",
         "reference",
         "activations",
-        "evaluation",
+        "evaluation (excess)",
         "total",
     ]
     lines = [

@@ -16,6 +16,9 @@ from autocustom.score.mmlu import question_text, retention_subset
 from autocustom.tensors import kl_per_position, pad_rows, padding_id
 
 MAX_LENGTH = 256  # a neutral text is one MMLU question with its answer: ~60-200 tokens
+# positions per KL computation: its float32 temporaries (two log-softmaxes, their difference, the
+# probabilities, the product) then hold 5 x 512 x vocab values, not 5 x every scored position of a batch
+KL_CHUNK = 512
 
 
 def neutral_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -55,7 +58,10 @@ def drift_per_text(
         for row, e in enumerate(batch):
             keep[row, e.prompt_length - 1 : len(e.input_ids) - 1] = True
         tuned = _kept_logits(model, ids, mask, keep)
-        kl = kl_per_position(_kept_logits(base_model, ids, mask, keep).to(tuned.device), tuned)
+        base = _kept_logits(base_model, ids, mask, keep).to(tuned.device)
+        kl = torch.cat(
+            [kl_per_position(b, t) for b, t in zip(base.split(KL_CHUNK), tuned.split(KL_CHUNK), strict=True)]
+        )
         for index, chunk in zip(indices, torch.split(kl.cpu(), keep.sum(-1).tolist()), strict=True):
             result[index] = float(chunk.double().mean())
     return result

@@ -13,8 +13,8 @@ storage), so it knows the exact parameter count, which linear layers LoRA adapts
   activations  what one micro-step keeps for its backward pass: per layer and token, the tensors a
                Llama-style block saves (ACTIVATION_WIDTHS), or only each layer's input under gradient
                checkpointing; plus the scored positions' logits
-  evaluation   what a measurement's largest transient (Drift holds both models' logits for a batch)
-               needs beyond the training step's activations (the two never coexist)
+  evaluation   what a measurement's largest transient (Drift holds both models' logits for its
+               largest batch of texts) needs beyond the training step's activations (never both at once)
   runtime      the process itself: Python, torch and the tokenizer on CPU; the CUDA context on a GPU
 
 The activation and runtime constants were measured on this project's runs and the plan checked against
@@ -36,7 +36,7 @@ LOGIT_COPIES = 3  # scored positions' logits, their log-softmax and its gradient
 ACTIVATION_WIDTHS = (4, 5, 4)
 RUNTIME_BYTES = {"cpu": int(0.9 * GIB), "cuda": int(1.0 * GIB)}  # measured: process / CUDA context
 FOUR_BIT_BYTES = 0.5 + 0.127 / 8  # NF4 plus double-quantized constants, bytes per quantized weight
-DRIFT_BATCH_TOKENS = 256  # a neutral text's length cap (score/drift.py MAX_LENGTH)
+KL_TEMPORARIES = 5  # float32 [positions, vocab] tensors of one KL(base || tuned) computation
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Workload:
     rows: int  # sequences per micro-step: 2 x pairs, plus the regulariser's rows
     width: int  # padded tokens per row
     scored: int  # positions whose logits are computed in one micro-step
-    eval_rows: int  # sequences per evaluation forward pass
+    eval_positions: int  # scored positions of Drift's largest batch (its texts' continuation tokens)
 
 
 @dataclass
@@ -183,17 +183,22 @@ def _step_activations(shape: ModelShape, workload: Workload, element_bytes: int,
 
 
 def _evaluation_transient(shape: ModelShape, workload: Workload) -> int:
-    """Drift's batch: the base's and the model's logits over the scored tokens and both log-softmaxes."""
-    return workload.eval_rows * DRIFT_BATCH_TOKENS * shape.vocab * 4 * 4
+    """Drift's batch: the base's and the model's logits over its tokens, and one KL chunk's temporaries."""
+    from autocustom.score.drift import KL_CHUNK
+
+    logits = workload.eval_positions * shape.vocab * 4 * 2
+    return logits + KL_CHUNK * shape.vocab * 4 * KL_TEMPORARIES
 
 
-def workload_for(config: Any, examples: list | None) -> Workload:
+def workload_for(config: Any, examples: list | None, drift_lengths: list[int] | None = None) -> Workload:
     """The micro-step of `config` on its encoded pairs (the longest ones: a plan is an upper bound).
 
     The regulariser's MMLU rows may be up to `max_length` long, so with them a row is that long.
     Without examples (a table for a model and no dataset), every row is `max_length` long and half of
-    it is answer.
+    it is answer; without the Drift texts' lengths, every text is as long as Drift allows.
     """
+    from autocustom.score.drift import MAX_LENGTH
+
     reg_rows = config.reg_batch_size if config.reg_weight > 0 else 0
     if examples:
         pair_width = max(max(len(e.target_ids), len(e.opposite_ids)) for e in examples)
@@ -205,11 +210,12 @@ def workload_for(config: Any, examples: list | None) -> Workload:
         pair_width = config.max_length
         scored = 2 * config.batch_size * math.ceil(config.max_length / 2)
     width = config.max_length if reg_rows else pair_width
+    drift = sorted(drift_lengths or [MAX_LENGTH] * config.eval_batch_size, reverse=True)
     return Workload(
         rows=2 * config.batch_size + reg_rows,
         width=width,
         scored=scored + reg_rows * (width if config.reg == "kl" else 1),
-        eval_rows=config.eval_batch_size,
+        eval_positions=sum(drift[: config.eval_batch_size]),
     )
 
 
@@ -234,15 +240,15 @@ def plan_training(config: Any, dataset: Any = None, device: Any = None) -> Memor
 
     device = device if device is not None else resolve_device(config.device)
     shape = model_shape(_model_config(config.model), config.lora_rank, config.lora_targets)
-    examples = _examples(config, dataset) if dataset is not None else None
+    measured = _measured_lengths(config, dataset, device) if dataset is not None else None
     available = available_bytes(device)
-    plan = _plan_for(config, shape, examples, device, available)
+    plan = _plan_for(config, shape, measured, device, available)
     if plan.fits is False:
-        plan.options["would_fit"] = fitting_changes(config, shape, examples, device, available)
+        plan.options["would_fit"] = fitting_changes(config, shape, measured, device, available)
     return plan
 
 
-def fitting_changes(config: Any, shape: ModelShape, examples, device: Any, available: int) -> list[str]:
+def fitting_changes(config: Any, shape: ModelShape, measured, device: Any, available: int) -> list[str]:
     """Options that would make the run fit `available` bytes, each tried alone, cheapest first."""
     from dataclasses import replace
 
@@ -263,17 +269,18 @@ def fitting_changes(config: Any, shape: ModelShape, examples, device: Any, avail
     return [
         flags
         for flags, values in changes
-        if _plan_for(replace(config, **values), shape, examples, device, available).fits
+        if _plan_for(replace(config, **values), shape, measured, device, available).fits
     ]
 
 
-def _plan_for(config: Any, shape: ModelShape, examples, device: Any, available: int | None) -> MemoryPlan:
+def _plan_for(config: Any, shape: ModelShape, measured, device: Any, available: int | None) -> MemoryPlan:
+    """`measured`: (encoded pairs, Drift continuation lengths) of the run's data, or None."""
     from autocustom.runtime import resolve_dtype
 
     device_type = getattr(device, "type", device)
     return plan_memory(
         shape,
-        workload_for(config, examples),
+        workload_for(config, *(measured or (None, None))),
         lora=config.uses_lora(shape.parameters),
         device=device_type,
         compute_bytes=resolve_dtype(device, config.dtype).itemsize,
@@ -291,10 +298,17 @@ def _model_config(reference: str) -> Any:
     return AutoConfig.from_pretrained(resolve_base_dir(reference))
 
 
-def _examples(config: Any, dataset: Any) -> list:
+def _measured_lengths(config: Any, dataset: Any, device: Any) -> tuple[list, list[int]]:
+    """The run's encoded training pairs, and the continuation lengths of the Drift texts it evaluates."""
     from autocustom.models import load_tokenizer
+    from autocustom.score.drift import MAX_LENGTH
+    from autocustom.score.logprobs import encode_context_continuation
     from autocustom.train.data import encode_pairs
+    from autocustom.train.trainer import training_plan
 
     opposite = dataset.axis.opposite(config.toward)
     tokenizer = load_tokenizer(config.model)
-    return encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
+    examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
+    texts = training_plan(config, dataset, "validation", getattr(device, "type", device)).drift_texts
+    encoded = [encode_context_continuation(tokenizer, p, c, MAX_LENGTH) for p, c in texts]
+    return examples, [len(e.input_ids) - e.prompt_length for e in encoded]

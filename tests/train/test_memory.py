@@ -27,7 +27,7 @@ CONFIG = LlamaConfig(
     num_key_value_heads=2,
     tie_word_embeddings=True,
 )
-WORK = Workload(rows=12, width=256, scored=800, eval_rows=16)
+WORK = Workload(rows=12, width=256, scored=800, eval_positions=16 * 256)
 
 
 def test_the_shape_counts_what_the_real_model_holds():
