@@ -165,9 +165,12 @@ def load_tokenizer(reference: str, *, trust_remote_code: bool = False) -> Any:
     """The tokenizer of `reference` without its weights (an adapter's own, else its base's)."""
     location = resolve_model_dir(reference)
     try:
-        return _load_tokenizer(location, trust_remote_code, gguf_file=_single_gguf(location))
-    except (OSError, ValueError):
-        return _load_tokenizer(resolve_base_dir(reference), trust_remote_code)
+        try:
+            return _load_tokenizer(location, trust_remote_code, gguf_file=_single_gguf(location))
+        except (OSError, ValueError):
+            return _load_tokenizer(resolve_base_dir(reference), trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise cannot_load(reference, exc) from None
 
 
 def check_loadable(reference: str, *, trust_remote_code: bool = False) -> None:
@@ -183,7 +186,7 @@ def check_loadable(reference: str, *, trust_remote_code: bool = False) -> None:
     try:
         AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise _cannot_load(reference, exc) from None
+        raise cannot_load(reference, exc) from None
 
 
 def load_model(
@@ -234,7 +237,7 @@ def load_model(
     except ModelLoadError:
         raise
     except (OSError, ValueError, ImportError) as exc:
-        raise _cannot_load(reference, exc) from None
+        raise cannot_load(reference, exc) from None
     if device_map is None and not options.quantized:  # placed models stay where accelerate put them
         model.to(device)
     model.eval()
@@ -373,7 +376,7 @@ def _looks_like_path(reference: str) -> bool:
     return reference.startswith((".", "/", "~")) or reference.count("/") >= 2
 
 
-def _cannot_load(reference: str, exc: BaseException) -> ModelLoadError:
+def cannot_load(reference: str, exc: BaseException) -> ModelLoadError:
     return ModelLoadError(
         f"cannot load model '{reference}': {_first_line(exc)}",
         "pass a local model directory, a run directory, or a packaged name "

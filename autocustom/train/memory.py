@@ -291,11 +291,15 @@ def _plan_for(config: Any, shape: ModelShape, measured, device: Any, available: 
 
 
 def _model_config(reference: str) -> Any:
+    """The model's config (ModelLoadError, exit 2, when it cannot be read: a missing path, offline)."""
     from transformers import AutoConfig
 
-    from autocustom.models import resolve_base_dir
+    from autocustom.models import cannot_load, resolve_base_dir
 
-    return AutoConfig.from_pretrained(resolve_base_dir(reference))
+    try:
+        return AutoConfig.from_pretrained(resolve_base_dir(reference))
+    except (OSError, ValueError) as exc:
+        raise cannot_load(reference, exc) from None
 
 
 def _measured_lengths(config: Any, dataset: Any, device: Any) -> tuple[list, list[int]]:

@@ -116,3 +116,11 @@ def test_quantized_loading_is_refused_where_it_cannot_work(dataset, tiny_model_d
     result = CliRunner().invoke(app, [*_train_args(dataset, tiny_model_dir, out), "--device", "cpu", *flags])
     assert result.exit_code == 2 and says in result.output
     assert not out.exists()
+
+
+def test_a_model_whose_config_cannot_be_read_exits_2_before_anything(dataset, tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    result = CliRunner().invoke(app, [*_train_args(dataset, empty, tmp_path / "run"), "--dry-run"])
+    assert result.exit_code == 2 and "cannot load model" in result.output
+    assert "Traceback" not in result.output
