@@ -10,7 +10,8 @@ table to paste into docs/benchmarks.md.
     python benchmarks/gpu_check.py --out /tmp/gpu-check
 
 On the packaged SmolLM2-135M (bf16 on CUDA) it first writes a small dataset offline with the local
-backend, then runs, each as a subprocess of the installed CLI: full fine-tuning, LoRA, QLoRA
+backend, then runs, each as a subprocess of the installed CLI: the `--dry-run` memory plan of each
+training run (to read beside its measured peak), full fine-tuning, LoRA, QLoRA
 (`--load-in-4bit`; skipped when bitsandbytes is missing), shift-score on the full run, a small compare,
 and benchmarks/bench_training.py and bench_scoring.py. Each step gets its wall time, the peak GPU memory
 in use while it ran (nvidia-smi, whole device, sampled every 0.2 s) and its headline figure. A failing
@@ -200,6 +201,12 @@ def bench_figure(stdout: str) -> str:
     return " | ".join(lines)
 
 
+def plan_figure(stdout: str) -> str:
+    """`train --dry-run --json`: the planned peak, to set against the train step's measured one."""
+    plan = json.loads(stdout)
+    return f"planned {plan['total_gib'] * 1024:.0f} MiB (fits: {plan['fits']})"
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "autocustom", *args]
 
@@ -218,8 +225,23 @@ def plan_steps(work: Path, steps: int) -> list[Step]:
     compare = ["compare", "--data", str(data), "--toward", TOWARD, "--out", str(work / "compare")]
     compare += ["--models", MODEL, "--methods", "base,system-prompt,contrastive", "--padding", "64"]
     compare += ["--max-steps", short, "--eval-steps", short, "--json"]
+    plans = [  # the memory plan of each train step, to read beside its measured peak
+        Step(
+            f"plan-{name}",
+            cli(*train, *flags, "--dry-run", "--out", str(runs / name)),
+            plan_figure,
+            None,
+            name == "qlora",
+        )
+        for name, flags in (
+            ("full", ["--full"]),
+            ("lora", ["--lora"]),
+            ("qlora", ["--lora", "--load-in-4bit"]),
+        )
+    ]
     return [
         Step("generate", cli(*generate), generate_figure),
+        *plans,
         Step("train-full", cli(*train, "--full", "--out", str(runs / "full")), train_figure, runs / "full"),
         Step("train-lora", cli(*train, "--lora", "--out", str(runs / "lora")), train_figure, runs / "lora"),
         Step(
