@@ -173,20 +173,26 @@ def load_tokenizer(reference: str, *, trust_remote_code: bool = False) -> Any:
         raise cannot_load(reference, exc) from None
 
 
+def load_config(reference: str, *, trust_remote_code: bool = False) -> Any:
+    """The transformers config of `reference` (an adapter's base's), read without any weight.
+
+    ModelLoadError (exit 2, one line) when it cannot be read: a missing path, a hub id offline.
+    """
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolve_base_dir(reference), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise cannot_load(reference, exc) from None
+
+
 def check_loadable(reference: str, *, trust_remote_code: bool = False) -> None:
     """Fail now, with ModelLoadError, when `reference` cannot be loaded; reads a config, not weights.
 
     Lets a command refuse a missing path or an offline hub id before it writes anything.
     """
-    location = resolve_model_dir(reference)
-    if Path(location).exists():
-        return
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise cannot_load(reference, exc) from None
+    if not Path(resolve_model_dir(reference)).exists():
+        load_config(reference, trust_remote_code=trust_remote_code)
 
 
 def load_model(

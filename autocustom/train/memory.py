@@ -236,10 +236,11 @@ def plan_training(config: Any, dataset: Any = None, device: Any = None) -> Memor
     `options` of the plan also lists the changes of settings that would make a plan that does not fit
     fit this device (`fitting_changes`).
     """
+    from autocustom.models import load_config
     from autocustom.runtime import resolve_device
 
     device = device if device is not None else resolve_device(config.device)
-    shape = model_shape(_model_config(config.model), config.lora_rank, config.lora_targets)
+    shape = model_shape(load_config(config.model), config.lora_rank, config.lora_targets)
     measured = _measured_lengths(config, dataset, device) if dataset is not None else None
     available = available_bytes(device)
     plan = _plan_for(config, shape, measured, device, available)
@@ -288,18 +289,6 @@ def _plan_for(config: Any, shape: ModelShape, measured, device: Any, available: 
         checkpointing=config.gradient_checkpointing,
         available=available,
     )
-
-
-def _model_config(reference: str) -> Any:
-    """The model's config (ModelLoadError, exit 2, when it cannot be read: a missing path, offline)."""
-    from transformers import AutoConfig
-
-    from autocustom.models import cannot_load, resolve_base_dir
-
-    try:
-        return AutoConfig.from_pretrained(resolve_base_dir(reference))
-    except (OSError, ValueError) as exc:
-        raise cannot_load(reference, exc) from None
 
 
 def _measured_lengths(config: Any, dataset: Any, device: Any) -> tuple[list, list[int]]:
