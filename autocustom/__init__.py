@@ -33,6 +33,12 @@ _EXPORTS = {
     "DialConfig": "autocustom.dial",
     "export_model": "autocustom.export_model",
     "ExportConfig": "autocustom.export_model",
+    "steer": "autocustom.steer",
+    "SteerConfig": "autocustom.steer",
+    "SteeringVector": "autocustom.steering",
+    "Steered": "autocustom.steering",
+    "compare": "autocustom.compare",
+    "CompareConfig": "autocustom.compare",
 }
 
 __all__ = ["__version__", *_EXPORTS]

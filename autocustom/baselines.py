@@ -17,8 +17,9 @@ from autocustom.errors import UsageError
 from autocustom.prompts import load_prompt
 
 PROMPT_METHODS = ("base", "system-prompt", "instruction-after", "few-shot")
+STEERING_METHOD = "steer"  # a mean-difference activation vector (autocustom.steer): no training
 TRAINED_METHODS = ("contrastive", "dpo", "simpo")
-METHODS = PROMPT_METHODS + TRAINED_METHODS
+METHODS = (*PROMPT_METHODS, STEERING_METHOD, *TRAINED_METHODS)
 PLAIN_CONDITION = "plain"
 ADVERSARIAL_CONDITION = "adversarial"
 

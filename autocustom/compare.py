@@ -1,7 +1,8 @@
 """`compare`: every method on the same held-out pairs and the same metrics, in one table.
 
-Rows are (model, method, condition). Prompting baselines and trained models (contrastive, DPO, SimPO,
-same data, steps and learning rate) are scored clean and under stress (distracting padding, an
+Rows are (model, method, condition). Prompting baselines, a steering vector (its layer and coefficient
+chosen on the validation split) and trained models (contrastive, DPO, SimPO, same data, steps and
+learning rate) are scored clean and under stress (distracting padding, an
 adversarial user turn). BiasShift compares each row with the base model under the same condition, so
 a stress that moves every model alike does not count as a shift. Nothing in the table is typed by
 hand: every cell is computed in the run, and resumed runs reuse cells already computed (stored per
@@ -21,6 +22,7 @@ from autocustom.baselines import (
     METHODS,
     PLAIN_CONDITION,
     PROMPT_METHODS,
+    STEERING_METHOD,
     apply_stress,
     check_methods,
     method_condition,
@@ -32,27 +34,39 @@ from autocustom.data.io import load_dataset_dir
 from autocustom.errors import OutputExistsError, UsageError
 from autocustom.fields import DATASET_HELP, required
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
-from autocustom.layout import COMPARE_CONFIG, COMPARE_RESULT, COMPARE_TABLE, compare_cell, compare_method_run
+from autocustom.layout import (
+    COMPARE_CONFIG,
+    COMPARE_RESULT,
+    COMPARE_TABLE,
+    PLOTS,
+    compare_cell,
+    compare_method_run,
+    compare_size_run,
+)
 from autocustom.models import LoadOptions
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.measure import METRIC, Measurement, Observations, Reference, measure
-from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, EVAL_SEED, EvalPlan, make_plan
+from autocustom.score.judge import JudgeOptions, judge_notes, open_judge
+from autocustom.score.measure import Measurement, Reference, measure
+from autocustom.score.plan import DEFAULT_BATCH_SIZE, EVAL_SEED, EvalPlan, make_plan
 from autocustom.score.shift_score import DEVICE_MAP_HELP, check_device_map
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
-from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate
+from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, estimate_from
+from autocustom.steering import layers_label
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "autocustom.compare/2"  # 2: the evaluation plan is written into compare.json
+SCHEMA = "autocustom.compare/3"  # 2: the evaluation plan; 3: steer, judge columns, no GenLean
 PADDING_SOURCE = 200  # MMLU questions the distracting padding is cut from: more than 256 tokens' worth
-COLUMNS = ("lean", "bias_shift", "gen_lean", "mmlu_delta_points", "drift")
+COLUMNS = ("lean", "bias_shift", "mmlu_delta_points", "drift")
+JUDGE_COLUMNS = ("win_rate", "lc_win_rate", "reply_tokens", "judge_consistency")  # with --judge
 
 
 @dataclass
-class CompareConfig(LoadOptions):
+class CompareConfig(JudgeOptions, LoadOptions):
     """One comparison: which models, methods and stress conditions, and the shared training budget.
 
-    The loading options (`--dtype`, `--load-in-4bit`, ...) apply to every scored and trained model.
+    The loading options (`--dtype`, `--load-in-4bit`, ...) apply to every scored and trained model;
+    `--judge` adds the judge's win rates of each method's free replies against the base's.
     """
 
     data: str = required(DATASET_HELP)
@@ -78,12 +92,12 @@ class CompareConfig(LoadOptions):
     lr: float | None = field(default=None, metadata={"help": "Learning rate of every trained method."})
     train_batch_size: int = field(default=4, metadata={"help": "Pairs per training step."})
     eval_steps: int = field(default=10, metadata={"help": "Validation evaluation interval during training."})
-    gen: bool = field(
-        default=False,
-        metadata={"help": "Also measure GenLean (generates replies: slow on CPU).", "flag": "--gen"},
-    )
-    gen_tokens: int = field(
-        default=DEFAULT_GEN_TOKENS, metadata={"help": "Max new tokens per reply for --gen."}
+    train_sizes: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "Also train each loss on nested subsets of this many train pairs (e.g. 4,8,16), same "
+            "steps per pair, and fit a power law of test BiasShift against n (train_sizes.png)."
+        },
     )
     mmlu_questions: int | None = field(
         default=None, metadata={"help": size_help("MMLU retention subset size", MMLU_QUESTIONS)}
@@ -144,11 +158,10 @@ class CompareResult:
     training: dict[str, dict[str, Any]]
     elapsed_s: float
     notes: list[str] = field(default_factory=list)
-    gen_classifier_accuracy: Estimate | None = None  # how far GenLean's labels can be trusted
     plan: dict[str, Any] = field(default_factory=dict)  # EvalPlan.describe() of the test-split plan
+    train_sizes: list[dict[str, Any]] = field(default_factory=list)  # data_scaling.SizeCurve per loss
 
     def to_dict(self) -> dict[str, Any]:
-        accuracy = self.gen_classifier_accuracy
         return {
             "schema": SCHEMA,
             "config": self.config.to_dict(),
@@ -160,8 +173,8 @@ class CompareResult:
             "training": self.training,
             "elapsed_s": round(self.elapsed_s, 1),
             "notes": self.notes,
-            "gen_classifier_accuracy": accuracy.to_dict() if accuracy is not None else None,
             "plan": self.plan,
+            "train_sizes": self.train_sizes,
         }
 
     def to_markdown(self) -> str:
@@ -183,28 +196,48 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
     dataset = load_dataset_dir(config.data)
     if not dataset.splits.get("test"):
         raise UsageError(f"the test split of {config.data} is empty", "regenerate with more subareas")
+    _check_train_sizes(config, len(dataset.splits.get("train", [])))
     device = resolve_device(config.device)
     check_device_map(config.device_map)
     config.check_loading(device)
-    plan = compare_plan(config, dataset, device.type)  # refuses --gen without train/validation now
+    config.check_judge()
+    plan = compare_plan(config, dataset, device.type)
     out = Path(config.out)
     _claim_output(out, config, dataset.axis.label)
     training = _train_methods(config, out, progress)
+    curves = _size_curves(config, out, dataset, training, progress) if config.train_sizes else []
     scoring = _Scoring(config, out, dataset, plan, device, progress)
     rows: list[Row] = []
-    accuracy = None
-    for model_index, model_ref in enumerate(config.models):
-        methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]
-        model_rows, model_accuracy = scoring.model_rows(model_ref, methods)
-        rows.extend(model_rows)
-        accuracy = accuracy or model_accuracy
+    with open_judge(config, dataset.axis, device=config.device) as judge:
+        for model_index, model_ref in enumerate(config.models):
+            methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]  # trained: first
+            rows.extend(scoring.model_rows(model_ref, methods, judge))
+    if scoring.steering is not None:
+        training[STEERING_METHOD] = scoring.steering.to_dict()
     result = CompareResult(
         config, dataset.axis.to_dict(), plan.opposite, len(plan.pairs), rows, training,
-        time.monotonic() - started, _notes(accuracy), accuracy, plan.describe(),
+        time.monotonic() - started, _notes(plan, rows, scoring.steering, curves), plan.describe(),
+        [curve.to_dict() for curve in curves],
     )  # fmt: skip
     write_json_atomic(out / COMPARE_RESULT, result.to_dict())
     write_text_atomic(out / COMPARE_TABLE, result.to_markdown())
+    if curves:
+        from autocustom.report import TRAIN_SIZES_PLOT, plot_train_sizes
+
+        plot_train_sizes(result.to_dict(), out / PLOTS / TRAIN_SIZES_PLOT)
     return result
+
+
+def _check_train_sizes(config: CompareConfig, all_pairs: int) -> None:
+    bad = [n for n in config.train_sizes if not 0 < n < all_pairs]
+    if bad:
+        raise UsageError(
+            f"--train-sizes {', '.join(map(str, bad))}: each size must be between 1 and {all_pairs - 1} "
+            f"(the full run's {all_pairs} train pairs are the curve's last point)",
+            "choose smaller sizes",
+        )
+    if config.train_sizes and not _trained(config):
+        raise UsageError("--train-sizes needs a trained method in --methods", "add e.g. contrastive")
 
 
 def compare_plan(config: CompareConfig, dataset, device_type: str) -> EvalPlan:
@@ -216,7 +249,7 @@ def compare_plan(config: CompareConfig, dataset, device_type: str) -> EvalPlan:
         device_type=device_type,
         mmlu_questions=config.mmlu_questions,
         drift_texts=config.drift_texts,
-        gen=config.gen,
+        judge=config.judge_label,
         gen_tokens=config.gen_tokens,
         bootstrap=config.bootstrap,
         bootstrap_seed=config.seed,
@@ -224,16 +257,28 @@ def compare_plan(config: CompareConfig, dataset, device_type: str) -> EvalPlan:
     )
 
 
-def _notes(accuracy: Estimate | None) -> list[str]:
+def _notes(plan: EvalPlan, rows: list[Row], steering, curves) -> list[str]:
     notes = [
-        "BiasShift: vs the base model under the same condition; MMLU delta and Drift: trained methods only "
-        "(prompting leaves the weights unchanged)",
+        "BiasShift: vs the base model under the same condition; MMLU delta and Drift: methods that change "
+        "the model's computation only (trained weights, the steering vector; prompting leaves them unchanged)",
     ]
-    if accuracy is not None:
+    if steering is not None:
+        vector = steering.vector
         notes.append(
-            "GenLean: free replies labelled by an embedding classifier fitted on the train split's answers; "
-            f"it labels the validation split's answers correctly {accuracy}"
+            f"steer: the mean-difference vector at layer {layers_label(vector.layers)}, coefficient "
+            f"{vector.coefficient:g}, chosen over {len(steering.grid)} grid points on the validation split: "
+            f"{steering.reason}"
         )
+    if plan.judge:
+        notes.append(
+            "win rate: the judge's verdicts on each method's free replies against the base model's, both "
+            "orders per question; LC: length-controlled (AlpacaEval 2's logistic model at equal length)"
+        )
+        judged = [r for r in rows if r.condition == PLAIN_CONDITION and r.metrics.get("judge_consistency")]
+        if judged:
+            least = min(judged, key=lambda r: r.metrics["judge_consistency"].value)
+            notes += judge_notes(plan.judge, least.metrics)
+    notes += [curve.sentence() for curve in curves]
     return notes
 
 
@@ -255,34 +300,67 @@ def _claim_output(out: Path, config: CompareConfig, axis_label: str) -> None:
 
 def _train_methods(config: CompareConfig, out: Path, progress: ProgressCallback) -> dict[str, dict[str, Any]]:
     """Train each loss with the same data, steps and learning rate; finished runs are not retrained."""
-    from autocustom.train.config import TrainConfig
     from autocustom.train.trainer import train
 
     summaries = {}
-    for method in (m for m in config.methods if m not in PROMPT_METHODS):
+    for method in _trained(config):
         progress(ProgressEvent("train", 0, config.max_steps, method))
-        result = train(
-            TrainConfig(
-                data=config.data,
-                toward=config.toward,
-                out=str(compare_method_run(out, method)),
-                model=config.models[0],
-                loss=method,
-                max_steps=config.max_steps,
-                lr=config.lr,
-                batch_size=config.train_batch_size,
-                eval_steps=config.eval_steps,
-                mmlu_questions=config.mmlu_questions,
-                drift_texts=config.drift_texts,
-                seed=config.seed,
-                device=config.device,
-                **config.load_options(),
-                resume=True,
-            ),
-            progress=progress,
-        )
+        result = train(_train_config(config, method, compare_method_run(out, method)), progress=progress)
         summaries[method] = result.to_dict()
     return summaries
+
+
+def _trained(config: CompareConfig) -> list[str]:
+    return [m for m in config.methods if m not in (*PROMPT_METHODS, STEERING_METHOD)]
+
+
+def _train_config(config: CompareConfig, method: str, run: Path, **overrides: Any):
+    """The TrainConfig every trained method of the comparison shares, but for its loss and directory."""
+    from autocustom.train.config import TrainConfig
+
+    settings = {
+        "data": config.data,
+        "toward": config.toward,
+        "out": str(run),
+        "model": config.models[0],
+        "loss": method,
+        "max_steps": config.max_steps,
+        "lr": config.lr,
+        "batch_size": config.train_batch_size,
+        "eval_steps": config.eval_steps,
+        "mmlu_questions": config.mmlu_questions,
+        "drift_texts": config.drift_texts,
+        "seed": config.seed,
+        "device": config.device,
+        **config.load_options(),
+        "resume": True,
+    }
+    return TrainConfig(**{**settings, **overrides})
+
+
+def _size_curves(config: CompareConfig, out: Path, dataset, training, progress: ProgressCallback):
+    """Each trained loss at every --train-sizes subset (and the full run), with its fitted power law."""
+    from autocustom.data_scaling import SizeCurve, SizePoint, fit_power_law, steps_for
+    from autocustom.train.trainer import train
+
+    all_pairs = len(dataset.splits.get("train", []))
+    curves = []
+    for method in _trained(config):
+        points = []
+        for pairs in sorted(set(config.train_sizes)):
+            steps = steps_for(pairs, all_pairs, config.max_steps)
+            progress(
+                ProgressEvent("train sizes", len(points), len(config.train_sizes), f"{method} n={pairs}")
+            )
+            run = _train_config(
+                config, method, compare_size_run(out, method, pairs),
+                train_pairs=pairs, max_steps=steps, eval_steps=min(config.eval_steps, steps),
+            )  # fmt: skip
+            points.append(SizePoint(pairs, steps, train(run, progress=progress).bias_shift_test))
+        full = estimate_from(training[method].get("bias_shift_test"))
+        points.append(SizePoint(all_pairs, config.max_steps, full))
+        curves.append(SizeCurve(method, points, fit_power_law(points)))
+    return curves
 
 
 @dataclass
@@ -295,25 +373,21 @@ class _Scoring:
     plan: EvalPlan
     device: Any
     progress: ProgressCallback
+    steering: Any = None  # steer.Fitted, once the steering method has been fitted
 
-    def model_rows(self, model_ref: str, methods: list[str]) -> tuple[list[Row], Estimate | None]:
-        """Rows of one model (the base first), and the reply classifier's accuracy when replies are judged."""
+    def model_rows(self, model_ref: str, methods: list[str], judge) -> list[Row]:
+        """Rows of one model (the base first); `judge` reads the free replies when one was asked for."""
         from autocustom.models import load_model
         from autocustom.score.mmlu import retention_subset
 
         placement = {"options": self.config, "device_map": self.config.device_map}
         base = load_model(model_ref, device=self.device, **placement)
-        reference = Reference(base.model, base.tokenizer)
+        reference = Reference(base.model, base.tokenizer, judge)
         conditions = stress_conditions(self.config.padding, self.config.adversarial)
         padding_source = [q.question for q in retention_subset(PADDING_SOURCE, seed=EVAL_SEED)]
         rows, total = [], len(methods) * len(conditions)
         for method in ["base", *[m for m in methods if m != "base"]]:
-            trained = method not in PROMPT_METHODS
-            loaded = (
-                load_model(str(compare_method_run(self.out, method)), device=self.device, **placement)
-                if trained
-                else base
-            )
+            loaded, changed = self._method_model(method, base, reference, placement)
             train_pairs = self.dataset.splits.get("train", [])
             prompt = method_condition(
                 method, self.dataset.axis, self.config.toward, train_pairs, self.config.few_shot
@@ -331,7 +405,7 @@ class _Scoring:
                     plan = self._cell_plan(
                         apply_stress(prompt, condition, **stress),
                         apply_stress(PLAIN, condition, **stress),
-                        trained,
+                        changed,
                         condition,
                     )
                     measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer)
@@ -339,24 +413,54 @@ class _Scoring:
                 if method in methods:
                     rows.append(Row.from_dict(read_json(cell)))
         self.progress(ProgressEvent(f"score {model_ref}", total, total, "done"))
-        return rows, self._classifier_accuracy(reference)
+        return rows
 
-    def _cell_plan(self, condition, base_condition, trained: bool, stress: str) -> EvalPlan:
-        """MMLU and Drift for trained models on the plain prompt; replies on the plain prompt only."""
+    def _method_model(self, method: str, base, reference: Reference, placement: dict[str, Any]):
+        """The model a method's rows are scored with, and whether it changes the model's computation
+        (trained weights, a steering vector: then MMLU and Drift are measured too)."""
+        from autocustom.models import load_model
+        from autocustom.steering import Steered
+
+        if method == STEERING_METHOD:
+            self.steering = self._fit_steering(reference)
+            return replace(base, model=Steered(base.model, self.steering.vector)), True
+        if method in PROMPT_METHODS:
+            return base, False
+        run = compare_method_run(self.out, method)
+        return load_model(str(run), device=self.device, **placement), True
+
+    def _fit_steering(self, reference: Reference):
+        """The steering vector of the first model: fitted on train, its grid measured on validation."""
+        from autocustom.steer import SteerConfig, fit_steering
+
+        config = self.config
+        steer_config = SteerConfig(
+            data=config.data,
+            toward=config.toward,
+            out=str(compare_method_run(self.out, STEERING_METHOD)),
+            model=config.models[0],
+            drift_texts=config.drift_texts,
+            bootstrap=config.bootstrap,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            device=config.device,
+            **config.load_options(),
+        )
+        return fit_steering(steer_config, self.dataset, reference, progress=self.progress)
+
+    def _cell_plan(self, condition, base_condition, changed: bool, stress: str) -> EvalPlan:
+        """MMLU and Drift for changed models on the plain prompt; replies on the plain prompt only."""
         plan = self.plan.under(condition, base_condition)
         if stress != PLAIN_CONDITION:
             return plan.pairs_only()
-        if not trained:
+        if not changed:
             return replace(plan, mmlu=(), drift_texts=())
         return plan
 
-    def _classifier_accuracy(self, reference: Reference) -> Estimate | None:
-        observed = Observations(classifier_correct=reference.classifier_correct(self.plan))
-        return METRIC["gen_classifier_accuracy"](self.plan, observed)
-
 
 def _row(model_ref: str, method: str, condition: str, measured: Measurement) -> Row:
-    metrics = {name: measured.metrics[name] for name in COLUMNS}
+    columns = COLUMNS + (JUDGE_COLUMNS if measured.plan.judge else ())
+    metrics = {name: measured.metrics[name] for name in columns}
     if method == "base":
         metrics["bias_shift"] = None  # the base against itself: 0 by construction, not a finding
     margins = measured.observations.margins

@@ -2,7 +2,7 @@
 
 For each scale `s` the model `base + s * (tuned - base)` (`autocustom.strength`) is measured by the
 shared measurement layer on one evaluation plan, against one `Reference` on the base, so every scale's
-BiasShift, Lean, TailShift, Drift and MMLU delta (and with `--gen` the reply figures) carry their n and
+BiasShift, Lean, TailShift, Drift and MMLU delta (and with `--judge` the win rates of free replies) carry their n and
 a 95% interval and agree with `shift-score` at `s = 0` and `s = 1`. A recommendation follows: the
 strongest scale inside the Drift and MMLU budgets given, or without budgets the knee of BiasShift
 against Drift. Each finished scale is written to `scales/<s>.json`, so a killed dial resumes.
@@ -22,6 +22,7 @@ from autocustom.fields import DATASET_HELP, TRAINED_HELP, required
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 from autocustom.layout import DIAL, DIAL_CONFIG, DIAL_PLOT, DIAL_RESULT, DIAL_TABLE, dial_scale_file
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.score.judge import open_judge
 from autocustom.score.shift_score import MeasureOptions
 from autocustom.score.stats import Estimate, estimate_from
 from autocustom.strength import RunSource, find_run
@@ -138,7 +139,8 @@ def dial(config: DialConfig, *, progress: ProgressCallback = no_progress) -> Dia
     plan = config.plan(dataset, toward, device.type)
     out = Path(config.out) if config.out is not None else default_dial_dir(source)
     _claim(out, config, base_reference, plan.describe()["fingerprint"])
-    points, reused = _measure_scales(config, source, base_reference, plan, device, out, progress)
+    with open_judge(config, dataset.axis, device=config.device) as judge:
+        points, reused = _measure_scales(config, source, base_reference, plan, device, out, progress, judge)
     result = DialResult(
         out=out,
         model=config.model,
@@ -304,9 +306,17 @@ def _claim(out: Path, config: DialConfig, base: str, fingerprint: str) -> None:
 
 
 def _measure_scales(
-    config: DialConfig, source: RunSource, base: str, plan, device, out: Path, progress: ProgressCallback
+    config: DialConfig,
+    source: RunSource,
+    base: str,
+    plan,
+    device,
+    out: Path,
+    progress: ProgressCallback,
+    judge=None,
 ) -> tuple[list[DialPoint], list[float]]:
-    """Each scale measured (or read back), the model loaded only when a scale is still to measure."""
+    """Each scale measured (or read back), the model loaded only when a scale is still to measure;
+    `judge` reads the free replies when one was asked for."""
     from autocustom.score.measure import Reference, measure
     from autocustom.strength import open_scaled
 
@@ -316,7 +326,7 @@ def _measure_scales(
     todo = [s for s in config.scales if s not in done]
     if todo:
         scaled = open_scaled(source, base, device, config)
-        reference = Reference(scaled.base, scaled.tokenizer)
+        reference = Reference(scaled.base, scaled.tokenizer, judge)
         for index, scale in enumerate(todo):
             progress(ProgressEvent("dial", index, len(todo), f"scale {scale:g}"))
             scaled.set_scale(scale)

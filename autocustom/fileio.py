@@ -44,6 +44,22 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[Any]) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file name beside `path` for a writer that takes a file name (safetensors, GGUF);
+    renamed to `path` when the block ends, removed if it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:

@@ -1,4 +1,4 @@
-"""Batched text generation with a local model: the one loop behind the local backend and GenLean.
+"""Batched text generation with a local model: the one loop behind the local backend and the judged replies.
 
 Prompts are sorted by token length before batching, so a batch holds prompts of similar length and
 little compute goes to padding; padding is on the left so every row's reply starts right after its

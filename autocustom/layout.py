@@ -7,9 +7,11 @@ and functions here, so a file is named once.
     dataset/   manifest.json subareas.jsonl pairs.jsonl dropped.jsonl {train,validation,test}.jsonl cache.sqlite
     train run/ run_config.json model/ metrics.jsonl summary.json checkpoints/
     run/       data/ (a dataset) train/ (a training run) score.json report.md plots/
-    compare/   compare_config.json methods/<loss>/ (training runs) rows/<model>/<method>/<condition>.json
-               compare.json compare.md report.md plots/
+    compare/   compare_config.json methods/<loss>/ (training runs; methods/steer/ a steer directory)
+               rows/<model>/<method>/<condition>.json sizes/<loss>-<n>/ compare.json compare.md
+               report.md plots/
     export/    hf/ (datasets.DatasetDict.save_to_disk) {train,validation,test}.jsonl (prompt/chosen/rejected)
+    steer/     steer_config.json steering.safetensors control_vector.gguf grid/<layers>x<c>.json steer.json
     dial/      dial_config.json scales/<s>.json dial.json dial.md dial.png   (default: inside the run)
     model export/  model.safetensors config.json tokenizer* README.md (the card) export.json
                [model-<type>.gguf adapter-<type>.gguf Modelfile]
@@ -49,6 +51,7 @@ COMPARE_RESULT = "compare.json"
 COMPARE_TABLE = "compare.md"
 COMPARE_METHODS = "methods"
 COMPARE_ROWS = "rows"
+COMPARE_SIZES = "sizes"  # --train-sizes: sizes/<loss>-<n>/ (training runs on n train pairs)
 
 # `export-data` directory: the DatasetDict (save_to_disk) beside one JSONL per split
 EXPORT_HF = "hf"
@@ -61,10 +64,20 @@ DIAL_TABLE = "dial.md"
 DIAL_PLOT = "dial.png"
 DIAL_SCALES = "scales"
 
+# `steer` directory (also `compare`'s methods/steer/)
+STEER_CONFIG = "steer_config.json"  # the model, data and target the directory belongs to
+STEER_VECTOR = "steering.safetensors"  # every layer's direction, with the chosen layers and coefficient
+STEER_GGUF = "control_vector.gguf"  # the chosen layers as a llama.cpp control vector
+STEER_RESULT = "steer.json"
+STEER_GRID = "grid"
+
 # `export` directory: a merged model that loads without autocustom, and what was checked of it
 EXPORT_CARD = "README.md"
 EXPORT_RECORD = "export.json"
 MODELFILE = "Modelfile"
+
+# in the user cache directory (assets.cache_dir): every command's judge calls, keyed by their prompt
+JUDGE_CALLS = "judge_calls.sqlite"
 
 # written into any of them by `report`
 REPORT = "report.md"
@@ -141,6 +154,11 @@ def dial_scale_file(out: str | Path, scale: float) -> Path:
     return Path(out) / DIAL_SCALES / f"{scale:g}.json"
 
 
+def steer_grid_file(out: str | Path, layers: str, coefficient: float) -> Path:
+    """Where one validation grid point of a steering run is kept for resume, e.g. `grid/8x2.json`."""
+    return Path(out) / STEER_GRID / f"{layers}x{coefficient:g}.json"
+
+
 def compare_cell(out: str | Path, model_slug: str, method: str, condition: str) -> Path:
     """Where one scored (model, method, condition) row of a comparison is kept for resume."""
     return Path(out) / COMPARE_ROWS / model_slug / method / f"{condition}.json"
@@ -149,3 +167,8 @@ def compare_cell(out: str | Path, model_slug: str, method: str, condition: str) 
 def compare_method_run(out: str | Path, method: str) -> Path:
     """The training run of one trained method of a comparison."""
     return Path(out) / COMPARE_METHODS / method
+
+
+def compare_size_run(out: str | Path, method: str, pairs: int) -> Path:
+    """The training run of one trained method on `pairs` train pairs (`compare --train-sizes`)."""
+    return Path(out) / COMPARE_SIZES / f"{method}-{pairs}"

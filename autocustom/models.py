@@ -9,6 +9,7 @@ reloads in well under a second with identical logits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -284,34 +285,71 @@ def _load_tokenizer(location: str, trust_remote_code: bool, gguf_file: str | Non
     return tokenizer
 
 
-class AdapterDisabled:
+class ModelView:
+    """A model seen through a context that holds while the view runs: the adapter off, a steering
+    vector on. It shares the model's weights, so a reference or a steered model costs no second copy.
+
+    A subclass says what `running()` changes; `__call__` and `generate` run inside it, and the rest
+    (parameters, config, device, train/eval mode) is the model's own.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def running(self) -> Any:  # a context manager
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.running():
+            return self.model(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        with self.running():
+            return self.model.generate(*args, **kwargs)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def device(self) -> Any:
+        return self.model.device
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def eval(self) -> ModelView:
+        self.model.eval()
+        return self
+
+    def train(self, mode: bool = True) -> ModelView:
+        self.model.train(mode)
+        return self
+
+
+class AdapterDisabled(ModelView):
     """The base model inside a peft model: the same weights, run with the adapter turned off.
 
     Under LoRA the frozen base *is* the reference, so every reference computation (DPO/IPO reference
     log-probs, base margins, the KL regulariser, Drift) runs the policy's own weights with the adapter
     disabled, instead of a second full copy of the model. Run in eval mode, as a separate frozen copy
-    would be, and restored to the peft model's mode after.
+    would be, and restored to the peft model's mode after; its own mode is always eval.
     """
 
-    def __init__(self, peft_model: Any) -> None:
-        self.peft_model = peft_model
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        model = self.peft_model
+    @contextlib.contextmanager
+    def running(self):
+        model = self.model
         was_training = model.training
         model.eval()
         try:
             with model.disable_adapter():
-                return model(*args, **kwargs)
+                yield
         finally:
             model.train(was_training)
-
-    def parameters(self):
-        return self.peft_model.parameters()
-
-    @property
-    def config(self) -> Any:
-        return self.peft_model.config
 
     @property
     def training(self) -> bool:

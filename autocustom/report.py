@@ -163,7 +163,7 @@ def _compare_section(result: dict[str, Any], plot_dir: Path, plots: list[Path]) 
     lean = _plot_padding(result, "lean", plot_dir / "lean_vs_padding.png")
     shift = _plot_padding(result, "bias_shift", plot_dir / "bias_shift_vs_padding.png")
     plots.extend([lean, shift])
-    return [
+    lines = [
         "## Comparison",
         "",
         compare_markdown(result),
@@ -172,6 +172,42 @@ def _compare_section(result: dict[str, Any], plot_dir: Path, plots: list[Path]) 
         f"![BiasShift against padding length]({shift.relative_to(plot_dir.parent)})",
         "",
     ]
+    if result.get("train_sizes"):
+        curve = plot_train_sizes(result, plot_dir / TRAIN_SIZES_PLOT)
+        plots.append(curve)
+        lines += [f"![Test BiasShift against train pairs]({curve.relative_to(plot_dir.parent)})", ""]
+    return lines
+
+
+TRAIN_SIZES_PLOT = "train_sizes.png"
+
+
+def plot_train_sizes(result: dict[str, Any], path: Path) -> Path:
+    """Test BiasShift against train pairs (log scale) per loss, with intervals and the fitted power law."""
+    import numpy as np
+
+    plt, figure = _figure()
+    axis = figure.add_subplot(1, 1, 1)
+    for index, curve in enumerate(result["train_sizes"]):
+        points = [(p["pairs"], p["bias_shift"]) for p in curve["points"] if p["bias_shift"]]
+        colour = f"C{index % 10}"
+        axis.errorbar(
+            [n for n, _ in points], [e["value"] for _, e in points],
+            yerr=[[e["value"] - e["low"] for _, e in points], [e["high"] - e["value"] for _, e in points]],
+            marker="o", capsize=3, linestyle="none", color=colour, label=curve["method"],
+        )  # fmt: skip
+        fit = curve["fit"]
+        if fit["a"] is not None and points:
+            grid = np.geomspace(points[0][0], points[-1][0], 50)
+            label = f"{fit['a']:.3g} n^{fit['b']:.2f}"
+            axis.plot(grid, fit["a"] * grid ** fit["b"], color=colour, linestyle="--", label=label)
+    axis.set_xscale("log")
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set_xlabel("train pairs (nested subsets)")
+    axis.set_ylabel(f"test BiasShift toward {result['toward']} (nats/token)")
+    axis.set_title("How many pairs does the axis need?")
+    axis.legend(fontsize="small")
+    return _save(plt, figure, path)
 
 
 def _dial_section(result: dict[str, Any], plot_dir: Path, plots: list[Path]) -> list[str]:
@@ -180,7 +216,16 @@ def _dial_section(result: dict[str, Any], plot_dir: Path, plots: list[Path]) -> 
     return ["## Strength dial", "", dial_markdown(result, str(plot.relative_to(plot_dir.parent)))]
 
 
-DIAL_COLUMNS = ("bias_shift", "lean", "tail_shift", "drift", "mmlu_delta_points", "gen_lean", "reply_tokens")
+DIAL_COLUMNS = (
+    "bias_shift",
+    "lean",
+    "tail_shift",
+    "drift",
+    "mmlu_delta_points",
+    "win_rate",
+    "lc_win_rate",
+    "reply_tokens",
+)
 
 
 def dial_markdown(result: dict[str, Any], plot: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -79,7 +78,7 @@ def test_trained_rows_differ_from_the_base(finished):
 def test_outputs_are_written_and_the_table_comes_from_them(finished):
     config, result = finished
     written = json.loads((Path(config.out) / "compare.json").read_text())
-    assert written["schema"] == "autocustom.compare/2"
+    assert written["schema"] == "autocustom.compare/3"
     assert written["plan"]["pair_ids"] == [
         row["id"] for row in map(json.loads, (Path(config.data) / "test.jsonl").read_text().splitlines())
     ]
@@ -152,25 +151,41 @@ def test_unknown_method_lists_the_valid_ones(dataset, tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_gen_lean_comes_with_its_classifier_accuracy(dataset, tiny_model_dir, tmp_path):
-    config = CompareConfig(
-        data=str(dataset), toward="formal", out=str(tmp_path / "gen"), models=[str(tiny_model_dir)],
-        methods=["base", "system-prompt"], padding=[], adversarial=False, gen=True, gen_tokens=4, **FAST,
-    )  # fmt: skip
-    result = compare(config)
-    assert all(row.metrics["gen_lean"].n == result.n_pairs for row in result.rows)
-    accuracy = result.gen_classifier_accuracy
-    assert accuracy is not None and 0 <= accuracy.value <= 1 and accuracy.n > 0
-    written = json.loads((tmp_path / "gen" / "compare.json").read_text())
-    assert written["gen_classifier_accuracy"]["n"] == accuracy.n
-    assert "labels the validation split's answers correctly" in (tmp_path / "gen" / "compare.md").read_text()
+def _longer(messages) -> str:
+    """A judge that picks the longer reply: what LLM judges lean to, and what LC discounts."""
+    text = messages[-1]["content"]
+    a = text.split("Reply A:\n", 1)[1].split("\n\nReply B:", 1)[0]
+    b = text.split("Reply B:\n", 1)[1].split("\n\nWhich reply", 1)[0]
+    return "A" if len(a) >= len(b) else "B"
 
 
-def test_gen_without_a_validation_split_is_refused_before_any_work(dataset, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(dataset, data)
-    (data / "validation.jsonl").write_text("")
-    config = CompareConfig(data=str(data), toward="formal", out=str(tmp_path / "out"), gen=True)
-    with pytest.raises(UsageError, match="--gen needs the train and validation splits"):
+def test_the_judge_columns_and_notes(dataset, tiny_model_dir, tmp_path, monkeypatch):
+    from tests.fake_openai_server import FakeOpenAIServer
+
+    monkeypatch.setenv("AUTOCUSTOM_CACHE", str(tmp_path / "cache"))
+    with FakeOpenAIServer(reply=_longer) as server:
+        config = CompareConfig(
+            data=str(dataset), toward="formal", out=str(tmp_path / "judged"), models=[str(tiny_model_dir)],
+            methods=["base", "system-prompt"], padding=[], adversarial=False, judge="openai",
+            judge_model="fake-model", base_url=server.base_url, gen_tokens=6, **FAST,
+        )  # fmt: skip
+        result = compare(config)
+        assert 0 < server.chat_count <= 2 * result.n_pairs  # one method, both orders (repeats asked once)
+    prompted = next(r for r in result.rows if r.method == "system-prompt")
+    for name in ("win_rate", "lc_win_rate", "judge_consistency", "reply_tokens"):
+        assert prompted.metrics[name].n == result.n_pairs, name
+    base = next(r for r in result.rows if r.method == "base")
+    assert base.metrics["win_rate"] is None and base.metrics["reply_tokens"] is not None
+    table = (tmp_path / "judged" / "compare.md").read_text()
+    assert "LC win rate" in table and "length-controlled" in table
+    assert "judge (openai:fake-model)" in table
+    assert (
+        json.loads((tmp_path / "judged" / "compare.json").read_text())["plan"]["judge"] == "openai:fake-model"
+    )
+
+
+def test_an_openai_judge_without_a_model_is_refused_before_any_work(dataset, tmp_path):
+    config = CompareConfig(data=str(dataset), toward="formal", out=str(tmp_path / "out"), judge="openai")
+    with pytest.raises(UsageError, match="--judge-model"):
         compare(config)
     assert not (tmp_path / "out").exists()

@@ -45,7 +45,7 @@ def test_run_writes_every_stage_and_a_report_and_resumes(tmp_path, tiny_model_di
     result = run(out, *configs(tmp_path, str(tiny_model_dir)), backend=backend)
     assert (out / "data" / "test.jsonl").is_file()
     assert (out / "train" / "summary.json").is_file()
-    assert json.loads((out / "score.json").read_text())["schema"] == "autocustom.shift-score/2"
+    assert json.loads((out / "score.json").read_text())["schema"] == "autocustom.shift-score/3"
     assert result.report.missing == []
     names = sorted(p.name for p in result.report.plots)
     assert names == ["lean_by_subarea.png", "training.png"]

@@ -1,7 +1,7 @@
 """A chat backend that runs a local model with transformers `generate()`, batched.
 
 It makes the whole tool work with no server and no key (the packaged SmolLM2 by default); the
-batching itself lives in autocustom.generation, shared with GenLean's reply generation.
+batching itself lives in autocustom.generation, shared with the free replies the judge reads.
 """
 
 from __future__ import annotations

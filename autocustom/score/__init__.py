@@ -1,1 +1,1 @@
-"""Scoring: per-answer log-probs, BiasShift/Lean/GenLean/TailShift, MMLU, Drift, and their intervals."""
+"""Scoring: per-answer log-probs, BiasShift/Lean/TailShift, MMLU, Drift, the judge of free replies, and their intervals."""

@@ -1,66 +1,171 @@
-"""GenLean: what the model says, not what it finds likely.
+"""Free replies and the judge of them: which of two replies is more the target pole, asked both ways.
 
-The model answers held-out questions freely (greedy); an embedding classifier fitted on the train
-split's pole answers labels each reply. The classifier is a logistic regression on MiniLM embeddings,
-fitted in numpy: a few hundred 384-d points need no extra dependency. Its accuracy on the
-validation split's answers is reported next to GenLean, since a classifier that cannot tell the poles
-apart makes GenLean meaningless.
+The model answers held-out questions freely (greedy); for each question a judge LLM (the local
+packaged model, or any OpenAI-compatible server) is shown the method's reply and the base model's
+reply and asked which one is more *target pole*, the poles' descriptions in the prompt
+(`prompts/judge.md`). Each pair is judged in both orders, because LLM judges favour a position: a
+question whose two verdicts disagree counts as a tie, and the share of questions judged the same way
+in both orders (the position consistency) says how far the judge can be trusted. Calls go through the
+same SQLite cache as `generate`, so a resumed or repeated measurement asks nothing twice.
+
+This replaces GenLean (an embedding classifier of replies fitted on the train answers): on the
+demo data it labelled validation answers 54% [33%, 75%] correctly and every reply of every model +1,
+a figure that said nothing; a pairwise verdict against the base says what it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from autocustom.axis import Axis
 from autocustom.chat import PLAIN, PromptCondition, render_prompt
-from autocustom.data.schema import Pair
+from autocustom.errors import UsageError
+from autocustom.llm.base import ChatBackend, GenerationParams
+from autocustom.score.stats import Estimate
+
+JUDGES = ("local", "openai")
+DEFAULT_GEN_TOKENS = 48  # greedy reply length for the judged replies: a few sentences
+JUDGE_PARAMS = GenerationParams(max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0)  # one letter, greedy
+# below this share of questions judged alike in both orders the verdicts follow the position more
+# than the replies (a judge that always says "A" scores 0, a coin 0.5), and the output says so
+READABLE_CONSISTENCY = 0.7
+VERDICT = re.compile(r"\b([AB])\b")
 
 
-@dataclass
-class PoleClassifier:
-    """P(target pole | text) = sigmoid(embedding @ w + b)."""
+@dataclass(kw_only=True)
+class JudgeOptions:
+    """Which judge reads the free replies (`shift-score`, `dial` and `compare` share these options)."""
 
-    embedder: object  # a SentenceTransformer
-    weights: np.ndarray
-    bias: float
+    judge: str | None = field(
+        default=None,
+        metadata={
+            "help": "Judge free replies against the base model's: local or openai (slow on CPU: it "
+            "generates); default: no reply figures."
+        },
+    )
+    judge_model: str | None = field(
+        default=None,
+        metadata={"help": "The judge's model (default: the packaged model for local; required for openai)."},
+    )
+    base_url: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible server of the judge (key: $OPENAI_API_KEY)."}
+    )
+    judge_concurrency: int = field(default=4, metadata={"help": "Parallel judge requests (openai)."})
+    gen_tokens: int = field(
+        default=DEFAULT_GEN_TOKENS, metadata={"help": "Max new tokens per reply for --judge."}
+    )
 
-    def predict(self, texts: list[str]) -> np.ndarray:
-        """1.0 where a text reads as the target pole, else 0.0."""
-        features = _embed(self.embedder, texts)
-        return (features @ self.weights + self.bias > 0).astype(np.float64)
+    def check_judge(self) -> None:
+        if self.judge is not None and self.judge not in JUDGES:
+            raise UsageError(f"unknown --judge '{self.judge}'", f"use one of: {', '.join(JUDGES)}")
+        if self.judge == "openai" and not self.judge_model:
+            raise UsageError("--judge openai needs --judge-model", "e.g. --judge-model gpt-4o-mini")
+        if self.gen_tokens < 1 or self.judge_concurrency < 1:
+            raise UsageError(
+                "--gen-tokens and --judge-concurrency must be at least 1", "fix the option values"
+            )
+
+    @property
+    def judge_label(self) -> str | None:
+        """How outputs name the judge, e.g. `local:smollm2-135m` (None: no judge)."""
+        if self.judge is None:
+            return None
+        from autocustom.assets import DEFAULT_MODEL
+
+        return f"{self.judge}:{self.judge_model or DEFAULT_MODEL}"
 
 
-def load_embedder():
-    from sentence_transformers import SentenceTransformer
+class Judge:
+    """Pairwise verdicts of a chat backend on (method reply, base reply), in both orders."""
 
-    from autocustom.assets import embedder_path
+    def __init__(self, backend: ChatBackend, axis: Axis) -> None:
+        self.backend = backend
+        self.axis = axis
 
-    return SentenceTransformer(embedder_path(), device="cpu")
+    def verdicts(
+        self, questions: Sequence[str], replies: Sequence[str], base_replies: Sequence[str], toward: str
+    ) -> np.ndarray:
+        """(n, 2): 1 where the judge found the method's reply more `toward`, 0 the base's, 0.5 where
+        its answer named neither; column 0 with the method's reply shown first, column 1 second."""
+        conversations = []
+        for question, mine, theirs in zip(questions, replies, base_replies, strict=True):
+            conversations.append(self._prompt(question, mine, theirs, toward))
+            conversations.append(self._prompt(question, theirs, mine, toward))
+        picks = [parse_verdict(answer) for answer in self.backend.complete(conversations, JUDGE_PARAMS)]
+        first = [{"A": 1.0, "B": 0.0}.get(p, 0.5) for p in picks[0::2]]
+        second = [{"B": 1.0, "A": 0.0}.get(p, 0.5) for p in picks[1::2]]
+        return np.column_stack([first, second]) if first else np.zeros((0, 2))
+
+    def _prompt(self, question: str, reply_a: str, reply_b: str, toward: str):
+        from autocustom.prompts import load_prompt
+
+        opposite = self.axis.opposite(toward)
+        notes = [f"{pole}: {text}" for pole in (toward, opposite) if (text := self.axis.description(pole))]
+        return load_prompt("judge").render(
+            pole=toward,
+            opposite=opposite,
+            descriptions=f" ({'; '.join(notes)})" if notes else "",
+            question=question,
+            reply_a=reply_a or "(empty reply)",
+            reply_b=reply_b or "(empty reply)",
+        )
 
 
-def fit_pole_classifier(
-    pairs: list[Pair], target: str, *, embedder=None, l2: float = 1e-2, steps: int = 500
-) -> PoleClassifier:
-    """Logistic regression (full-batch gradient descent, L2) on the embeddings of both poles' answers."""
-    embedder = embedder or load_embedder()
-    texts, labels = _labelled(pairs, target)
-    x = _embed(embedder, texts)
-    y = np.asarray(labels)
-    w, b = np.zeros(x.shape[1]), 0.0
-    rate = 1.0  # embeddings are unit-norm, so the loss is smooth with curvature <= 1/4
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-(x @ w + b)))
-        w -= rate * (x.T @ (p - y) / len(y) + l2 * w)
-        b -= rate * float((p - y).mean())
-    return PoleClassifier(embedder, w, b)
+def parse_verdict(answer: str) -> str | None:
+    """The first standalone A or B of the judge's answer ("A", "Reply B", "**A**"), else None."""
+    match = VERDICT.search(answer)
+    return match.group(1) if match else None
 
 
-def classifier_correct(classifier: PoleClassifier, pairs: Sequence[Pair], target: str) -> np.ndarray:
-    """1.0 for each held-out pole answer the classifier labels correctly (its accuracy, per item)."""
-    texts, labels = _labelled(pairs, target)
-    return (classifier.predict(texts) == np.asarray(labels)).astype(np.float64)
+@contextmanager
+def open_judge(
+    options: JudgeOptions, axis: Axis, *, device: str | None = None, cache: Path | None = None
+) -> Iterator[Judge | None]:
+    """The judge the options ask for (None when none was), its calls cached in `cache` (default: the
+    user cache, shared by every command: a verdict already given is never asked for again)."""
+    if options.judge is None:
+        yield None
+        return
+    from autocustom.assets import cache_dir
+    from autocustom.layout import JUDGE_CALLS
+    from autocustom.llm.cache import CachedBackend, CallCache
+    from autocustom.llm.factory import make_backend
+
+    backend = make_backend(
+        options.judge,
+        options.judge_model,
+        base_url=options.base_url,
+        concurrency=options.judge_concurrency,
+        device=device,
+    )
+    check = getattr(backend, "check_reachable", None)
+    if check is not None:
+        check()
+    with CallCache(cache or cache_dir() / JUDGE_CALLS) as calls:
+        yield Judge(CachedBackend(backend, calls), axis)
+
+
+def judge_notes(judge: str | None, metrics: dict[str, Estimate | None]) -> list[str]:
+    """What the judge's figures can be trusted for, in words (nothing when no judge ran)."""
+    consistency = metrics.get("judge_consistency")
+    if judge is None or consistency is None:
+        return []
+    if consistency.value < READABLE_CONSISTENCY:
+        return [
+            f"the judge ({judge}) gave the same verdict in both orders for only {consistency.value:.0%} of "
+            f"questions (n={consistency.n}, below {READABLE_CONSISTENCY:.0%}): its verdicts follow the "
+            "position of the replies, so the win rates cannot be read; use a stronger judge (--judge openai)"
+        ]
+    return [
+        f"the judge ({judge}) gave the same verdict in both orders for {consistency.value:.0%} of questions "
+        f"{consistency}; a disagreement counts as a tie"
+    ]
 
 
 def generate_replies(
@@ -69,7 +174,7 @@ def generate_replies(
     questions: list[str],
     *,
     condition: PromptCondition = PLAIN,
-    max_new_tokens: int = 48,
+    max_new_tokens: int = DEFAULT_GEN_TOKENS,
     batch_size: int = 16,
 ) -> list[str]:
     """Greedy replies to the questions under `condition` (what the model says, not what it scores)."""
@@ -77,18 +182,3 @@ def generate_replies(
 
     prompts = [render_prompt(tokenizer, condition.conversation(q)) for q in questions]
     return generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-
-
-def _labelled(pairs: Sequence[Pair], target: str) -> tuple[list[str], list[float]]:
-    texts, labels = [], []
-    for pair in pairs:
-        for pole, answer in pair.answers.items():
-            texts.append(answer)
-            labels.append(1.0 if pole == target else 0.0)
-    return texts, labels
-
-
-def _embed(embedder, texts: list[str]) -> np.ndarray:
-    if not texts:
-        return np.zeros((0, embedder.get_sentence_embedding_dimension()))
-    return np.asarray(embedder.encode(texts, normalize_embeddings=True, batch_size=64), dtype=np.float64)

@@ -1,12 +1,12 @@
 """One measurement: a model against its base on an evaluation plan. Every command's figures come from here.
 
 `measure(model, reference, plan)` is what the training evaluation callback, `shift-score`, `compare` and
-`run` call. It first observes per-item numbers (margins, MMLU correctness, per-text Drift, reply
-labels), then computes every metric of `METRICS` from them: a metric is a row of data (name, whether
+`run` call. It first observes per-item numbers (margins, MMLU correctness, per-text Drift, the judge's
+verdicts on free replies), then computes every metric of `METRICS` from them: a metric is a row of data (name, whether
 it needs a base, unit, the observations it reads, its function), so a new metric touches one place.
 
-The base side of a measurement (its margins under a condition, its MMLU answers, the fitted reply
-classifier) is computed once by `Reference` and reused by every measurement against that base: each
+The base side of a measurement (its margins under a condition, its MMLU answers, its free replies)
+is computed once by `Reference` and reused by every measurement against that base: each
 evaluation of a training run, each row of a comparison.
 """
 
@@ -22,7 +22,8 @@ from autocustom.chat import PromptCondition
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.plan import EvalPlan
 from autocustom.score.shift import bias_shift, lean, per_subarea, tail_shift
-from autocustom.score.stats import Estimate, bootstrap, paired_difference, signed_share
+from autocustom.score.stats import Estimate, bootstrap, paired_difference
+from autocustom.score.winrate import length_controlled_win_rate, position_consistency, win_rate
 
 
 @dataclass
@@ -34,9 +35,9 @@ class Observations:
     mmlu_correct: np.ndarray | None = None  # 0/1 per retention question
     base_mmlu_correct: np.ndarray | None = None
     drift: np.ndarray | None = None  # KL(base || model) per neutral text, nats/token
-    reply_labels: np.ndarray | None = None  # 1 where a free reply reads as the target pole
+    verdicts: np.ndarray | None = None  # (n, 2) the judge: 1 the model's reply is more the pole, 0 the base's
     reply_tokens: np.ndarray | None = None  # length of each free reply, in tokens
-    classifier_correct: np.ndarray | None = None  # the reply classifier on validation answers
+    base_reply_tokens: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,13 @@ METRICS: tuple[Metric, ...] = (
         "tail_shift", "TailShift", True, "nats/token", ("margins", "base_margins"),
         lambda p, t, b: tail_shift(t, b, p.tail, **p.boot),
     ),
-    Metric("gen_lean", "GenLean", False, "[-1, 1]", ("reply_labels",), lambda p, y: signed_share(y, **p.boot)),
-    Metric("reply_tokens", "reply length (tokens)", False, "tokens", ("reply_tokens",), lambda p, n: bootstrap(n, **p.boot)),
-    Metric("gen_classifier_accuracy", "GenLean classifier accuracy", False, "share", ("classifier_correct",), lambda p, c: bootstrap(c, **p.boot)),
+    Metric("win_rate", "win rate vs base", True, "share", ("verdicts",), lambda p, v: win_rate(v, **p.boot)),
+    Metric(
+        "lc_win_rate", "LC win rate", True, "share", ("verdicts", "reply_tokens", "base_reply_tokens"),
+        lambda p, v, n, b: length_controlled_win_rate(v, n, b, **p.boot),
+    ),
+    Metric("judge_consistency", "judge consistency", True, "share", ("verdicts",), lambda p, v: position_consistency(v, **p.boot)),
+    Metric("reply_tokens", "reply tokens", False, "tokens", ("reply_tokens",), lambda p, n: bootstrap(n, **p.boot)),
     Metric("mmlu_accuracy", "MMLU", False, "share", ("mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
     Metric("mmlu_base_accuracy", "base MMLU", True, "share", ("base_mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
     Metric(
@@ -95,13 +100,15 @@ class Reference:
     """The base model's side of every measurement against it, each part computed once and kept.
 
     Holds the frozen base (Drift needs its distributions, so it stays loaded) and memoises its margins
-    per (pairs, condition), its MMLU answers per question set and the reply classifier per fit set.
+    per (pairs, condition), its MMLU answers per question set and its free replies per question set
+    and condition. `judge` compares a model's replies with the base's (None: no reply figures).
     `model=None` is a measurement without a base: only the figures that need none are computed.
     """
 
-    def __init__(self, model, tokenizer) -> None:
+    def __init__(self, model, tokenizer, judge=None) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.judge = judge
         self._memo: dict[tuple, Any] = {}
 
     def margins(self, plan: EvalPlan) -> np.ndarray | None:
@@ -116,25 +123,10 @@ class Reference:
         key = ("mmlu", tuple(q.id for q in plan.mmlu))
         return self._remember(key, lambda: _mmlu(self.model, self.tokenizer, plan))
 
-    def classifier(self, plan: EvalPlan):
-        fit, _ = plan.classifier_pairs
-        key = ("classifier", tuple(p.id for p in fit), plan.toward)
-        return self._remember(key, lambda: _fit_classifier(fit, plan.toward))
-
-    def classifier_correct(self, plan: EvalPlan) -> np.ndarray | None:
-        """The reply classifier on the validation answers: once per base, not once per measured model."""
-        if not plan.gen_questions:
-            return None
-        from autocustom.score.judge import classifier_correct
-
-        check = plan.classifier_pairs[1]
-        key = (
-            "classifier_correct",
-            tuple(p.id for p in plan.classifier_pairs[0]),
-            tuple(p.id for p in check),
-            plan.toward,
-        )
-        return self._remember(key, lambda: classifier_correct(self.classifier(plan), check, plan.toward))
+    def replies(self, plan: EvalPlan) -> tuple[list[str], np.ndarray]:
+        """The base's free replies under `plan.base_condition`, and their lengths in tokens."""
+        key = ("replies", plan.gen_questions, plan.base_condition, plan.gen_tokens)
+        return self._remember(key, lambda: _replies(self.model, self.tokenizer, plan, plan.base_condition))
 
     def _remember(self, key: tuple, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -193,11 +185,10 @@ def _observe(model, tokenizer, reference: Reference, plan: EvalPlan, progress) -
             np.zeros(len(plan.drift_texts)) if is_base else _drift(model, tokenizer, reference, plan)
         )
         progress(ProgressEvent("drift", len(plan.drift_texts), len(plan.drift_texts)))
-    if plan.gen_questions:
-        progress(ProgressEvent("gen", 0, len(plan.gen_questions)))
-        observed.reply_labels, observed.reply_tokens = _replies(model, tokenizer, reference, plan)
-        observed.classifier_correct = reference.classifier_correct(plan)
-        progress(ProgressEvent("gen", len(plan.gen_questions), len(plan.gen_questions)))
+    if plan.gen_questions and reference.judge is not None and reference.model is not None:
+        progress(ProgressEvent("replies", 0, len(plan.gen_questions)))
+        _judge(model, tokenizer, reference, plan, observed, is_base)
+        progress(ProgressEvent("replies", len(plan.gen_questions), len(plan.gen_questions)))
     return observed
 
 
@@ -227,28 +218,36 @@ def _drift(model, tokenizer, reference: Reference, plan: EvalPlan) -> np.ndarray
     return drift_per_text(model, reference.model, tokenizer, plan.drift_texts, batch_size=plan.batch_size)
 
 
-def _fit_classifier(pairs, toward: str):
-    from autocustom.score.judge import fit_pole_classifier
+def _judge(
+    model, tokenizer, reference: Reference, plan: EvalPlan, observed: Observations, is_base: bool
+) -> None:
+    """The model's free replies, their lengths, and the judge's verdicts against the base's replies.
 
-    return fit_pole_classifier(list(pairs), toward)
+    The base under its own condition is not judged against itself: its replies are the comparison.
+    """
+    base_replies, observed.base_reply_tokens = reference.replies(plan)
+    if is_base and plan.condition == plan.base_condition:
+        observed.reply_tokens = observed.base_reply_tokens
+        return
+    replies, observed.reply_tokens = _replies(model, tokenizer, plan, plan.condition)
+    observed.verdicts = reference.judge.verdicts(plan.gen_questions, replies, base_replies, plan.toward)
 
 
-def _replies(model, tokenizer, reference: Reference, plan: EvalPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of the model's greedy replies, and their lengths in tokens (a strength or a method that
-    only makes replies longer or shorter shows here, not as a change of pole)."""
+def _replies(model, tokenizer, plan: EvalPlan, condition: PromptCondition) -> tuple[list[str], np.ndarray]:
+    """Greedy replies to the plan's questions and their lengths in tokens (a method that only makes
+    replies longer or shorter shows here, and the length-controlled win rate discounts it)."""
     from autocustom.score.judge import generate_replies
 
-    classifier = reference.classifier(plan)
     replies = generate_replies(
         model,
         tokenizer,
         list(plan.gen_questions),
-        condition=plan.condition,
+        condition=condition,
         max_new_tokens=plan.gen_tokens,
         batch_size=plan.batch_size,
     )
     lengths = [len(tokenizer(reply, add_special_tokens=False)["input_ids"]) for reply in replies]
-    return classifier.predict(replies), np.asarray(lengths, dtype=np.float64)
+    return replies, np.asarray(lengths, dtype=np.float64)
 
 
 def _pair_key(plan: EvalPlan) -> tuple[str, ...]:

@@ -21,13 +21,13 @@ from autocustom.chat import PLAIN, PromptCondition
 from autocustom.data.io import Dataset
 from autocustom.data.schema import Pair
 from autocustom.errors import UsageError
+from autocustom.score.judge import DEFAULT_GEN_TOKENS
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, evaluation_size
 from autocustom.score.stats import DEFAULT_BOOTSTRAP
 
 EVAL_SEED = 0  # evaluation subsets: one fixed set for every run, seed and command
 EVAL_MAX_LENGTH = 512  # tokens of prompt + answer when scoring a pair; training's --max-length is its own
 DEFAULT_TAIL = 0.1  # TailShift: the 10% of questions that moved least
-DEFAULT_GEN_TOKENS = 48  # greedy reply length for the reply-level figures: a few sentences
 DEFAULT_BATCH_SIZE = 16  # sequences per evaluation forward pass
 
 
@@ -60,8 +60,8 @@ class EvalPlan:
     base_condition: PromptCondition = PLAIN
     mmlu: tuple = ()  # MMLUQuestion
     drift_texts: tuple[tuple[str, str], ...] = ()
-    gen_questions: tuple[str, ...] = ()
-    classifier_pairs: tuple[tuple[Pair, ...], tuple[Pair, ...]] = ((), ())  # (fit, check) for GenLean
+    gen_questions: tuple[str, ...] = ()  # answered freely and judged against the base's replies
+    judge: str | None = None  # which judge reads them, e.g. "local:smollm2-135m"
     gen_tokens: int = DEFAULT_GEN_TOKENS
     tail: float = DEFAULT_TAIL
     bootstrap: int = DEFAULT_BOOTSTRAP
@@ -97,6 +97,7 @@ class EvalPlan:
             "drift_text_ids": _drift_ids(self.drift_texts),
             "gen_questions": len(self.gen_questions),
             "gen_tokens": self.gen_tokens if self.gen_questions else None,
+            "judge": self.judge if self.gen_questions else None,
             "tail": self.tail,
             "bootstrap": self.bootstrap,
             "bootstrap_seed": self.bootstrap_seed,
@@ -119,13 +120,14 @@ def make_plan(
     drift_texts: int | None = None,
     mmlu: bool = True,
     drift: bool = True,
-    gen: bool = False,
+    judge: str | None = None,
     condition: PromptCondition = PLAIN,
     **settings: Any,
 ) -> EvalPlan:
     """The plan for one split of `dataset` toward `toward`; `settings` are EvalPlan's scalar fields.
 
-    Sizes left None take the device's defaults (score/sizes.py); `mmlu`/`drift` False measure none.
+    Sizes left None take the device's defaults (score/sizes.py); `mmlu`/`drift` False measure none;
+    `judge` (its label) asks for free replies to every question, judged against the base's.
     """
     from autocustom.score.drift import neutral_texts
     from autocustom.score.mmlu import retention_subset
@@ -151,21 +153,11 @@ def make_plan(
         condition=condition,
         mmlu=tuple(retention_subset(mmlu_n, seed=EVAL_SEED)) if mmlu else (),
         drift_texts=tuple(neutral_texts(drift_n, seed=EVAL_SEED)) if drift else (),
-        gen_questions=tuple(p.question for p in pairs) if gen else (),
-        classifier_pairs=classifier_splits(dataset) if gen else ((), ()),
+        gen_questions=tuple(p.question for p in pairs) if judge else (),
+        judge=judge,
         sizes=sizes,
         **settings,
     )
-
-
-def classifier_splits(dataset: Dataset) -> tuple[tuple[Pair, ...], tuple[Pair, ...]]:
-    """The train split (the pole classifier is fitted on it) and the validation split (it is checked on it)."""
-    train, validation = dataset.splits.get("train", []), dataset.splits.get("validation", [])
-    if not train or not validation:
-        raise UsageError(
-            "--gen needs the train and validation splits (classifier fit and check)", "drop --gen"
-        )
-    return tuple(train), tuple(validation)
 
 
 def _condition_dict(condition: PromptCondition) -> dict[str, Any]:

@@ -18,14 +18,15 @@ from autocustom.fields import DATASET_HELP, required
 from autocustom.layout import recorded_toward
 from autocustom.models import LoadOptions, recorded_base
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.score.judge import JudgeOptions, judge_notes, open_judge
 from autocustom.score.measure import METRICS, Reference, measure
-from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_GEN_TOKENS, DEFAULT_TAIL, EvalPlan, make_plan
+from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_TAIL, EvalPlan, make_plan
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "autocustom.shift-score/2"  # 2: the evaluation plan is written into the report
+SCHEMA = "autocustom.shift-score/3"  # 2: the evaluation plan; 3: the judge's win rates replace GenLean
 
 
 DEVICE_MAP_HELP = "auto: spread a model that does not fit one device over the GPUs and the CPU (accelerate)"
@@ -40,21 +41,15 @@ def check_device_map(device_map: str | None) -> None:
 
 
 @dataclass(kw_only=True)
-class MeasureOptions(LoadOptions):
+class MeasureOptions(JudgeOptions, LoadOptions):
     """How a model is measured on a dataset split: the options `shift-score` and `dial` share.
 
     The sizes default to None, which means the device's default of `score.sizes`. The loading options
-    (`--dtype`, `--load-in-4bit`, ...) come from `LoadOptions`.
+    (`--dtype`, `--load-in-4bit`, ...) come from `LoadOptions`, the judge of free replies from
+    `JudgeOptions`.
     """
 
     split: str = field(default="test", metadata={"help": "Split to score: train, validation or test."})
-    gen: bool = field(
-        default=False,
-        metadata={"help": "Also report GenLean (generate replies and classify them).", "flag": "--gen"},
-    )
-    gen_tokens: int = field(
-        default=DEFAULT_GEN_TOKENS, metadata={"help": "Max new tokens per reply for --gen."}
-    )
     mmlu: bool = field(
         default=True,
         metadata={"help": "Measure MMLU accuracy on the retention subset.", "flag": "--mmlu/--no-mmlu"},
@@ -82,6 +77,7 @@ class MeasureOptions(LoadOptions):
 
         check_device_map(self.device_map)
         self.check_loading(resolve_device(self.device))
+        self.check_judge()
         if not 0 < self.tail <= 1:
             raise UsageError(f"--tail {self.tail} must be in (0, 1]", "e.g. --tail 0.1")
         if self.bootstrap < 0 or self.batch_size < 1:
@@ -104,7 +100,7 @@ class MeasureOptions(LoadOptions):
             mmlu_questions=self.mmlu_questions,
             drift_texts=self.drift_texts,
             mmlu=self.mmlu,
-            gen=self.gen,
+            judge=self.judge_label,
             condition=condition,
             gen_tokens=self.gen_tokens,
             tail=self.tail,
@@ -217,8 +213,10 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
     device = resolve_device(config.device)
     plan = config.plan(dataset, toward, device.type, _condition(config, dataset, toward))
     seed_everything(config.seed)
-    loaded, reference = _load(config, base_ref, device, progress)
-    measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer, progress=progress)
+    loaded, base_model = _load(config, base_ref, device, progress)
+    with open_judge(config, dataset.axis, device=config.device) as judge:
+        reference = Reference(base_model, loaded.tokenizer, judge)
+        measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer, progress=progress)
     report = ScoreReport(
         model=config.model,
         base=base_ref,
@@ -233,7 +231,7 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
         metrics=measured.metrics,
         subareas=measured.subareas,
         gates=_gates(config, measured.metrics),
-        notes=_notes(plan, base_ref),
+        notes=_notes(plan, base_ref) + judge_notes(plan.judge, measured.metrics),
         plan=plan.describe(),
     )
     for gate in report.failed_gates():
@@ -252,8 +250,8 @@ def _target_pole(config: ScoreConfig, axis) -> str:
 
 
 def _load(config: ScoreConfig, base_ref: str | None, device, progress: ProgressCallback):
-    """The model and a Reference on its base: the same weights when the two name one model, and a LoRA
-    run's own base with the adapter disabled when it is the base asked for (no second copy)."""
+    """The model and its base: the same weights when the two name one model, and a LoRA run's own base
+    with the adapter disabled when it is the base asked for (no second copy); None without a base."""
     from autocustom.models import AdapterDisabled, load_model, resolve_model_dir
 
     steps = 2 if base_ref else 1
@@ -271,7 +269,7 @@ def _load(config: ScoreConfig, base_ref: str | None, device, progress: ProgressC
             _check_tokenizers(loaded.tokenizer, base.tokenizer, config.model, base_ref)
             base_model = base.model
     progress(ProgressEvent("load", steps, steps, "done"))
-    return loaded, Reference(base_model, loaded.tokenizer)
+    return loaded, base_model
 
 
 def _settings(config: ScoreConfig, plan: EvalPlan, base_ref: str | None) -> dict[str, Any]:
@@ -283,7 +281,8 @@ def _settings(config: ScoreConfig, plan: EvalPlan, base_ref: str | None) -> dict
         "mmlu_questions": len(plan.mmlu) or None,
         "mmlu_questions_source": sizes.mmlu_source if plan.mmlu else None,
         "drift_texts": len(plan.drift_texts) if base_ref else None,
-        "gen_tokens": config.gen_tokens if config.gen else None,
+        "gen_tokens": config.gen_tokens if plan.gen_questions else None,
+        "judge": plan.judge,
         "n_pairs": len(plan.pairs),
     }
 

@@ -67,6 +67,6 @@ def paired_difference(
 
 
 def signed_share(indicators: Sequence[float], *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Estimate:
-    """2 * mean(indicator) - 1: a share in [0, 1] mapped to [-1, 1] (Lean, GenLean)."""
+    """2 * mean(indicator) - 1: a share in [0, 1] mapped to [-1, 1] (Lean)."""
     est = bootstrap(np.asarray(indicators, dtype=np.float64), n_boot=n_boot, seed=seed)
     return Estimate(2 * est.value - 1, 2 * est.low - 1, 2 * est.high - 1, est.n)

@@ -139,6 +139,13 @@ class TrainConfig(LoadOptions):
     max_steps: int | None = field(
         default=None, metadata={"help": "optimizer steps to run; overrides --epochs when set"}
     )
+    train_pairs: int | None = field(
+        default=None,
+        metadata={
+            "help": "train on this many train pairs, the first of a --seed shuffle (a smaller number "
+            "takes a subset of a larger one); default: all"
+        },
+    )
     epochs: float = field(
         default=3.0, metadata={"help": "passes over the training pairs (when --max-steps is not set)"}
     )
@@ -208,6 +215,7 @@ class TrainConfig(LoadOptions):
             raise UsageError("no output directory given", "pass --out DIR")
         positive = {
             "--max-steps": self.max_steps,
+            "--train-pairs": self.train_pairs,
             "--epochs": self.epochs,
             "--batch-size": self.batch_size,
             "--grad-accum": self.grad_accum,

@@ -44,6 +44,16 @@ def encode_pairs(
     return examples
 
 
+def nested_subset(pairs: Sequence[Pair], n: int, seed: int) -> list[Pair]:
+    """The first `n` pairs of one seeded shuffle: for one seed, a smaller subset is inside a larger one,
+    so a curve over n (`compare --train-sizes`) adds pairs rather than drawing new ones."""
+    import random
+
+    order = list(pairs)
+    random.Random(seed).shuffle(order)
+    return order[:n]
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Encoded pairs plus, for the preference losses, the frozen reference's summed log-probs."""
 

@@ -47,7 +47,14 @@ from autocustom.score.stats import Estimate, estimate_from
 from autocustom.tensors import kl_per_position, pad_width, padding_id, token_logprobs
 from autocustom.train.callbacks import EvalCallback
 from autocustom.train.config import TrainConfig
-from autocustom.train.data import EpochShuffleSampler, PairCollator, PairDataset, encode_pairs, pad_sequences
+from autocustom.train.data import (
+    EpochShuffleSampler,
+    PairCollator,
+    PairDataset,
+    encode_pairs,
+    nested_subset,
+    pad_sequences,
+)
 from autocustom.train.losses import (
     contrastive_loss,
     cvar_alpha_at,
@@ -368,6 +375,14 @@ def _training_data(config: TrainConfig) -> Dataset:
     for split in ("train", "validation"):
         if not dataset.splits.get(split):
             raise DataError(Path(config.data) / split_file(split), "has no pairs", "regenerate the dataset")
+    if config.train_pairs is not None:
+        train = dataset.splits["train"]
+        if config.train_pairs > len(train):
+            raise UsageError(
+                f"--train-pairs {config.train_pairs} is more than the {len(train)} train pairs of {config.data}",
+                f"pass at most --train-pairs {len(train)}",
+            )
+        dataset.splits["train"] = nested_subset(train, config.train_pairs, config.seed)
     return dataset
 
 

@@ -125,7 +125,10 @@ def compared(monkeypatch) -> list[CompareConfig]:
             ["--models", "a, b", "--methods", "base,,dpo", "--padding", "8, 16"],
             {"models": ["a", "b"], "methods": ["base", "dpo"], "padding": [8, 16]},
         ),
-        (["--padding", "", "--no-adversarial", "--gen"], {"padding": [], "adversarial": False, "gen": True}),
+        (
+            ["--padding", "", "--no-adversarial", "--judge", "local"],
+            {"padding": [], "adversarial": False, "judge": "local"},
+        ),
         (["--models", ""], {"models": []}),  # compare() itself refuses no models
     ],
 )

@@ -105,15 +105,16 @@ def test_base_scored_against_itself_has_zero_shift_and_pinned_schema(app, tiny_m
         "notes",
         "plan",
     }
-    assert report["schema"] == "autocustom.shift-score/2"
+    assert report["schema"] == "autocustom.shift-score/3"
     assert set(report["metrics"]) == {
         "bias_shift",
         "lean",
         "base_lean",
         "tail_shift",
-        "gen_lean",
+        "win_rate",
+        "lc_win_rate",
+        "judge_consistency",
         "reply_tokens",
-        "gen_classifier_accuracy",
         "mmlu_accuracy",
         "mmlu_base_accuracy",
         "mmlu_delta_points",
@@ -128,6 +129,7 @@ def test_base_scored_against_itself_has_zero_shift_and_pinned_schema(app, tiny_m
         "mmlu_questions_source",
         "drift_texts",
         "gen_tokens",
+        "judge",
         "n_pairs",
     }
     assert set(report["subareas"][0]) == {"subarea", "name", "n", "lean", "bias_shift", "base_lean"}
@@ -166,16 +168,19 @@ def test_trained_shift_moves_lean_and_gates_decide_exit_code(app, tuned_dir, tin
     assert [(g["name"], g["passed"]) for g in report["gates"]] == [("min-shift", False), ("max-drift", True)]
 
 
-def test_gen_lean_reports_classifier_accuracy(app, tiny_model_dir, data):
+def test_the_local_judge_reads_free_replies_against_the_base(app, tiny_model_dir, data):
     result = run(
         app,
         "--model",
         tiny_model_dir,
+        "--base",
+        "smollm2-135m",
         "--data",
         data,
         "--toward",
         "formal",
-        "--gen",
+        "--judge",
+        "local",
         "--gen-tokens",
         "4",
         "--no-mmlu",
@@ -184,12 +189,20 @@ def test_gen_lean_reports_classifier_accuracy(app, tiny_model_dir, data):
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["metrics"]["gen_lean"]["n"] == 4
-    assert report["metrics"]["gen_classifier_accuracy"]["n"] == 8
+    for name in ("win_rate", "lc_win_rate", "judge_consistency"):
+        figure = report["metrics"][name]
+        assert figure["n"] == 4 and 0 <= figure["value"] <= 1, name
     lengths = report["metrics"]["reply_tokens"]
     assert lengths["n"] == 4 and 0 <= lengths["value"] <= 4  # replies of at most --gen-tokens tokens
-    assert report["metrics"]["bias_shift"] is None  # no base recorded or given
-    assert report["settings"]["mmlu_questions"] is None
+    assert report["plan"]["judge"] == "local:smollm2-135m"
+    assert any("judge (local:smollm2-135m)" in note for note in report["notes"])  # trusted or not, in words
+
+
+def test_replies_without_a_base_are_not_judged(app, tiny_model_dir, data):
+    result = run(app, "--model", tiny_model_dir, "--data", data, "--toward", "formal", "--judge", "local",
+                 "--gen-tokens", "2", "--no-mmlu", "--json", *FAST)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["win_rate"] is None  # no base recorded or given
 
 
 @pytest.fixture(scope="module")
