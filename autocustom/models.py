@@ -9,6 +9,7 @@ reloads in well under a second with identical logits.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import logging
@@ -285,7 +286,7 @@ def _load_tokenizer(location: str, trust_remote_code: bool, gguf_file: str | Non
     return tokenizer
 
 
-class ModelView:
+class ModelView(abc.ABC):
     """A model seen through a context that holds while the view runs: the adapter off, a steering
     vector on. It shares the model's weights, so a reference or a steered model costs no second copy.
 
@@ -296,8 +297,9 @@ class ModelView:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def running(self) -> Any:  # a context manager
-        raise NotImplementedError
+    @abc.abstractmethod
+    def running(self) -> contextlib.AbstractContextManager[Any]:
+        """The context the model runs in while this view is called (the subclass's one change)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.running():
