@@ -23,6 +23,7 @@ from autocustom.baselines import (
     PLAIN_CONDITION,
     PROMPT_METHODS,
     STEERING_METHOD,
+    TRAINED_METHODS,
     apply_stress,
     check_methods,
     method_condition,
@@ -311,7 +312,7 @@ def _train_methods(config: CompareConfig, out: Path, progress: ProgressCallback)
 
 
 def _trained(config: CompareConfig) -> list[str]:
-    return [m for m in config.methods if m not in (*PROMPT_METHODS, STEERING_METHOD)]
+    return [m for m in config.methods if m in TRAINED_METHODS]
 
 
 def _train_config(config: CompareConfig, method: str, run: Path, **overrides: Any):
