@@ -111,7 +111,7 @@ def _training_section(train_dir: Path, plot_dir: Path, plots: list[Path], missin
     lines = [
         "## Training",
         "",
-        f"![BiasShift and MMLU over training]({plot.relative_to(plot_dir.parent)})",
+        f"![BiasShift over training]({plot.relative_to(plot_dir.parent)})",
         "",
     ]
     if summary is not None:
@@ -316,14 +316,18 @@ def _plot_training(rows: list[dict[str, Any]], summary: dict[str, Any] | None, p
     )  # fmt: skip
     shift_axis.set_xlabel("optimizer step")
     shift_axis.set_ylabel("BiasShift, validation (nats/token)", color="tab:blue")
-    mmlu_axis = shift_axis.twinx()
-    mmlu_axis.plot(steps, [r["mmlu"]["value"] for r in rows], marker="s", color="tab:orange", label="MMLU")
-    mmlu_axis.set_ylabel("MMLU accuracy (retention subset)", color="tab:orange")
+    handles = []
+    mmlu = [(r["step"], r["mmlu"]["value"]) for r in rows if r.get("mmlu")]  # measured with --max-mmlu-drop
+    if mmlu:
+        mmlu_axis = shift_axis.twinx()
+        mmlu_axis.plot(*zip(*mmlu, strict=True), marker="s", color="tab:orange", label="MMLU")
+        mmlu_axis.set_ylabel("MMLU accuracy (retention subset)", color="tab:orange")
+        handles = mmlu_axis.get_legend_handles_labels()[0]
     title = "Training"
     if summary is not None and summary.get("best_step") is not None:
         shift_axis.axvline(summary["best_step"], color="tab:green", linestyle="--", label="kept (best)")
         title += f": best step {summary['best_step']}, stopped by {summary['stop_reason']}"
-    handles = shift_axis.get_legend_handles_labels()[0] + mmlu_axis.get_legend_handles_labels()[0]
+    handles = shift_axis.get_legend_handles_labels()[0] + handles
     shift_axis.legend(handles=handles, loc="upper left")
     shift_axis.set_title(title)
     return _save(plt, figure, path)

@@ -236,8 +236,9 @@ def report_command(
 
         autocustom report runs/formal-demo
 
-    Plots: BiasShift and MMLU over training steps with the kept step marked; Lean per held-out
-    subarea, base vs tuned; for a compare directory, Lean and BiasShift against padding length.
+    Plots: BiasShift (and MMLU, when --max-mmlu-drop measured it) over training steps, the kept step
+    marked; Lean per held-out subarea, base vs tuned; for a compare directory, Lean and BiasShift
+    against padding length.
     On an unfinished run it reports what exists, names what is missing and exits 2.
     """
     with user_errors():

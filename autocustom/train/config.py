@@ -93,8 +93,18 @@ class TrainConfig(LoadOptions):
         },
     )
     reg_batch_size: int = field(
-        default=4,
-        metadata={"help": "MMLU questions per regulariser batch (one batch per training micro-step)"},
+        default=1,
+        metadata={
+            "help": "MMLU questions per regulariser batch, one batch per training micro-step (1: its rows "
+            "cost ~1/8 of a step of 4 pairs; the weight, not the batch, sets its strength)"
+        },
+    )
+    reg_max_tokens: int = field(
+        default=128,
+        metadata={
+            "help": "leave MMLU questions longer than this out of the regulariser, so its rows never pad "
+            "the pair rows wider (128 keeps about two thirds of MMLU)"
+        },
     )
     lora: bool | None = field(
         default=None,
@@ -113,11 +123,12 @@ class TrainConfig(LoadOptions):
             "(default: every linear layer but the output head)"
         },
     )
-    gradient_checkpointing: bool = field(
-        default=True,
+    gradient_checkpointing: bool | None = field(
+        default=None,
         metadata={
             "help": "recompute each layer's activations in the backward pass instead of keeping them: "
-            "several times less memory for ~30% more time (on by default, as in TRL)",
+            "several times less memory for ~30% more time; default: on unless the memory plan "
+            "without it takes at most half of the device's free memory",
             "flag": "--gradient-checkpointing/--no-gradient-checkpointing",
         },
     )
@@ -226,6 +237,7 @@ class TrainConfig(LoadOptions):
             "--patience": self.patience,
             "--beta": self.beta,
             "--reg-batch-size": self.reg_batch_size,
+            "--reg-max-tokens": self.reg_max_tokens,
             "--lora-rank": self.lora_rank,
             "--mmlu-questions": self.mmlu_questions,
             "--drift-texts": self.drift_texts,

@@ -24,7 +24,7 @@ measured peaks (docs/training.md, "Memory"; benchmarks/bench_memory.py prints bo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 GIB = 2**30
@@ -193,7 +193,7 @@ def _evaluation_transient(shape: ModelShape, workload: Workload) -> int:
 def workload_for(config: Any, examples: list | None, drift_lengths: list[int] | None = None) -> Workload:
     """The micro-step of `config` on its encoded pairs (the longest ones: a plan is an upper bound).
 
-    The regulariser's MMLU rows may be up to `max_length` long, so with them a row is that long.
+    The regulariser's MMLU rows are at most `reg_max_tokens` long, so with them a row is at least that.
     Without examples (a table for a model and no dataset), every row is `max_length` long and half of
     it is answer; without the Drift texts' lengths, every text is as long as Drift allows.
     """
@@ -209,7 +209,7 @@ def workload_for(config: Any, examples: list | None, drift_lengths: list[int] | 
     else:
         pair_width = config.max_length
         scored = 2 * config.batch_size * math.ceil(config.max_length / 2)
-    width = config.max_length if reg_rows else pair_width
+    width = max(pair_width, config.reg_max_tokens) if reg_rows else pair_width
     drift = sorted(drift_lengths or [MAX_LENGTH] * config.eval_batch_size, reverse=True)
     return Workload(
         rows=2 * config.batch_size + reg_rows,
@@ -243,16 +243,37 @@ def plan_training(config: Any, dataset: Any = None, device: Any = None) -> Memor
     shape = model_shape(load_config(config.model), config.lora_rank, config.lora_targets)
     measured = _measured_lengths(config, dataset, device) if dataset is not None else None
     available = available_bytes(device)
+    if config.gradient_checkpointing is None:
+        config = replace(
+            config, gradient_checkpointing=_needs_checkpointing(config, shape, measured, device, available)
+        )
     plan = _plan_for(config, shape, measured, device, available)
     if plan.fits is False:
         plan.options["would_fit"] = fitting_changes(config, shape, measured, device, available)
     return plan
 
 
+CHECKPOINTING_SHARE = (
+    0.5  # auto: checkpoint unless the plan without it takes at most this share of free memory
+)
+
+
+def _needs_checkpointing(
+    config: Any, shape: ModelShape, measured, device: Any, available: int | None
+) -> bool:
+    """Gradient checkpointing by default only where memory asks for it: it costs ~30% of every step.
+
+    Off when the plan without it leaves half the device's free memory unused (room for the plan's
+    error, measured within 25%, and for whatever else runs there); on when the free memory is unknown.
+    """
+    if available is None:
+        return True
+    without = _plan_for(replace(config, gradient_checkpointing=False), shape, measured, device, available)
+    return without.total > CHECKPOINTING_SHARE * available
+
+
 def fitting_changes(config: Any, shape: ModelShape, measured, device: Any, available: int) -> list[str]:
     """Options that would make the run fit `available` bytes, each tried alone, cheapest first."""
-    from dataclasses import replace
-
     changes: list[tuple[str, dict[str, Any]]] = []
     if not config.gradient_checkpointing:
         changes.append(("--gradient-checkpointing", {"gradient_checkpointing": True}))
@@ -302,6 +323,7 @@ def _measured_lengths(config: Any, dataset: Any, device: Any) -> tuple[list, lis
     opposite = dataset.axis.opposite(config.toward)
     tokenizer = load_tokenizer(config.model)
     examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
+    # the final measurement's Drift texts (every plan of a run draws the same ones)
     texts = training_plan(config, dataset, "validation", getattr(device, "type", device)).drift_texts
     encoded = [encode_context_continuation(tokenizer, p, c, MAX_LENGTH) for p, c in texts]
     return examples, [len(e.input_ids) - e.prompt_length for e in encoded]

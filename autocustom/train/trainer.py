@@ -18,7 +18,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +266,9 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     device = _device(config, distributed)
     config.check_loading(device)
     memory = _check_memory(config, dataset, device)
+    config = replace(
+        config, gradient_checkpointing=memory.options["gradient_checkpointing"]
+    )  # auto, resolved
     distributed.wait_for_everyone()  # every rank has checked --out before rank 0 writes into it
     started = time.monotonic()
     setup = _setup(config, dataset, device, memory.options["lora"], progress)
@@ -428,13 +431,18 @@ def _setup(
         if config.loss in ("dpo", "ipo")
         else None,
         regularizer=_regularizer(config, tokenizer),
-        validation_plan=training_plan(config, dataset, "validation", device.type),
+        validation_plan=selection_plan(config, dataset, device.type),
         final_plan=training_plan(config, dataset, final_split, device.type),
     )
 
 
-def training_plan(config: TrainConfig, dataset: Dataset, split: str, device_type: str) -> EvalPlan:
-    """What `train` measures on `split`: the plan `shift-score` makes for the same split and sizes."""
+def training_plan(
+    config: TrainConfig, dataset: Dataset, split: str, device_type: str, **measured: bool
+) -> EvalPlan:
+    """What `train` measures on `split`: the plan `shift-score` makes for the same split and sizes.
+
+    `measured` (mmlu=False, drift=False) leaves those figures out, as `make_plan` does.
+    """
     return make_plan(
         dataset,
         split,
@@ -443,6 +451,24 @@ def training_plan(config: TrainConfig, dataset: Dataset, split: str, device_type
         mmlu_questions=config.mmlu_questions,
         drift_texts=config.drift_texts,
         batch_size=config.eval_batch_size,
+        **measured,
+    )
+
+
+def selection_plan(config: TrainConfig, dataset: Dataset, device_type: str) -> EvalPlan:
+    """What every evaluation during training measures: what picking the checkpoint and stopping read.
+
+    Validation BiasShift always (it picks the kept checkpoint); MMLU and Drift only when a guardrail
+    (--max-mmlu-drop, --max-drift) reads them. They cost most of an evaluation (60 MMLU questions and
+    32 texts against ~10 pairs on CPU) and the kept model is measured on all of them once, at the end.
+    """
+    return training_plan(
+        config,
+        dataset,
+        "validation",
+        device_type,
+        mmlu=config.max_mmlu_drop is not None,
+        drift=config.max_drift is not None,
     )
 
 
@@ -452,7 +478,7 @@ def _regularizer(config: TrainConfig, tokenizer) -> MMLURegularizer | None:
     from autocustom.score.mmlu import regularizer_pool
 
     pool = regularizer_pool(config.reg_subjects, seed=config.seed)
-    return MMLURegularizer(tokenizer, pool, config.reg, config.reg_batch_size, config.max_length)
+    return MMLURegularizer(tokenizer, pool, config.reg, config.reg_batch_size, config.reg_max_tokens)
 
 
 def _resolved(config: TrainConfig, dataset: Dataset, setup: Setup, processes: int) -> dict[str, Any]:
@@ -465,8 +491,8 @@ def _resolved(config: TrainConfig, dataset: Dataset, setup: Setup, processes: in
         "lr": config.resolved_lr(setup.use_lora),
         "beta": config.resolved_beta(),
         "save_steps": config.save_steps or config.eval_steps,
-        "mmlu_questions": len(setup.validation_plan.mmlu),
-        "drift_texts": len(setup.validation_plan.drift_texts),
+        "mmlu_questions": len(setup.final_plan.mmlu),
+        "drift_texts": len(setup.final_plan.drift_texts),
         "device": str(setup.device),
         "processes": processes,
         "parameters": setup.n_params,

@@ -79,6 +79,22 @@ def test_a_plan_that_does_not_fit_names_the_options_that_would(dataset, tiny_mod
     assert changes[0] == "--gradient-checkpointing" and "--lora --load-in-4bit" not in changes  # CPU
 
 
+@pytest.mark.parametrize(("available_share", "checkpointed"), [(0.4, False), (0.6, True), (None, True)])
+def test_checkpointing_by_default_only_where_memory_asks_for_it(
+    monkeypatch, dataset, tiny_model_dir, tmp_path, available_share, checkpointed
+):
+    config = TrainConfig(data=str(dataset), out=str(tmp_path), model=str(tiny_model_dir), **SMALL)
+    without = memory.plan_training(replace(config, gradient_checkpointing=False)).total
+    free = None if available_share is None else int(without / available_share)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: free)
+    plan = memory.plan_training(config)  # gradient_checkpointing None: auto
+    assert plan.options["gradient_checkpointing"] is checkpointed
+    assert (
+        memory.plan_training(replace(config, gradient_checkpointing=False)).options["gradient_checkpointing"]
+        is False
+    )  # an explicit choice stands
+
+
 def _train_args(dataset: Path, model: Path, out: Path) -> list[str]:
     return ["train", "--data", str(dataset), "--toward", "formal", "--out", str(out), "--model", str(model)]
 

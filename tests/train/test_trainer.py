@@ -146,10 +146,25 @@ def test_report_to_tensorboard_writes_the_loss_and_every_evaluation(tmp_path, da
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1, report_to="tensorboard"))
+    guarded = {"max_mmlu_drop": 100.0, "max_drift": 100.0}  # guardrails read MMLU and Drift every time
+    train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1, report_to="tensorboard", **guarded))
     events = EventAccumulator(str(out / "logs")).Reload()
     scalars = events.Tags()["scalars"]
     assert {"train/loss", "eval/bias_shift", "eval/mmlu", "eval/drift"} <= set(scalars)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logged = [event.value for event in events.Scalars("eval/bias_shift")]
     assert logged == pytest.approx([row["bias_shift"]["value"] for row in rows], abs=1e-6)
+
+
+def test_evaluations_measure_mmlu_and_drift_only_for_a_guardrail(tmp_path, dataset, tiny_model_dir):
+    out = tmp_path / "run"
+    result = train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["bias_shift"] for r in rows)
+    assert all(r["mmlu"] is None and r["drift"] is None for r in rows)  # what selection does not read
+    assert result.mmlu_after is not None and result.drift is not None  # the kept model gets every figure
+    guarded = train(
+        config(dataset, tmp_path / "guarded", tiny_model_dir, max_steps=1, eval_steps=1, max_drift=9.0)
+    )
+    row = json.loads((tmp_path / "guarded" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["drift"] is not None and row["mmlu"] is None and guarded.drift is not None

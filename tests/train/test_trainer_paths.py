@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from autocustom.data.io import load_dataset_dir
+from autocustom.errors import UsageError
 from autocustom.score.logprobs import pair_margins
 from autocustom.train.config import TrainConfig
 from autocustom.train.data import PairCollator, PairDataset, encode_pairs
@@ -154,7 +155,7 @@ def test_regulariser_in_the_stacked_forward_matches_separate_forwards(
     tmp_path, tiny_model_dir, tokenizer, examples, kind, questions
 ):
     policy, base = fresh(tiny_model_dir), perturbed(tiny_model_dir)
-    regularizer = MMLURegularizer(tokenizer, questions, kind, batch_size=2, max_length=128)
+    regularizer = MMLURegularizer(tokenizer, questions, kind, batch_size=2, max_tokens=128)
     trainer = pair_trainer(
         policy, tmp_path, reference=base, regularizer=regularizer, reg=kind, reg_weight=0.5
     )
@@ -182,7 +183,7 @@ def test_regulariser_in_the_stacked_forward_matches_separate_forwards(
 
 def test_kl_regulariser_is_zero_when_the_policy_is_the_base(tmp_path, tiny_model_dir, tokenizer, examples):
     policy, base = fresh(tiny_model_dir), fresh(tiny_model_dir)  # two copies, as train() loads them
-    regularizer = MMLURegularizer(tokenizer, [LONG, *SHORT], "kl", batch_size=3, max_length=128)
+    regularizer = MMLURegularizer(tokenizer, [LONG, *SHORT], "kl", batch_size=3, max_tokens=128)
     trainer = pair_trainer(
         policy, tmp_path, reference=base, regularizer=regularizer, reg="kl", reg_weight=5.0
     )
@@ -350,3 +351,13 @@ def test_dpo_and_simpo_move_the_model(tmp_path, dataset, tiny_model_dir, tokeniz
             s, ref = pair_stats(policy, call.inputs), pair_stats(base, call.inputs)
             expected = dpo_loss(*s.sums, *ref.sums, 0.1)
             assert torch.allclose(call.per_pair, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_regulariser_leaves_out_questions_longer_than_its_budget(tokenizer):
+    regularizer = MMLURegularizer(tokenizer, [LONG, *SHORT], "nll", batch_size=2, max_tokens=70)
+    ids, _attention, _answer = regularizer.batch(0, torch.device("cpu"))
+    assert ids.shape[1] <= 70  # the ~90-token question is not in any batch
+    wrapped, _, _ = regularizer.batch(1, torch.device("cpu"))  # the pool of two repeats in order
+    assert torch.equal(ids, wrapped)
+    with pytest.raises(UsageError, match="--reg-max-tokens 10"):
+        MMLURegularizer(tokenizer, SHORT, "nll", batch_size=1, max_tokens=10)
