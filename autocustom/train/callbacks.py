@@ -148,6 +148,37 @@ class EvalCallback(TrainerCallback, ExportableState):
         return False
 
 
+CHECKPOINT_MINUTES = 5.0  # default: a kill loses at most ~5 minutes of training; a shorter run writes none
+
+
+class CheckpointPolicy(TrainerCallback):
+    """Which of the Trainer's save steps really write a checkpoint for --resume.
+
+    A checkpoint of a full fine-tuning run is the model and AdamW's two moments (1.6 GB for the 135M
+    model, ~3 s on CPU each time), and a finished run deletes them all. So: never at the step a run ends
+    on; by default (`every_seconds`) only once that long has passed since the last checkpoint or the
+    start; with an explicit --save-steps (`every_seconds` None), at every save step.
+    """
+
+    def __init__(self, every_seconds: float | None) -> None:
+        self.every_seconds = every_seconds
+        self.last = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            ending = control.should_training_stop or state.global_step >= state.max_steps
+            waited = time.monotonic() - self.last
+            due = self.every_seconds is None or waited >= self.every_seconds
+            control.should_save = due and not ending
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
+
+
 # metrics.jsonl key -> measured metric: what early stopping, the guardrails and the report read
 ROW_METRICS = {"bias_shift": "bias_shift", "mmlu": "mmlu_accuracy", "drift": "drift"}
 

@@ -180,7 +180,11 @@ class TrainConfig(LoadOptions):
     )
     save_steps: int | None = field(
         default=None,
-        metadata={"help": "checkpoint every this many steps for --resume (default: --eval-steps)"},
+        metadata={
+            "help": "checkpoint every this many steps for --resume; default: at an evaluation once 5 "
+            "minutes passed since the last checkpoint, every evaluation under DDP (none at the last step: "
+            "a finished run needs none)"
+        },
     )
     patience: int = field(
         default=3,

@@ -45,7 +45,7 @@ from autocustom.score.measure import Reference, measure
 from autocustom.score.plan import EvalPlan, make_plan
 from autocustom.score.stats import Estimate, estimate_from
 from autocustom.tensors import kl_per_position, pad_width, padding_id, token_logprobs
-from autocustom.train.callbacks import EvalCallback
+from autocustom.train.callbacks import CHECKPOINT_MINUTES, CheckpointPolicy, EvalCallback
 from autocustom.train.config import TrainConfig
 from autocustom.train.data import (
     EpochShuffleSampler,
@@ -490,7 +490,7 @@ def _resolved(config: TrainConfig, dataset: Dataset, setup: Setup, processes: in
         "lora": setup.use_lora,
         "lr": config.resolved_lr(setup.use_lora),
         "beta": config.resolved_beta(),
-        "save_steps": config.save_steps or config.eval_steps,
+        "save_steps": config.save_steps or f"{config.eval_steps}, once {CHECKPOINT_MINUTES:g} min passed",
         "mmlu_questions": len(setup.final_plan.mmlu),
         "drift_texts": len(setup.final_plan.drift_texts),
         "device": str(setup.device),
@@ -546,7 +546,7 @@ def _trainer(
         args=args,
         train_dataset=PairDataset(setup.examples, setup.ref_logps),
         data_collator=PairCollator(padding_id(setup.tokenizer)),
-        callbacks=[callback],
+        callbacks=[callback, CheckpointPolicy(_checkpoint_seconds(config, args.world_size))],
         config=config,
         regularizer=setup.regularizer,
         reference=reference.model,
@@ -558,6 +558,15 @@ def _trainer(
     callback.pending_logs = trainer.pending_logs
     _log_to(trainer, out / TRAIN_LOGS)
     return trainer, callback
+
+
+def _checkpoint_seconds(config: TrainConfig, processes: int) -> float | None:
+    """The default checkpoint policy's interval; None (every save step) for --save-steps or DDP.
+
+    Ranks decide by their own clocks, and a checkpoint some ranks write and others skip would hang
+    the collective inside it, so a multi-process run checkpoints by steps alone.
+    """
+    return None if config.save_steps or processes > 1 else CHECKPOINT_MINUTES * 60
 
 
 def _log_to(trainer: Trainer, folder: Path) -> None:

@@ -108,7 +108,7 @@ class Killed(Exception):
 
 def test_resume_continues_to_the_same_result(tmp_path, dataset, tiny_model_dir):
     base = config(dataset, tmp_path / "resumed", tiny_model_dir, max_steps=4, eval_steps=2, reg_weight=0.5)
-    base = replace(base, reg_batch_size=1)
+    base = replace(base, reg_batch_size=1, save_steps=2)  # by default a run this short writes none
 
     def kill_after_step_3(event):
         if event.stage == "train" and event.done == 3:
@@ -168,3 +168,17 @@ def test_evaluations_measure_mmlu_and_drift_only_for_a_guardrail(tmp_path, datas
     )
     row = json.loads((tmp_path / "guarded" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["drift"] is not None and row["mmlu"] is None and guarded.drift is not None
+
+
+def test_a_short_run_writes_no_checkpoint_by_default(tmp_path, dataset, tiny_model_dir, monkeypatch):
+    from transformers import Trainer
+
+    saved = []
+    save = Trainer._save_checkpoint
+    monkeypatch.setattr(
+        Trainer, "_save_checkpoint", lambda self, *a, **k: saved.append(1) or save(self, *a, **k)
+    )
+    train(config(dataset, tmp_path / "short", tiny_model_dir, max_steps=4, eval_steps=2))
+    assert saved == []  # under 5 minutes, and never at the last step
+    train(config(dataset, tmp_path / "every", tiny_model_dir, max_steps=4, eval_steps=2, save_steps=1))
+    assert len(saved) == 3  # steps 1, 2, 3: not 4, where the run ends
