@@ -15,6 +15,7 @@ from autocustom.cli.common import (
     stderr,
     user_errors,
 )
+from autocustom.generation import GENERATION_BATCH
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +44,9 @@ def generate_command(
         None, "--base-url", help="OpenAI-compatible server URL; key from OPENAI_API_KEY."
     ),
     concurrency: int = typer.Option(4, "--concurrency", help="Parallel requests (openai)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generate() batch (local)."),
+    batch_size: int = typer.Option(
+        GENERATION_BATCH, "--batch-size", help="Prompts per generate() batch (local)."
+    ),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (local)."),
     max_retries: int = typer.Option(
         3, "--max-retries", help="New samples for an unusable reply before it is dropped."

@@ -28,6 +28,7 @@ from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import check_ratios, split_pairs
 from autocustom.errors import OutputExistsError, UsageError
+from autocustom.generation import GENERATION_BATCH
 from autocustom.llm.base import ChatBackend, GenerationParams
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.prompts import load_prompt
@@ -64,7 +65,7 @@ class GenerateConfig:
     model: str | None = None  # None: the packaged smollm2-135m for local; required for openai
     base_url: str | None = None
     concurrency: int = 4
-    batch_size: int = 8
+    batch_size: int = GENERATION_BATCH
     device: str | None = None
     max_retries: int = 3  # new samples for an unusable reply before it is recorded as dropped
     max_rounds: int = 4  # asks per list (first included) when the model returns too few distinct items

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.errors import UsageError
+from autocustom.generation import GENERATION_BATCH
 from autocustom.llm.base import ChatBackend
 
 BACKEND_KINDS = ("local", "openai")
@@ -16,7 +17,7 @@ def make_backend(
     base_url: str | None = None,
     concurrency: int = 4,
     device: str | None = None,
-    batch_size: int = 8,
+    batch_size: int = GENERATION_BATCH,
     trust_remote_code: bool = False,
 ) -> ChatBackend:
     """A `local` backend (default model: the packaged SmolLM2) or an `openai`-compatible one.

@@ -12,6 +12,7 @@ from typing import Any
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.chat import Conversation, render_prompt
 from autocustom.errors import UsageError
+from autocustom.generation import GENERATION_BATCH
 from autocustom.llm.base import GenerationParams, ReplyCallback
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class LocalBackend:
         model_ref: str = DEFAULT_MODEL,
         *,
         device: Any = None,
-        batch_size: int = 8,
+        batch_size: int = GENERATION_BATCH,
         trust_remote_code: bool = False,
     ) -> None:
         if batch_size < 1:
