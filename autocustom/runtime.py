@@ -7,7 +7,10 @@ AVX512-BF16) and moves margins by up to 0.01 nats/token (docs/training.md, "Prec
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -67,3 +70,40 @@ def seed_everything(seed: int) -> None:
     """Seed Python and torch (all devices) so a rerun gives the same numbers."""
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+CPU_SAMPLE_SECONDS = 0.05  # how long `free_cores` watches the machine before a scoring pass
+
+
+def free_cores(sample_seconds: float = CPU_SAMPLE_SECONDS) -> int:
+    """Cores this process may use that no other process is busy on now (at least 1).
+
+    Sampled with psutil over `sample_seconds`: the cores of this process's affinity minus the busy
+    share of the whole machine, rounded.
+    """
+    import psutil
+
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = sum(psutil.cpu_percent(interval=sample_seconds, percpu=True)) / 100
+    return max(1, min(allowed, round(allowed - busy)))
+
+
+@contextmanager
+def threads_on_free_cores(device: torch.device) -> Iterator[None]:
+    """On CPU, run torch's intra-op threads only on cores no other process is using, then restore.
+
+    Every operator of a forward pass waits for all its threads; when another job holds a core, the
+    thread sharing it is descheduled and every operator stalls on it. Measured on 2 cores with a busy
+    loop beside it (benchmarks/bench_scoring.py --contention): 16 pairs scored in 20.2 s on 2 threads
+    against 7.4 s on 1, when the same pairs take 3.7 s on 2 threads on an idle machine. Idle, this
+    keeps every core.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, free_cores()))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

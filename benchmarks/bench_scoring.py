@@ -6,6 +6,10 @@ which tells which float32 computation is closer to exact: per answer, the log-li
 per-token mean (the quantity BiasShift and Lean use).
 
     python benchmarks/bench_scoring.py --pairs 40 --batch-size 16
+    python benchmarks/bench_scoring.py --pairs 16 --contention   # a busy neighbour on one core
+
+`--contention` starts a second CPU-bound process (a Python busy loop, as another job on the machine
+would be) before the timings and stops it after, so both tools are timed under the same load.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -99,19 +106,37 @@ def lm_eval_hf(model, tokenizer, batch_size):
     return score
 
 
+@contextmanager
+def neighbour(busy: bool):
+    """A CPU-bound process beside the timings while the block runs (nothing when not `busy`)."""
+    if not busy:
+        yield
+        return
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # let it reach full speed
+        yield
+    finally:
+        loop.kill()
+        loop.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--contention", action="store_true", help="time with a busy process beside")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     loaded = load_model(args.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     reqs = requests(tokenizer, make_pairs(args.pairs))
     tokens = sum(len(p) + len(c) for p, c in reqs)
+    load = "a busy-loop process beside" if args.contention else "no other process started"
     print(f"model={args.model} device={model.device} pairs={args.pairs} requests={len(reqs)} tokens={tokens}")
+    print(f"contention: {load}")
     methods = {
         "autocustom": ours,
         "lm-eval HFLM": lm_eval_hf(model, tokenizer, args.batch_size),
@@ -119,14 +144,15 @@ def main() -> None:
     }
     results, rates = {}, {}
     ours(model, reqs[:4], args.batch_size)  # warm-up
-    for name, fn in methods.items():
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            results[name] = fn(model, reqs, args.batch_size)
-            best = min(best, time.perf_counter() - start)
-        rates[name] = args.pairs / best
-        print(f"{name:>14}: {best:7.2f} s  {rates[name]:6.2f} pairs/s  {2 * rates[name]:6.2f} requests/s")
+    with neighbour(args.contention):
+        for name, fn in methods.items():
+            best = float("inf")
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                results[name] = fn(model, reqs, args.batch_size)
+                best = min(best, time.perf_counter() - start)
+            rates[name] = args.pairs / best
+            print(f"{name:>14}: {best:7.2f} s  {rates[name]:6.2f} pairs/s  {2 * rates[name]:6.2f} requests/s")
     exact = float64_reference(model, reqs)
     lengths = np.array([len(c) for _, c in reqs])
     for name, values in results.items():

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, name: str, reg_weight: float, eval_steps: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="a dataset directory (the demo's: runs/demo/data)")
+    parser.add_argument("--data", default="runs/demo/data", help="dataset directory (`make demo` writes one)")
     parser.add_argument("--toward", default="formal")
     parser.add_argument("--steps", type=int, default=30, help="the demo's --max-steps")
     parser.add_argument("--eval-steps", type=int, default=10, help="the demo's --eval-steps")

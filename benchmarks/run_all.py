@@ -20,6 +20,7 @@ BENCHMARKS = {
     "bench_dedup.py": ["--n", "5000"],
     "bench_scoring.py": ["--pairs", "40"],
     "bench_training.py": ["--steps", "6"],
+    "bench_train_overhead.py": ["--repeats", "1"],
     "bench_memory.py": ["--baseline", "be2d6e7"],
 }
 

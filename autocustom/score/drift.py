@@ -47,9 +47,18 @@ def drift_per_text(
     max_length: int = MAX_LENGTH,
 ) -> np.ndarray:
     """Mean per-token KL(base || tuned) over each text's continuation tokens, nats/token, shape (n,)."""
+    from autocustom.runtime import threads_on_free_cores
+
     encoded = [encode_context_continuation(tokenizer, p, c, max_length) for p, c in texts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
     result = np.zeros(len(encoded), dtype=np.float64)
+    with threads_on_free_cores(next(model.parameters()).device):  # see score_groups
+        _fill_drift(model, base_model, tokenizer, encoded, order, batch_size, result)
+    return result
+
+
+def _fill_drift(model, base_model, tokenizer, encoded, order, batch_size: int, result: np.ndarray) -> None:
+    """Per batch of texts (longest first): both models' kept logits, their KL in chunks, into `result`."""
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         batch = [encoded[i] for i in indices]
@@ -64,7 +73,6 @@ def drift_per_text(
         )
         for index, chunk in zip(indices, torch.split(kl.cpu(), keep.sum(-1).tolist()), strict=True):
             result[index] = float(chunk.double().mean())
-    return result
 
 
 def _kept_logits(model, ids, mask, keep) -> torch.Tensor:

@@ -152,14 +152,17 @@ def score_groups(
 
     `batch_size` bounds the continuation rows per forward pass; `on_batch(done_groups)` reports progress.
     """
+    from autocustom.runtime import threads_on_free_cores
+
     results: list[list[np.ndarray]] = [[] for _ in groups]
     done = 0
-    for batch in _plan_batches(groups, batch_size, _pass_overhead_tokens(model)):
-        for index, value in zip(batch, _score_batch(model, [groups[i] for i in batch]), strict=True):
-            results[index] = value
-        done += len(batch)
-        if on_batch is not None:
-            on_batch(done)
+    with threads_on_free_cores(_device(model)):  # another job on a core stalls every operator
+        for batch in _plan_batches(groups, batch_size, _pass_overhead_tokens(model)):
+            for index, value in zip(batch, _score_batch(model, [groups[i] for i in batch]), strict=True):
+                results[index] = value
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done)
     return results
 
 
