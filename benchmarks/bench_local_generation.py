@@ -2,8 +2,9 @@
 
 One prompt at a time is what a plain `generate()` loop does; the ratio is what batching buys on this
 machine. Greedy decoding, so both runs produce the same text and the same number of tokens (checked).
+`--batch-size` takes a list: each size is timed, which is how GENERATION_BATCH was chosen.
 
-    python benchmarks/bench_local_generation.py --prompts 16 --max-new-tokens 48 --batch-size 8
+    python benchmarks/bench_local_generation.py --prompts 32 --max-new-tokens 96 --batch-size 8,16,32
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from autocustom.assets import DEFAULT_MODEL
+from autocustom.generation import GENERATION_BATCH
 from autocustom.llm.base import GenerationParams
 from autocustom.llm.local_backend import LocalBackend
 
@@ -48,36 +50,40 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", default=str(GENERATION_BATCH), help="comma-separated sizes")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     conversations = prompts(args.prompts)
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
-    batched = LocalBackend(args.model, device=args.device, batch_size=args.batch_size)
-    batched.complete(conversations[:1], GenerationParams(max_new_tokens=2, temperature=0.0))  # load + warm up
     single = LocalBackend(args.model, device=args.device, batch_size=1)
-    single._loaded = batched._loaded  # same weights in memory: time generation, not a second load
-
-    batched_replies, batched_s = timed(batched, conversations, params)
-    print(f"batched: {batched_s:.1f}s", file=sys.stderr)
+    single.complete(conversations[:1], GenerationParams(max_new_tokens=2, temperature=0.0))  # load + warm up
+    tokenizer = single._loaded.tokenizer
     single_replies, single_s = timed(single, conversations, params)
-    print(f"one at a time: {single_s:.1f}s", file=sys.stderr)
-    tokenizer = batched._loaded.tokenizer
-    tokens = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in batched_replies)
+    tokens = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in single_replies)
     result = {
         "model": args.model,
         "prompts": args.prompts,
         "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size,
         "generated_tokens": tokens,
-        "batched_s": round(batched_s, 2),
         "single_s": round(single_s, 2),
-        "batched_tokens_per_s": round(tokens / batched_s, 1),
         "single_tokens_per_s": round(tokens / single_s, 1),
-        "speedup": round(single_s / batched_s, 2),
-        "same_text": batched_replies == single_replies,
+        "batched": [],
     }
+    for size in (int(s) for s in args.batch_size.split(",")):
+        batched = LocalBackend(args.model, device=args.device, batch_size=size)
+        batched._loaded = single._loaded  # same weights in memory: time generation, not a second load
+        replies, seconds = timed(batched, conversations, params)
+        print(f"batch {size}: {seconds:.1f}s", file=sys.stderr)
+        result["batched"].append(
+            {
+                "batch_size": size,
+                "seconds": round(seconds, 2),
+                "tokens_per_s": round(tokens / seconds, 1),
+                "speedup": round(single_s / seconds, 2),
+                "same_text": replies == single_replies,
+            }
+        )
     print(json.dumps(result, indent=2))
 
 

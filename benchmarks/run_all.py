@@ -16,6 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "bench_local_generation.py": ["--prompts", "16"],
+    "bench_generation_llamacpp.py": ["--prompts", "16"],
     "bench_openai_concurrency.py": ["--requests", "32"],
     "bench_dedup.py": ["--n", "5000"],
     "bench_scoring.py": ["--pairs", "40"],
