@@ -148,9 +148,6 @@ class EvalCallback(TrainerCallback, ExportableState):
         return False
 
 
-CHECKPOINT_MINUTES = 5.0  # default: a kill loses at most ~5 minutes of training; a shorter run writes none
-
-
 class CheckpointPolicy(TrainerCallback):
     """Which of the Trainer's save steps really write a checkpoint for --resume.
 

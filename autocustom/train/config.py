@@ -13,6 +13,7 @@ from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 LOSSES = ("contrastive", "dpo", "ipo", "simpo")  # the objectives of train/losses.py
 REGULARIZERS = ("nll", "kl")
 REPORT_TO = ("none", "tensorboard", "wandb")  # what Trainer's report_to takes that autocustom documents
+CHECKPOINT_MINUTES = 5.0  # default: a kill loses at most ~5 minutes of training; a shorter run writes none
 LORA_AUTO_THRESHOLD = 1_000_000_000  # parameters: above this, full fine-tuning stops fitting on one GPU
 
 
@@ -181,9 +182,9 @@ class TrainConfig(LoadOptions):
     save_steps: int | None = field(
         default=None,
         metadata={
-            "help": "checkpoint every this many steps for --resume; default: at an evaluation once 5 "
-            "minutes passed since the last checkpoint, every evaluation under DDP (none at the last step: "
-            "a finished run needs none)"
+            "help": "checkpoint every this many steps for --resume; default: at an evaluation once "
+            f"{CHECKPOINT_MINUTES:g} minutes passed since the last checkpoint, every evaluation under DDP "
+            "(none at the last step: a finished run needs none)"
         },
     )
     patience: int = field(

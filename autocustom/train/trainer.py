@@ -45,8 +45,8 @@ from autocustom.score.measure import Reference, measure
 from autocustom.score.plan import EvalPlan, make_plan
 from autocustom.score.stats import Estimate, estimate_from
 from autocustom.tensors import kl_per_position, pad_width, padding_id, token_logprobs
-from autocustom.train.callbacks import CHECKPOINT_MINUTES, CheckpointPolicy, EvalCallback
-from autocustom.train.config import TrainConfig
+from autocustom.train.callbacks import CheckpointPolicy, EvalCallback
+from autocustom.train.config import CHECKPOINT_MINUTES, TrainConfig
 from autocustom.train.data import (
     EpochShuffleSampler,
     PairCollator,
