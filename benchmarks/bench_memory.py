@@ -1,11 +1,13 @@
 """Peak memory of `train` measured against its own `--dry-run` plan, and against an older revision.
 
-Two runs at the default settings (2 steps, the demo's evaluation sizes):
+Three runs at the default settings (2 steps, the demo's evaluation sizes):
   - a random-initialised Llama of 362M parameters (SmolLM2-360M's shape, built from a config: no
     download), `train --lora --max-steps 2`;
-  - the packaged SmolLM2-135M, `train --full --max-steps 2`.
+  - the packaged SmolLM2-135M, `train --full --max-steps 2`;
+  - the same under FSDP2 on 2 CPU processes (examples/accelerate/fsdp.yaml, through
+    tests/train/fsdp_on_cpu.py: accelerate enables FSDP on GPUs only), whose plan is per process.
 For each it prints the measured peak resident memory (the train process and its children, sampled every
-50 ms), the `--dry-run` plan's total and their ratio. With `--baseline REV` the same commands also run
+50 ms), the `--dry-run` plan's total (times the processes) and their ratio. With `--baseline REV` the same commands also run
 on the code of git revision REV (a temporary worktree, same virtual environment), so the saving is a
 ratio measured in one run.
 
@@ -84,15 +86,29 @@ def peak_rss(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float,
     return peak[0], process.returncode
 
 
-def planned(args: list[str]) -> float:
-    """The `--dry-run` total, bytes."""
+def planned(launch: list[str], args: list[str], env: dict[str, str]) -> float:
+    """The `--dry-run` total of every process together, bytes (each process prints its own plan)."""
     out = subprocess.run(
-        [sys.executable, "-m", "autocustom", *args, "--dry-run", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
+        [*launch, *args, "--dry-run", "--json"], capture_output=True, text=True, check=True, env=env
     )
-    return json.loads(out.stdout)["total_gib"] * 2**30
+    plan, _end = json.JSONDecoder().raw_decode(out.stdout.strip())
+    processes = (plan["options"].get("sharding") or {}).get("processes", 1)
+    return plan["total_gib"] * 2**30 * processes
+
+
+def fsdp_launcher(processes: int) -> list[str]:
+    """`accelerate launch` with the shipped FSDP config, on CPU processes (float32, no autocast)."""
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    config = ROOT / "examples" / "accelerate" / "fsdp.yaml"
+    options = ["--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return [
+        accelerate,
+        "launch",
+        "--config_file",
+        str(config),
+        *options,
+        str(ROOT / "tests/train/fsdp_on_cpu.py"),
+    ]
 
 
 def baseline_tree(revision: str, folder: Path) -> Path:
@@ -111,16 +127,21 @@ def main() -> int:
         return 2
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-memory-"))
     model = build_random_model(work / "llama-360m")
-    cases = {
-        "random Llama 362M, --lora": ["--model", str(model), "--lora"],
-        "SmolLM2-135M, --full": ["--model", "smollm2-135m", "--full"],
+    single = [sys.executable, "-m", "autocustom"]
+    cases = {  # name: (launcher, flags); FSDP checkpoints activations itself (fsdp.yaml)
+        "random Llama 362M, --lora": (single, ["--model", str(model), "--lora"]),
+        "SmolLM2-135M, --full": (single, ["--model", "smollm2-135m", "--full"]),
+        "SmolLM2-135M, --full, FSDP x2": (
+            fsdp_launcher(2),
+            ["--model", "smollm2-135m", "--full", "--no-gradient-checkpointing"],
+        ),
     }
     trees = {"this": ROOT}
     if args.baseline:
         trees[args.baseline] = baseline_tree(args.baseline, work / "baseline")
     env = {**os.environ, "CI": "1"}
     rows = []
-    for name, flags in cases.items():
+    for name, (launch, flags) in cases.items():
         base_args = [
             "train",
             "--data",
@@ -131,11 +152,15 @@ def main() -> int:
             "2",
             *flags,
         ]
-        row = {"case": name, "planned_gb": round(planned([*base_args, "--out", str(work / "plan")]) / GB, 2)}
+        plan = planned(launch, [*base_args, "--out", str(work / "plan")], env)
+        row = {"case": name, "planned_gb": round(plan / GB, 2)}
         for label, tree in trees.items():
+            if launch is not single and tree is not ROOT:  # older revisions cannot run FSDP
+                row[f"peak_gb[{label}]"] = "n/a"
+                continue
             out = work / f"run-{label}-{len(rows)}"
             tree_env = {**env, "PYTHONPATH": str(tree)}
-            command = [sys.executable, "-m", "autocustom", *base_args, "--out", str(out)]
+            command = [*launch, *base_args, "--out", str(out)]
             peak, code = peak_rss(command, tree_env, tree)
             row[f"peak_gb[{label}]"] = round(peak / GB, 2) if code == 0 else f"exit {code}"
         rows.append(row)

@@ -1,7 +1,8 @@
 """The memory table of docs/training.md: `train`'s plan for 1B, 8B and 70B Llamas against common GPUs.
 
 Computed by autocustom.train.memory from the models' configs (their published shapes, built on the
-meta device: no download), at `train`'s defaults but batch 4 and length 512, on CUDA in bf16.
+meta device: no download), at `train`'s defaults but batch 4 and length 512, on CUDA in bf16; the
+FSDP rows are per GPU of 8, full fine-tuning under accelerate's FSDP (docs/distributed.md).
 `--check` fails when docs/training.md holds another table (tests/test_docs.py runs it).
 
     python scripts/memory_table.py            # print the table
@@ -17,7 +18,7 @@ from pathlib import Path
 from transformers import LlamaConfig
 
 from autocustom.train.config import TrainConfig
-from autocustom.train.memory import GIB, model_shape, plan_memory, workload_for
+from autocustom.train.memory import GIB, Sharding, model_shape, plan_memory, workload_for
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 BEGIN, END = "<!-- memory-table -->", "<!-- /memory-table -->"
@@ -29,6 +30,7 @@ MODELS = {  # the published shapes of Llama 3.2 1B, Llama 3.1 8B and Llama 3.1 7
 }  # fmt: skip
 SETUPS = {
     "full": {"lora": False},
+    "full, FSDP on 8 GPUs": {"lora": False, "sharding": Sharding.fsdp(8)},
     "LoRA": {"lora": True},
     "QLoRA (4-bit)": {"lora": True, "quantized_bits": 4},
 }
@@ -44,6 +46,7 @@ def table() -> str:
         "reference",
         "activations",
         "evaluation (excess)",
+        "loading (excess)",
         "total",
     ]
     lines = [
@@ -57,7 +60,7 @@ def table() -> str:
             plan = plan_memory(shape, workload, device="cuda", compute_bytes=2, **options)
             parts = plan.parts
             cells = [parts["weights"], parts["gradients"] + parts["optimizer"], parts["reference"]]
-            cells += [parts["activations"], parts["evaluation"], plan.total]
+            cells += [parts["activations"], parts["evaluation"], parts.get("loading", 0), plan.total]
             fits = ["fits" if plan.total <= g * GIB else "no" for g in GPUS_GIB]
             lines.append("| " + " | ".join([name, setup, *[f"{c / GIB:.1f}" for c in cells], *fits]) + " |")
     return "\n".join(lines)

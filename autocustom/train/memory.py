@@ -16,6 +16,10 @@ storage), so it knows the exact parameter count, which linear layers LoRA adapts
   evaluation   what a measurement's largest transient (Drift holds both models' logits for its
                largest batch of texts) needs beyond the training step's activations (never both at once)
   runtime      the process itself: Python, torch and the tokenizer on CPU; the CUDA context on a GPU
+  loading      under FSDP or ZeRO-3 (`Sharding`), what loading needs beyond the sharded run: each process
+               keeps 1/N of weights, gradients and AdamW's moments (FSDP: of the reference too), but
+               first loads them whole, on the device (ZeRO-3; 4-bit) or on the host (FSDP, not counted
+               on a GPU: `fully_shard` moves only each rank's shard there)
 
 The activation and runtime constants were measured on this project's runs and the plan checked against
 measured peaks (docs/training.md, "Memory"; benchmarks/bench_memory.py prints both side by side).
@@ -63,6 +67,52 @@ class Workload:
     eval_positions: int  # scored positions of Drift's largest batch (its texts' continuation tokens)
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """How `accelerate launch` set this process up to split the training state over `processes`.
+
+    `parts` are the plan's parts each process holds 1/processes of: FSDP (full shard) splits weights,
+    gradients, optimizer state and (autocustom shards it too) the reference; ZeRO-3 the first three,
+    ZeRO-2 gradients and optimizer state, ZeRO-1 the optimizer. `loads_on_host`: the whole models are
+    loaded in host RAM, and the device only ever holds shards (autocustom does this under FSDP).
+    """
+
+    strategy: str  # "fsdp" or "deepspeed-zero<stage>"
+    processes: int
+    parts: tuple[str, ...]
+    loads_on_host: bool = False
+
+    @classmethod
+    def fsdp(cls, processes: int) -> Sharding:
+        """accelerate's FSDP (full shard), with autocustom's host loading and sharded reference."""
+        return cls("fsdp", processes, (*SHARDED_PARTS, "reference"), loads_on_host=True)
+
+
+def launched_sharding() -> Sharding | None:
+    """The sharding the launcher's environment asks for, or None (one process, or DDP).
+
+    Read from the variables `accelerate launch` sets, not from accelerate's state: before the Trainer
+    builds its Accelerator, that state says MULTI_GPU under FSDP.
+    """
+    import os
+
+    from accelerate.utils import parse_flag_from_env
+
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes < 2:
+        return None
+    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        return Sharding.fsdp(processes)
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3"))
+        parts = SHARDED_PARTS[3 - stage :] if stage > 0 else ()
+        return Sharding(f"deepspeed-zero{stage}", processes, parts) if parts else None
+    return None
+
+
+SHARDED_PARTS = ("weights", "gradients", "optimizer")  # ZeRO-3 order: stage s shards the last s
+
+
 @dataclass
 class MemoryPlan:
     """Expected peak memory by part (bytes), and whether it fits the device."""
@@ -92,6 +142,9 @@ class MemoryPlan:
 
     def table(self) -> str:
         rows = [f"  {name:<12} {value / GIB:8.2f} GiB" for name, value in self.parts.items()]
+        if "sharding" in self.options:
+            split = self.options["sharding"]
+            rows.insert(0, f"  per process, {split['strategy']} over {split['processes']} processes:")
         rows.append(f"  {'total':<12} {self.total / GIB:8.2f} GiB")
         if self.available is not None:
             verdict = "fits" if self.fits else "does NOT fit"
@@ -141,8 +194,13 @@ def plan_memory(
     checkpointing: bool = True,
     reference: bool = True,
     available: int | None = None,
+    sharding: Sharding | None = None,
 ) -> MemoryPlan:
-    """The peak of one run: static parts plus the larger of a training micro-step and an evaluation."""
+    """The peak of one process: static parts plus the larger of a training micro-step and an evaluation.
+
+    Under `sharding` the sharded parts are 1/N each, and `loading` adds what the whole models, loaded
+    on every rank before sharding, need beyond the sharded run's peak, where they load on the device.
+    """
     trainable = shape.lora_parameters if lora else shape.parameters
     activation_bytes = compute_bytes if device == "cuda" else 4  # CPU computes in the weights' dtype
     step = _step_activations(shape, workload, activation_bytes, checkpointing)
@@ -156,7 +214,20 @@ def plan_memory(
         "evaluation": max(evaluation - step, 0),  # the two never coexist: only the excess counts
         "runtime": RUNTIME_BYTES["cuda" if device == "cuda" else "cpu"],
     }
-    options = {"lora": lora, "quantized_bits": quantized_bits, "gradient_checkpointing": checkpointing}
+    options: dict[str, Any] = {
+        "lora": lora,
+        "quantized_bits": quantized_bits,
+        "gradient_checkpointing": checkpointing,
+    }
+    if sharding is not None:
+        loaded = ("weights", "reference")  # what loading holds whole, beside the runtime
+        whole = sum(parts[name] for name in loaded)
+        for name in sharding.parts:
+            parts[name] = math.ceil(parts[name] / sharding.processes)
+        on_device = not sharding.loads_on_host or device != "cuda" or quantized_bits is not None
+        after = sum(v for k, v in parts.items() if k not in (*loaded, "runtime"))
+        parts["loading"] = max(whole - sum(parts[n] for n in loaded) - after, 0) if on_device else 0
+        options["sharding"] = {"strategy": sharding.strategy, "processes": sharding.processes}
     return MemoryPlan(parts, device, available, options)
 
 
@@ -309,6 +380,7 @@ def _plan_for(config: Any, shape: ModelShape, measured, device: Any, available: 
         quantized_bits=4 if config.load_in_4bit else 8 if config.load_in_8bit else None,
         checkpointing=config.gradient_checkpointing,
         available=available,
+        sharding=launched_sharding(),
     )
 
 

@@ -14,7 +14,6 @@ Run directory:
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -27,7 +26,7 @@ from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from autocustom.data.io import Dataset, load_dataset_dir
 from autocustom.errors import DataError, OutputExistsError, UsageError
-from autocustom.fileio import read_json, write_json_atomic
+from autocustom.fileio import read_json
 from autocustom.layout import (
     CHECKPOINTS,
     RUN_CONFIG,
@@ -64,7 +63,7 @@ from autocustom.train.losses import (
     sequence_logps,
     simpo_loss,
 )
-from autocustom.train.memory import MemoryPlan
+from autocustom.train.memory import MemoryPlan, launched_sharding
 from autocustom.train.regularizer import MMLURegularizer
 
 log = logging.getLogger(__name__)
@@ -290,7 +289,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     steps = trainer.state.global_step
     new_steps = steps - (_checkpoint_step(checkpoint) if checkpoint else 0)
     trained_pairs = new_steps * config.batch_size * config.grad_accum * trainer.args.world_size
-    result = _result(config, setup, callback, out, steps)
+    result = _result(config, setup, trainer, callback, out, steps)
     result.wall_seconds = round(callback.elapsed_before + time.monotonic() - started, 2)
     result.pairs_per_second = round(trained_pairs / max(trained_seconds, 1e-9), 4)
     if distributed.is_main_process:
@@ -339,16 +338,12 @@ def memory_plan(config: TrainConfig) -> MemoryPlan:
 
 
 def _check_memory(config: TrainConfig, dataset: Dataset, device: torch.device) -> MemoryPlan:
-    """Refuse, before any weight is loaded, a run whose memory plan does not fit the device."""
+    """Refuse, before any weight is loaded, a run whose memory plan (per process) does not fit the device."""
     from autocustom.train.memory import plan_training
 
     plan = plan_training(config, dataset, device)
     log.info("memory plan:\n%s", plan.table())
-    if plan.fits is False and _sharded():
-        log.warning(
-            "the memory plan counts one unsharded copy per device; under FSDP/DeepSpeed it is not checked"
-        )
-    elif plan.fits is False:
+    if plan.fits is False:
         fixes = plan.options.get("would_fit") or []
         raise MemoryPlanError(
             f"this run needs about {plan.total / 2**30:.1f} GiB and {device} has "
@@ -356,14 +351,6 @@ def _check_memory(config: TrainConfig, dataset: Dataset, device: torch.device) -
             f"pass {' or '.join(fixes)}" if fixes else "use a smaller model or a larger device",
         )
     return plan
-
-
-def _sharded() -> bool:
-    """FSDP or DeepSpeed shard what the plan counts whole, so the plan is no verdict there."""
-    from accelerate import PartialState
-    from accelerate.utils import DistributedType
-
-    return PartialState().distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def _release_optimizer(trainer: Trainer) -> None:
@@ -398,10 +385,14 @@ def _setup(
     limit_heap_growth(device)
     seed_everything(config.seed)
     compute = resolve_dtype(device, config.dtype)
+    sharding = launched_sharding()
+    # under FSDP whole models load in host RAM: fully_shard moves only each rank's shard to its device
+    fsdp = sharding is not None and sharding.loads_on_host and not config.quantized
+    load_on = torch.device("cpu") if fsdp else device
     progress(ProgressEvent("load model", 0, 1, config.model))
     # full fine-tuning keeps float32 master weights (bf16 autocast on CUDA): AdamW's small steps vanish in bf16
     loaded = load_model(
-        config.model, device=device, dtype=compute if use_lora else torch.float32, options=config
+        config.model, device=load_on, dtype=compute if use_lora else torch.float32, options=config
     )
     tokenizer = loaded.tokenizer
     n_params = sum(p.numel() for p in loaded.model.parameters())  # before LoRA adds its own
@@ -412,8 +403,10 @@ def _setup(
         model = loaded.model
         # without autocast (CPU) the policy computes in float32, so its reference must too
         reference_dtype = compute if device.type == "cuda" else torch.float32
-        base = load_model(config.model, device=device, dtype=reference_dtype, options=config).model
+        base = load_model(config.model, device=load_on, dtype=reference_dtype, options=config).model
         base.requires_grad_(False)
+        if fsdp:
+            _shard_frozen(base, device)
     progress(ProgressEvent("load model", 1, 1, config.model))
     opposite = dataset.axis.opposite(config.toward)
     examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
@@ -434,6 +427,26 @@ def _setup(
         validation_plan=selection_plan(config, dataset, device.type),
         final_plan=training_plan(config, dataset, final_split, device.type),
     )
+
+
+def _shard_frozen(model, device: torch.device) -> None:
+    """FSDP2-shard the frozen reference over every process, as accelerate wraps the policy.
+
+    One unit per decoder layer (the model's `_no_split_modules`, accelerate's default too), then the
+    root; each rank keeps 1/N of it on `device`. Every call of it is then a collective, and every rank
+    makes each one: all compute the same DPO reference log-probs and evaluate the same items, and the
+    KL regulariser calls it once per micro-step on each.
+    """
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    layers = set(getattr(model, "_no_split_modules", None) or ())
+    for module in model.modules():
+        if type(module).__name__ in layers:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 def training_plan(
@@ -495,6 +508,7 @@ def _resolved(config: TrainConfig, dataset: Dataset, setup: Setup, processes: in
         "drift_texts": len(setup.final_plan.drift_texts),
         "device": str(setup.device),
         "processes": processes,
+        "sharding": sharding.strategy if (sharding := launched_sharding()) else None,
         "parameters": setup.n_params,
     }
 
@@ -536,7 +550,6 @@ def _trainer(
         patience=config.patience,
         max_mmlu_drop=config.max_mmlu_drop,
         max_drift=config.max_drift,
-        save_best=lambda m, step: _save_best(m, setup.tokenizer, out, config.model) if is_writer else None,
         run_dir=out,
         is_writer=is_writer,
         progress=progress,
@@ -551,6 +564,8 @@ def _trainer(
         regularizer=setup.regularizer,
         reference=reference.model,
     )
+    # every rank saves: gathering sharded weights (FSDP, ZeRO-3) is a collective; rank 0 writes
+    callback.save_best = lambda _model, _step: _save_best(trainer, setup.tokenizer, out, config.model)
     trainer.remove_callback(
         PrinterCallback
     )  # with tqdm off, Trainer prints its logs to stdout; we never print
@@ -615,17 +630,23 @@ def _reference_logps(reference, examples, tokenizer, config: TrainConfig) -> tor
     return torch.cat(rows)
 
 
-def _save_best(model, tokenizer, out: Path, base_reference: str) -> None:
-    """Write model (or adapter) + tokenizer to out/model, swapped in whole so a kill leaves one intact."""
+def _save_best(trainer: Trainer, tokenizer, out: Path, base_reference: str) -> None:
+    """Write the whole model (or adapter) + tokenizer to out/model, swapped in so a kill leaves one intact.
+
+    Every rank calls this. Under FSDP and ZeRO-3 no rank holds the whole model, and gathering it
+    (accelerate's `get_state_dict`, on the wrapped model: ZeRO-3 gathers through its engine) is a
+    collective; elsewhere it is the plain state dict. Only rank 0 writes.
+    """
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not trainer.accelerator.is_main_process:
+        return
     staging = out / f".{RUN_MODEL}-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    if hasattr(trainer.model, "peft_config"):
+        _save_adapter(trainer.model, state_dict, staging, base_reference)
+    else:
+        trainer.model.save_pretrained(staging, state_dict=_without_aliases(state_dict, trainer.model))
     tokenizer.save_pretrained(staging)
-    adapter_config = staging / "adapter_config.json"
-    if adapter_config.is_file():  # name the base as the user did, so load_model resolves it offline
-        data = json.loads(adapter_config.read_text())
-        data["base_model_name_or_path"] = base_reference
-        write_json_atomic(adapter_config, data)
     target, old = out / RUN_MODEL, out / f".{RUN_MODEL}-old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
@@ -634,7 +655,44 @@ def _save_best(model, tokenizer, out: Path, base_reference: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _result(config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path, steps: int) -> TrainResult:
+CHECKPOINT_WRAPPER = "_checkpoint_wrapped_module."  # torch's activation-checkpoint wrapper, in module names
+
+
+def _save_adapter(model, state_dict: dict[str, Any], folder: Path, base_reference: str) -> None:
+    """The adapter's weights and config, in the files and key format PeftModel.save_pretrained writes.
+
+    Not through save_pretrained: peft picks the adapter's entries by module names, which under FSDP's
+    activation checkpointing carry the checkpoint wrapper, and a gathered state dict's names do not, so
+    peft would save an empty adapter. The config names the base as the user did (offline resolution).
+    """
+    from peft.utils import SAFETENSORS_WEIGHTS_NAME, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    names = {name.replace(CHECKPOINT_WRAPPER, ""): name for name, _ in model.named_parameters()}
+    as_modules = {names.get(name, name): tensor for name, tensor in state_dict.items()}
+    adapter = get_peft_model_state_dict(model, state_dict=as_modules)
+    folder.mkdir(parents=True)
+    weights = {name.replace(CHECKPOINT_WRAPPER, ""): t.contiguous() for name, t in adapter.items()}
+    save_file(weights, folder / SAFETENSORS_WEIGHTS_NAME, metadata={"format": "pt"})
+    config = replace(model.peft_config[model.active_adapter], base_model_name_or_path=base_reference)
+    config.inference_mode = True
+    config.save_pretrained(str(folder))
+
+
+def _without_aliases(state_dict: dict[str, Any], model) -> dict[str, Any]:
+    """Drop the names of tied parameters (lm_head tied to the embeddings) from a gathered state dict.
+
+    save_pretrained finds ties by shared storage, and a gathered state dict holds separate copies, so
+    without this a tied model's file would carry its embedding matrix twice.
+    """
+    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    aliases = every - {name for name, _ in model.named_parameters()}
+    return {name: tensor for name, tensor in state_dict.items() if name not in aliases}
+
+
+def _result(
+    config: TrainConfig, setup: Setup, trainer: PairTrainer, callback: EvalCallback, out: Path, steps: int
+) -> TrainResult:
     """The summary: validation BiasShift at the kept step, then the kept model measured on the final plan.
 
     The final figures come from `measure` on the saved model, with the plan `shift-score` makes for the
@@ -642,8 +700,7 @@ def _result(config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path
     """
     extra: dict[str, Any] = {}
     if callback.best_step is None:  # no evaluation passed the guardrails: keep the last model, say so
-        if callback.is_writer:
-            _save_best(setup.model, setup.tokenizer, out, config.model)
+        _save_best(trainer, setup.tokenizer, out, config.model)
         extra["best_rejected"] = True
     _wait_for_writer()
     final = measure(
@@ -674,15 +731,47 @@ def _result(config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path
 
 
 def _kept_model(setup: Setup, out: Path) -> Any:
-    """The saved best model. Under LoRA its adapter is loaded into the policy, not a second base."""
+    """The saved best model. Under LoRA or FSDP its weights are loaded into the policy, not a second model."""
+    if _fully_sharded(setup.model):
+        _load_into_sharded(setup.model, out / RUN_MODEL, adapter=setup.use_lora)
+        return setup.model
     if setup.use_lora:
         from peft.utils import load_peft_weights, set_peft_model_state_dict
 
-        set_peft_model_state_dict(
-            setup.model, load_peft_weights(str(out / RUN_MODEL), device=str(setup.device))
-        )
+        # read to the host (the adapter is small); loading copies it onto the parameters' own devices
+        set_peft_model_state_dict(setup.model, load_peft_weights(str(out / RUN_MODEL), device="cpu"))
         return setup.model
     return load_model(str(out), device=setup.device, dtype=torch.float32).model
+
+
+def _fully_sharded(model) -> bool:
+    """FSDP2 has sharded the policy: no rank holds a whole parameter, loading must scatter."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(module, FSDPModule) for module in model.modules())
+
+
+def _load_into_sharded(model, folder: Path, *, adapter: bool) -> None:
+    """Load the saved weights into an FSDP2-sharded policy: rank 0 reads them, every rank takes its shard.
+
+    peft's loader copies whole tensors into sharded ones and drops them as size mismatches, silently,
+    so this goes through torch's distributed state-dict API. A second whole model per rank (what the
+    unsharded path loads) is what FSDP is used to avoid.
+    """
+    import torch.distributed as dist
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    state: dict[str, torch.Tensor] = {}
+    if dist.get_rank() == 0:
+        for file in sorted(folder.glob("*.safetensors")):
+            state.update(load_file(file))
+        if adapter:  # the file leaves out the adapter's name ("lora_A.weight"; "lora_A.default.weight" here)
+            marker = f".{model.active_adapter}."
+            names = {name.replace(marker, "."): name for name in model.state_dict() if marker in name}
+            state = {names[name]: tensor for name, tensor in state.items()}
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+    set_model_state_dict(model, state, options=options)
 
 
 MIN_SELECTION_PAIRS = 10  # fewer validation pairs than this cannot tell checkpoints apart reliably

@@ -140,3 +140,49 @@ def test_a_model_whose_config_cannot_be_read_exits_2_before_anything(dataset, tm
     result = CliRunner().invoke(app, [*_train_args(dataset, empty, tmp_path / "run"), "--dry-run"])
     assert result.exit_code == 2 and "cannot load model" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_happens():
+    """FSDP keeps 1/N of weights, gradients, AdamW and the reference; every rank loads them whole first,
+    in host RAM (not on a GPU); ZeRO-3 loads on the device and leaves the reference whole."""
+    shape = memory.ModelShape(8 * 10**9, 7 * 10**9, 4 * 10**7, 32, 4096, 4096, 14336, 128256)  # 8B
+    light = Workload(rows=1, width=1, scored=1, eval_positions=1)  # the weights dominate: loading shows
+    whole = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2)
+    fsdp = memory.Sharding.fsdp(8)
+    sharded = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=fsdp)
+    for part in (*memory.SHARDED_PARTS, "reference"):
+        assert sharded.parts[part] == -(-whole.parts[part] // 8)
+    assert sharded.parts["loading"] == 0 and "fsdp over 8 processes" in sharded.table()
+    on_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4, sharding=fsdp)
+    whole_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4)
+    at_load = sum(whole_cpu.parts[p] for p in ("weights", "reference", "runtime"))
+    assert on_cpu.total == max(at_load, on_cpu.total - on_cpu.parts["loading"])  # the host is the device
+    zero3 = memory.Sharding("deepspeed-zero3", 8, memory.SHARDED_PARTS)
+    deepspeed = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero3)
+    assert deepspeed.parts["reference"] == whole.parts["reference"] and deepspeed.parts["loading"] > 0
+    assert sharded.total < deepspeed.total < whole.total
+
+
+@pytest.mark.parametrize(
+    ("env", "strategy", "parts"),
+    [
+        ({}, None, None),
+        ({"ACCELERATE_USE_FSDP": "true"}, "fsdp", (*memory.SHARDED_PARTS, "reference")),
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, "deepspeed-zero3", memory.SHARDED_PARTS),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+            "deepspeed-zero2",
+            ("gradients", "optimizer"),
+        ),
+    ],
+)
+def test_the_sharding_is_read_from_the_launchers_environment(monkeypatch, env, strategy, parts):
+    for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    found = memory.launched_sharding()
+    assert (found and found.strategy, found and found.parts) == (strategy, parts)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert memory.launched_sharding() is None  # one process shards nothing

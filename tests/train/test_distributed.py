@@ -1,0 +1,110 @@
+"""Two CPU processes (DDP, FSDP2) give the result of one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from autocustom.models import load_model
+from tests.sample_dataset import write_small_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+FSDP_ON_CPU = Path(__file__).with_name("fsdp_on_cpu.py")
+ENV = {**os.environ, "CI": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def launcher(name: str) -> list[str]:
+    """Two processes through `accelerate launch` (as users run it) or plain torchrun.
+
+    accelerate's `--cpu` launcher starts one process (multi-CPU goes through MPI there); its multi-process
+    launcher (`--multi_gpu`) on a machine without GPUs runs the processes on CPU over gloo. FSDP runs
+    the shipped config, with bf16 autocast off (CPU) and FSDP enabled on CPU (`fsdp_on_cpu.py`).
+    """
+    binary = shutil.which(
+        "torchrun" if name == "torchrun" else "accelerate", path=os.path.dirname(sys.executable)
+    )
+    if binary is None:
+        pytest.skip(f"{name} not installed")
+    if name == "torchrun":
+        return [binary, "--nproc_per_node", "2", "-m", "autocustom"]
+    options = ["--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if name == "fsdp":
+        config = ROOT / "examples" / "accelerate" / "fsdp.yaml"
+        return [binary, "launch", "--config_file", str(config), *options, str(FSDP_ON_CPU)]
+    return [binary, "launch", "--multi_gpu", "--num_machines", "1", *options, "-m", "autocustom"]
+
+
+def one_and_two(tmp_path: Path, model_dir: Path, name: str, *options: str) -> tuple[dict, dict]:
+    """The summaries of one process x 4 pairs and two processes x 2 pairs, same options otherwise."""
+    data = write_small_dataset(tmp_path / "data", per_subarea=4)
+    common = ["train", "--data", str(data), "--toward", "formal", "--model", str(model_dir), "--json"]
+    common += ["--max-steps", "3", "--eval-steps", "3", "--max-length", "48", "--quiet"]
+    common += ["--mmlu-questions", "4", "--drift-texts", "2", *options]
+    one = [sys.executable, "-m", "autocustom", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"]
+    two = [*launcher(name), *common, "--out", str(tmp_path / "two"), "--batch-size", "2"]
+    for command in (one, two):
+        done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    s1, s2 = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("one", "two"))
+    assert s2["steps"] == s1["steps"] == 3
+    assert s2["bias_shift"]["value"] == pytest.approx(s1["bias_shift"]["value"], abs=1e-5)
+    assert json.loads((tmp_path / "two" / "run_config.json").read_text())["processes"] == 2
+    return s1, s2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["accelerate", "torchrun"])
+def test_two_ddp_processes_match_one(tmp_path, tiny_model_dir, name):
+    one_and_two(tmp_path, tiny_model_dir, name, "--lr", "1e-3", "--reg-weight", "0")
+    a = dict(load_model(str(tmp_path / "one"), device="cpu").model.named_parameters())
+    b = dict(load_model(str(tmp_path / "two"), device="cpu").model.named_parameters())
+    assert all(torch.allclose(a[name], b[name], atol=1e-4) for name in a)
+
+
+@pytest.mark.slow
+def test_fsdp_full_fine_tuning_matches_one_process(tmp_path, tiny_model_dir):
+    """The shipped fsdp.yaml (FSDP2, its own activation checkpointing), full fine-tuning with DPO and the
+    KL regulariser: the sharded reference answers every call (reference log-probs, each step's KL,
+    base margins, Drift), and the saved model is whole."""
+    options = ("--full", "--loss", "dpo", "--reg", "kl", "--reg-weight", "0.5", "--lr", "1e-3")
+    s1, s2 = one_and_two(tmp_path, tiny_model_dir, "fsdp", *options, "--no-gradient-checkpointing")
+    assert json.loads((tmp_path / "two" / "run_config.json").read_text())["sharding"] == "fsdp"
+    for figure in ("bias_shift_test", "drift"):
+        assert s2[figure]["value"] == pytest.approx(s1[figure]["value"], abs=1e-5)
+    a, b = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("one", "two"))
+    assert a.keys() == b.keys()  # whole tensors, the tied head not written twice
+    assert all(a[name].shape == b[name].shape and torch.allclose(a[name], b[name], atol=1e-4) for name in a)
+
+
+@pytest.mark.slow
+def test_fsdp_lora_dpo_matches_one_process(tmp_path, tiny_model_dir):
+    """LoRA under FSDP2: DPO's reference is the sharded policy with its adapter disabled."""
+    options = ("--lora", "--loss", "dpo", "--reg-weight", "0", "--lr", "1e-2", "--no-gradient-checkpointing")
+    s1, s2 = one_and_two(tmp_path, tiny_model_dir, "fsdp", *options)
+    assert s2["bias_shift_test"]["value"] == pytest.approx(s1["bias_shift_test"]["value"], abs=1e-5)
+    a, b = (load_file(tmp_path / run / "model" / "adapter_model.safetensors") for run in ("one", "two"))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[name], b[name], atol=1e-4) for name in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", [False, True])
+def test_kept_weights_load_into_a_sharded_policy(tmp_path, tiny_model_dir, adapter):
+    """The final measurement reads the kept model into the FSDP2-sharded policy (not peft's loader,
+    which drops whole tensors meant for sharded ones without an error)."""
+    binary = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    worker = Path(__file__).with_name("sharded_load_worker.py")
+    command = [binary, "--nproc_per_node", "2", str(worker), str(tiny_model_dir), str(tmp_path), str(adapter)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**ENV, "PYTHONPATH": str(ROOT)}, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loaded: True" in done.stdout
