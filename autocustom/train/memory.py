@@ -18,8 +18,8 @@ storage), so it knows the exact parameter count, which linear layers LoRA adapts
   runtime      the process itself: Python, torch and the tokenizer on CPU; the CUDA context on a GPU
   loading      under FSDP or ZeRO-3 (`Sharding`), what loading needs beyond the sharded run: each process
                keeps 1/N of weights, gradients and AdamW's moments (FSDP: of the reference too), but
-               first loads them whole, on the device (ZeRO-3; 4-bit) or on the host (FSDP, not counted
-               on a GPU: `fully_shard` moves only each rank's shard there)
+               first loads them whole, on the device (ZeRO-3; LoRA) or on the host (FSDP full
+               fine-tuning, not counted on a GPU: `fully_shard` moves only each rank's shard there)
 
 The activation and runtime constants were measured on this project's runs and the plan checked against
 measured peaks (docs/training.md, "Memory"; benchmarks/bench_memory.py prints both side by side).
@@ -74,7 +74,8 @@ class Sharding:
     `parts` are the plan's parts each process holds 1/processes of: FSDP (full shard) splits weights,
     gradients, optimizer state and (autocustom shards it too) the reference; ZeRO-3 the first three,
     ZeRO-2 gradients and optimizer state, ZeRO-1 the optimizer. `loads_on_host`: the whole models are
-    loaded in host RAM, and the device only ever holds shards (autocustom does this under FSDP).
+    loaded in host RAM, and the device only ever holds shards (autocustom does this under FSDP for full
+    fine-tuning; a LoRA base loads on the device, where the DPO reference log-probs run before wrapping).
     """
 
     strategy: str  # "fsdp" or "deepspeed-zero<stage>"
@@ -224,7 +225,7 @@ def plan_memory(
         whole = sum(parts[name] for name in loaded)
         for name in sharding.parts:
             parts[name] = math.ceil(parts[name] / sharding.processes)
-        on_device = not sharding.loads_on_host or device != "cuda" or quantized_bits is not None
+        on_device = not sharding.loads_on_host or device != "cuda" or lora  # see Sharding
         after = sum(v for k, v in parts.items() if k not in (*loaded, "runtime"))
         parts["loading"] = max(whole - sum(parts[n] for n in loaded) - after, 0) if on_device else 0
         options["sharding"] = {"strategy": sharding.strategy, "processes": sharding.processes}

@@ -386,8 +386,10 @@ def _setup(
     seed_everything(config.seed)
     compute = resolve_dtype(device, config.dtype)
     sharding = launched_sharding()
-    # under FSDP whole models load in host RAM: fully_shard moves only each rank's shard to its device
-    fsdp = sharding is not None and sharding.loads_on_host and not config.quantized
+    # full fine-tuning under FSDP loads whole models in host RAM: fully_shard moves only each rank's shard
+    # to its device. A LoRA base loads on the device: the DPO reference log-probs run on it before the
+    # Trainer wraps it, and on the host they would take hours for an 8B model.
+    fsdp = sharding is not None and sharding.loads_on_host and not use_lora
     load_on = torch.device("cpu") if fsdp else device
     progress(ProgressEvent("load model", 0, 1, config.model))
     # full fine-tuning keeps float32 master weights (bf16 autocast on CUDA): AdamW's small steps vanish in bf16

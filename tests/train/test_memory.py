@@ -153,6 +153,8 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
     for part in (*memory.SHARDED_PARTS, "reference"):
         assert sharded.parts[part] == -(-whole.parts[part] // 8)
     assert sharded.parts["loading"] == 0 and "fsdp over 8 processes" in sharded.table()
+    lora = plan_memory(shape, light, lora=True, device="cuda", compute_bytes=2, sharding=fsdp)
+    assert lora.parts["loading"] > 0  # a LoRA base loads whole on the GPU, then is sharded
     on_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4, sharding=fsdp)
     whole_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4)
     at_load = sum(whole_cpu.parts[p] for p in ("weights", "reference", "runtime"))
