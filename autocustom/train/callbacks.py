@@ -1,7 +1,8 @@
 """Evaluation during training: BiasShift, MMLU and Drift every `eval_steps`, best checkpoint, early stopping.
 
-Every rank evaluates (the numbers are identical because DDP keeps the parameters identical), so every
-rank takes the same stop decision without a collective; only rank 0 writes files. The early-stopping
+Every rank evaluates (under FSDP and ZeRO-3 a forward pass needs every rank), and every rank decides
+from rank 0's figures (one broadcast per evaluation), so the stop and save decisions agree; only rank 0
+writes files. The early-stopping
 state is an `ExportableState`, so the Trainer writes it into each checkpoint's trainer_state.json and a
 resumed run continues with the same best-so-far and patience counter.
 """
@@ -105,14 +106,16 @@ class EvalCallback(TrainerCallback, ExportableState):
     def evaluate(self, model, step: int, epoch: float | None) -> dict[str, Any]:
         metrics = self.measure(model).metrics
         losses = self.loss_log[-self.eval_steps :] if self.loss_log else []
-        row = {
-            "step": step,
-            "epoch": round(float(epoch or 0.0), 4),
-            "train_loss": float(np.mean(losses)) if losses else None,
-            **{key: _plain(metrics[name]) for key, name in ROW_METRICS.items()},
-            "mmlu_drop_points": _drop(metrics["mmlu_delta_points"]),
-            "elapsed": round(self.elapsed(), 2),
-        }
+        row = _agreed(
+            {
+                "step": step,
+                "epoch": round(float(epoch or 0.0), 4),
+                "train_loss": float(np.mean(losses)) if losses else None,
+                **{key: _plain(metrics[name]) for key, name in ROW_METRICS.items()},
+                "mmlu_drop_points": _drop(metrics["mmlu_delta_points"]),
+                "elapsed": round(self.elapsed(), 2),
+            }
+        )
         if self.is_writer and self.run_dir is not None:
             append_metrics(self.run_dir, row)
         figures = {key: metrics[name] for key, name in ROW_METRICS.items()}
@@ -178,6 +181,20 @@ class CheckpointPolicy(TrainerCallback):
 
 # metrics.jsonl key -> measured metric: what early stopping, the guardrails and the report read
 ROW_METRICS = {"bias_shift": "bias_shift", "mmlu": "mmlu_accuracy", "drift": "drift"}
+
+
+def _agreed(row: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0's row, on every rank: what every rank decides (stop, save) from it.
+
+    Every rank measures the same items, but a figure that differs in its last bit between ranks could
+    split the decisions, and a save under FSDP or ZeRO-3 is a collective that would then hang.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    if PartialState().num_processes < 2:
+        return row
+    return broadcast_object_list([row], from_process=0)[0]
 
 
 def _plain(estimate: Estimate | None) -> dict[str, float | int] | None:

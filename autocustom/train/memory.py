@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from autocustom.errors import UsageError
+
 GIB = 2**30
 ADAM_STATES = 2  # AdamW keeps exp_avg and exp_avg_sq, float32, per trainable parameter
 LOGIT_COPIES = 3  # scored positions' logits, their log-softmax and its gradient, float32
@@ -76,17 +78,23 @@ class Sharding:
     ZeRO-2 gradients and optimizer state, ZeRO-1 the optimizer. `loads_on_host`: the whole models are
     loaded in host RAM, and the device only ever holds shards (autocustom does this under FSDP for full
     fine-tuning; a LoRA base loads on the device, where the DPO reference log-probs run before wrapping).
+    `checkpoints_activations`: FSDP's own activation checkpointing wraps each layer (the Trainer's must
+    then stay off: it refuses both).
     """
 
     strategy: str  # "fsdp" or "deepspeed-zero<stage>"
     processes: int
     parts: tuple[str, ...]
     loads_on_host: bool = False
+    checkpoints_activations: bool = False
 
     @classmethod
-    def fsdp(cls, processes: int) -> Sharding:
+    def fsdp(cls, processes: int, checkpoints_activations: bool = False) -> Sharding:
         """accelerate's FSDP (full shard), with autocustom's host loading and sharded reference."""
-        return cls("fsdp", processes, (*SHARDED_PARTS, "reference"), loads_on_host=True)
+        parts = (*SHARDED_PARTS, "reference")
+        return cls(
+            "fsdp", processes, parts, loads_on_host=True, checkpoints_activations=checkpoints_activations
+        )
 
 
 def launched_sharding() -> Sharding | None:
@@ -103,12 +111,28 @@ def launched_sharding() -> Sharding | None:
     if processes < 2:
         return None
     if parse_flag_from_env("ACCELERATE_USE_FSDP"):
-        return Sharding.fsdp(processes)
+        return Sharding.fsdp(processes, parse_flag_from_env("FSDP_ACTIVATION_CHECKPOINTING"))
     if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
-        stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3"))
+        stage = _zero_stage()
         parts = SHARDED_PARTS[3 - stage :] if stage > 0 else ()
         return Sharding(f"deepspeed-zero{stage}", processes, parts) if parts else None
     return None
+
+
+def _zero_stage() -> int:
+    """The ZeRO stage of the launch: the accelerate config's, else its DeepSpeed JSON file's.
+
+    0 when neither says: the plan is then unsharded, an upper bound, rather than a guess.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if stage is None and config_file and Path(config_file).is_file():
+        stage = json.loads(Path(config_file).read_text()).get("zero_optimization", {}).get("stage")
+    return int(stage) if isinstance(stage, int | str) and str(stage).isdigit() else 0
 
 
 SHARDED_PARTS = ("weights", "gradients", "optimizer")  # ZeRO-3 order: stage s shards the last s
@@ -224,6 +248,8 @@ def plan_memory(
         loaded = ("weights", "reference")  # what loading holds whole, beside the runtime
         whole = sum(parts[name] for name in loaded)
         for name in sharding.parts:
+            if name == "weights" and quantized_bits is not None:
+                continue  # accelerate leaves bitsandbytes' packed weights out of FSDP's sharding
             parts[name] = math.ceil(parts[name] / sharding.processes)
         on_device = not sharding.loads_on_host or device != "cuda" or lora  # see Sharding
         after = sum(v for k, v in parts.items() if k not in (*loaded, "runtime"))
@@ -315,6 +341,15 @@ def plan_training(config: Any, dataset: Any = None, device: Any = None) -> Memor
     shape = model_shape(load_config(config.model), config.lora_rank, config.lora_targets)
     measured = _measured_lengths(config, dataset, device) if dataset is not None else None
     available = available_bytes(device)
+    sharding = launched_sharding()
+    if sharding is not None and sharding.checkpoints_activations:
+        if config.gradient_checkpointing:
+            raise UsageError(
+                "the launch turns on FSDP's activation checkpointing (fsdp_activation_checkpointing: true) "
+                "and --gradient-checkpointing asks for the Trainer's too; the Trainer refuses both",
+                "pass --no-gradient-checkpointing, or set fsdp_activation_checkpointing: false",
+            )
+        config = replace(config, gradient_checkpointing=False)  # FSDP checkpoints the layers itself
     if config.gradient_checkpointing is None:
         config = replace(
             config, gradient_checkpointing=_needs_checkpointing(config, shape, measured, device, available)
@@ -372,17 +407,23 @@ def _plan_for(config: Any, shape: ModelShape, measured, device: Any, available: 
     from autocustom.runtime import resolve_dtype
 
     device_type = getattr(device, "type", device)
-    return plan_memory(
+    sharding = launched_sharding()
+    fsdp_checkpoints = sharding is not None and sharding.checkpoints_activations
+    plan = plan_memory(
         shape,
         workload_for(config, *(measured or (None, None))),
         lora=config.uses_lora(shape.parameters),
         device=device_type,
         compute_bytes=resolve_dtype(device, config.dtype).itemsize,
         quantized_bits=4 if config.load_in_4bit else 8 if config.load_in_8bit else None,
-        checkpointing=config.gradient_checkpointing,
+        checkpointing=bool(config.gradient_checkpointing) or fsdp_checkpoints,
         available=available,
-        sharding=launched_sharding(),
+        sharding=sharding,
     )
+    plan.options["gradient_checkpointing"] = config.gradient_checkpointing  # the Trainer's, train reads it
+    if fsdp_checkpoints:
+        plan.options["sharding"]["activation_checkpointing"] = True
+    return plan
 
 
 def _measured_lengths(config: Any, dataset: Any, device: Any) -> tuple[list, list[int]]:

@@ -15,6 +15,7 @@ Run directory:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -284,12 +285,16 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     train_started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     log.info("training done: %s", output.metrics)
+    if callback.best_step is None:  # no evaluation passed the guardrails: keep the last model, say so
+        _save_best(
+            trainer, setup.tokenizer, out, config.model
+        )  # before release: ZeRO-3 gathers via its engine
     _release_optimizer(trainer)
     trained_seconds = time.monotonic() - train_started - callback.eval_seconds
     steps = trainer.state.global_step
     new_steps = steps - (_checkpoint_step(checkpoint) if checkpoint else 0)
     trained_pairs = new_steps * config.batch_size * config.grad_accum * trainer.args.world_size
-    result = _result(config, setup, trainer, callback, out, steps)
+    result = _result(config, setup, callback, out, steps, _sharded_as(trainer, distributed.num_processes))
     result.wall_seconds = round(callback.elapsed_before + time.monotonic() - started, 2)
     result.pairs_per_second = round(trained_pairs / max(trained_seconds, 1e-9), 4)
     if distributed.is_main_process:
@@ -351,6 +356,18 @@ def _check_memory(config: TrainConfig, dataset: Dataset, device: torch.device) -
             f"pass {' or '.join(fixes)}" if fixes else "use a smaller model or a larger device",
         )
     return plan
+
+
+def _sharded_as(trainer: Trainer, processes: int) -> str | None:
+    """How the Trainer really sharded the model ("fsdp", "deepspeed"), None when it did not.
+
+    A launch can ask for FSDP and get DDP: accelerate enables FSDP for GPU processes only, silently.
+    """
+    sharding = "fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else None
+    launched = launched_sharding()
+    if launched is not None and sharding is None and processes > 1:
+        log.warning("the launch asked for %s, but accelerate ran the processes unsharded", launched.strategy)
+    return sharding
 
 
 def _release_optimizer(trainer: Trainer) -> None:
@@ -434,8 +451,8 @@ def _setup(
 def _shard_frozen(model, device: torch.device) -> None:
     """FSDP2-shard the frozen reference over every process, as accelerate wraps the policy.
 
-    One unit per decoder layer (the model's `_no_split_modules`, accelerate's default too), then the
-    root; each rank keeps 1/N of it on `device`. Every call of it is then a collective, and every rank
+    One unit per decoder layer (the launch's `fsdp_transformer_layer_cls_to_wrap`, else the model's
+    `_no_split_modules`, as accelerate chooses), then the root; each rank keeps 1/N of it on `device`. Every call of it is then a collective, and every rank
     makes each one: all compute the same DPO reference log-probs and evaluate the same items, and the
     KL regulariser calls it once per micro-step on each.
     """
@@ -444,7 +461,8 @@ def _shard_frozen(model, device: torch.device) -> None:
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    layers = set(getattr(model, "_no_split_modules", None) or ())
+    named = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP")
+    layers = set(named.split(",") if named else getattr(model, "_no_split_modules", None) or ())
     for module in model.modules():
         if type(module).__name__ in layers:
             fully_shard(module, mesh=mesh)
@@ -635,11 +653,10 @@ def _reference_logps(reference, examples, tokenizer, config: TrainConfig) -> tor
 def _save_best(trainer: Trainer, tokenizer, out: Path, base_reference: str) -> None:
     """Write the whole model (or adapter) + tokenizer to out/model, swapped in so a kill leaves one intact.
 
-    Every rank calls this. Under FSDP and ZeRO-3 no rank holds the whole model, and gathering it
-    (accelerate's `get_state_dict`, on the wrapped model: ZeRO-3 gathers through its engine) is a
-    collective; elsewhere it is the plain state dict. Only rank 0 writes.
+    Every rank calls this: under FSDP and ZeRO-3 gathering the weights is a collective. Only rank 0
+    writes.
     """
-    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    state_dict = _gathered(trainer)
     if not trainer.accelerator.is_main_process:
         return
     staging = out / f".{RUN_MODEL}-staging"
@@ -655,6 +672,29 @@ def _save_best(trainer: Trainer, tokenizer, out: Path, base_reference: str) -> N
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _gathered(trainer: Trainer) -> dict[str, Any]:
+    """The model's whole state dict on rank 0 (empty or partial elsewhere), gathered only where sharded.
+
+    FSDP2 gathers through torch's state-dict API, an adapter's trainable weights alone (not a 140 GB
+    base for a 70B adapter); FSDP1 and ZeRO-3 through accelerate's `get_state_dict` (ZeRO-3 on the
+    engine). Unsharded (one process, DDP, ZeRO-1/2), rank 0 reads its own copy: no gather, no clone.
+    """
+    model = trainer.model
+    if _fully_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        adapter = hasattr(model, "peft_config")
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=adapter)
+        return get_model_state_dict(model, options=options)
+    if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and _zero_stage(trainer) == 3):
+        return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return model.state_dict() if trainer.accelerator.is_main_process else {}
+
+
+def _zero_stage(trainer: Trainer) -> int:
+    return int(trainer.accelerator.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
 
 
 CHECKPOINT_WRAPPER = "_checkpoint_wrapped_module."  # torch's activation-checkpoint wrapper, in module names
@@ -687,22 +727,27 @@ def _without_aliases(state_dict: dict[str, Any], model) -> dict[str, Any]:
     save_pretrained finds ties by shared storage, and a gathered state dict holds separate copies, so
     without this a tied model's file would carry its embedding matrix twice.
     """
-    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
-    aliases = every - {name for name, _ in model.named_parameters()}
+    aliases = _tied_aliases(model)
     return {name: tensor for name, tensor in state_dict.items() if name not in aliases}
 
 
+def _tied_aliases(model) -> set[str]:
+    """State-dict names of the parameters that are another's second name (a head tied to the embeddings)."""
+    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    aliases = every - {name for name, _ in model.named_parameters()}
+    return {name.replace(CHECKPOINT_WRAPPER, "") for name in aliases}
+
+
 def _result(
-    config: TrainConfig, setup: Setup, trainer: PairTrainer, callback: EvalCallback, out: Path, steps: int
+    config: TrainConfig, setup: Setup, callback: EvalCallback, out: Path, steps: int, sharding: str | None
 ) -> TrainResult:
     """The summary: validation BiasShift at the kept step, then the kept model measured on the final plan.
 
     The final figures come from `measure` on the saved model, with the plan `shift-score` makes for the
     same split and sizes, so `summary.json` and `shift-score` report the same numbers.
     """
-    extra: dict[str, Any] = {}
-    if callback.best_step is None:  # no evaluation passed the guardrails: keep the last model, say so
-        _save_best(trainer, setup.tokenizer, out, config.model)
+    extra: dict[str, Any] = {"sharding": sharding} if sharding else {}
+    if callback.best_step is None:  # the last model was saved instead of a selected one
         extra["best_rejected"] = True
     _wait_for_writer()
     final = measure(
@@ -756,9 +801,11 @@ def _fully_sharded(model) -> bool:
 def _load_into_sharded(model, folder: Path, *, adapter: bool) -> None:
     """Load the saved weights into an FSDP2-sharded policy: rank 0 reads them, every rank takes its shard.
 
-    peft's loader copies whole tensors into sharded ones and drops them as size mismatches, silently,
-    so this goes through torch's distributed state-dict API. A second whole model per rank (what the
-    unsharded path loads) is what FSDP is used to avoid.
+    peft's loader copies whole tensors into sharded ones and drops them as size mismatches (a warning,
+    no error), so this goes through torch's distributed state-dict API. A second whole model per rank
+    (what the unsharded path loads) is what FSDP is used to avoid. Every saved weight must find its
+    parameter, and a whole model must cover every parameter but tied aliases: otherwise the final
+    figures would silently be the last step's.
     """
     import torch.distributed as dist
     from safetensors.torch import load_file
@@ -773,7 +820,13 @@ def _load_into_sharded(model, folder: Path, *, adapter: bool) -> None:
             names = {name.replace(marker, "."): name for name in model.state_dict() if marker in name}
             state = {names[name]: tensor for name, tensor in state.items()}
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
-    set_model_state_dict(model, state, options=options)
+    result = set_model_state_dict(model, state, options=options)
+    missing = set() if adapter else set(result.missing_keys) - _tied_aliases(model)
+    if result.unexpected_keys or missing:
+        raise RuntimeError(
+            f"the kept model in {folder} does not match the policy: "
+            f"unexpected {sorted(result.unexpected_keys)[:5]}, missing {sorted(missing)[:5]}"
+        )
 
 
 MIN_SELECTION_PAIRS = 10  # fewer validation pairs than this cannot tell checkpoints apart reliably

@@ -57,6 +57,7 @@ def one_and_two(tmp_path: Path, model_dir: Path, name: str, *options: str) -> tu
     assert s2["steps"] == s1["steps"] == 3
     assert s2["bias_shift"]["value"] == pytest.approx(s1["bias_shift"]["value"], abs=1e-5)
     assert json.loads((tmp_path / "two" / "run_config.json").read_text())["processes"] == 2
+    assert s2["extra"].get("sharding") == ("fsdp" if name == "fsdp" else None)  # as the Trainer ran it
     return s1, s2
 
 
@@ -75,6 +76,7 @@ def test_fsdp_full_fine_tuning_matches_one_process(tmp_path, tiny_model_dir):
     KL regulariser: the sharded reference answers every call (reference log-probs, each step's KL,
     base margins, Drift), and the saved model is whole."""
     options = ("--full", "--loss", "dpo", "--reg", "kl", "--reg-weight", "0.5", "--lr", "1e-3")
+    # an explicit --no-gradient-checkpointing beside FSDP's own is accepted (the LoRA test leaves it out)
     s1, s2 = one_and_two(tmp_path, tiny_model_dir, "fsdp", *options, "--no-gradient-checkpointing")
     assert json.loads((tmp_path / "two" / "run_config.json").read_text())["sharding"] == "fsdp"
     for figure in ("bias_shift_test", "drift"):
@@ -86,8 +88,9 @@ def test_fsdp_full_fine_tuning_matches_one_process(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_fsdp_lora_dpo_matches_one_process(tmp_path, tiny_model_dir):
-    """LoRA under FSDP2: DPO's reference is the sharded policy with its adapter disabled."""
-    options = ("--lora", "--loss", "dpo", "--reg-weight", "0", "--lr", "1e-2", "--no-gradient-checkpointing")
+    """LoRA under FSDP2: DPO's reference is the sharded policy with its adapter disabled. Checkpointing
+    left to its default: FSDP's own is on in fsdp.yaml, so the Trainer's resolves to off."""
+    options = ("--lora", "--loss", "dpo", "--reg-weight", "0", "--lr", "1e-2")
     s1, s2 = one_and_two(tmp_path, tiny_model_dir, "fsdp", *options)
     assert s2["bias_shift_test"]["value"] == pytest.approx(s1["bias_shift_test"]["value"], abs=1e-5)
     a, b = (load_file(tmp_path / run / "model" / "adapter_model.safetensors") for run in ("one", "two"))

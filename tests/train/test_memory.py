@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
 from autocustom.cli import app
+from autocustom.errors import UsageError
 from autocustom.train import memory
 from autocustom.train.config import TrainConfig
 from autocustom.train.memory import Workload, model_shape, plan_memory
@@ -155,6 +156,11 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
     assert sharded.parts["loading"] == 0 and "fsdp over 8 processes" in sharded.table()
     lora = plan_memory(shape, light, lora=True, device="cuda", compute_bytes=2, sharding=fsdp)
     assert lora.parts["loading"] > 0  # a LoRA base loads whole on the GPU, then is sharded
+    qlora = plan_memory(
+        shape, light, lora=True, device="cuda", compute_bytes=2, quantized_bits=4, sharding=fsdp
+    )
+    alone = plan_memory(shape, light, lora=True, device="cuda", compute_bytes=2, quantized_bits=4)
+    assert qlora.parts["weights"] == alone.parts["weights"]  # accelerate leaves packed 4-bit weights whole
     on_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4, sharding=fsdp)
     whole_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4)
     at_load = sum(whole_cpu.parts[p] for p in ("weights", "reference", "runtime"))
@@ -170,16 +176,16 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
     [
         ({}, None, None),
         ({"ACCELERATE_USE_FSDP": "true"}, "fsdp", (*memory.SHARDED_PARTS, "reference")),
-        ({"ACCELERATE_USE_DEEPSPEED": "true"}, "deepspeed-zero3", memory.SHARDED_PARTS),
         (
             {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
             "deepspeed-zero2",
             ("gradients", "optimizer"),
         ),
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, None, None),  # stage unknown: planned unsharded
     ],
 )
 def test_the_sharding_is_read_from_the_launchers_environment(monkeypatch, env, strategy, parts):
-    for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+    for name in LAUNCH_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "4")
     for name, value in env.items():
@@ -188,3 +194,43 @@ def test_the_sharding_is_read_from_the_launchers_environment(monkeypatch, env, s
     assert (found and found.strategy, found and found.parts) == (strategy, parts)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert memory.launched_sharding() is None  # one process shards nothing
+
+
+LAUNCH_VARIABLES = (
+    "ACCELERATE_USE_FSDP",
+    "ACCELERATE_USE_DEEPSPEED",
+    "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+    "ACCELERATE_DEEPSPEED_CONFIG_FILE",
+    "FSDP_ACTIVATION_CHECKPOINTING",
+)
+
+
+def test_the_zero_stage_of_a_deepspeed_json_config_is_read(monkeypatch, tmp_path):
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config))
+    assert memory.launched_sharding().strategy == "deepspeed-zero3"
+
+
+def test_fsdp_activation_checkpointing_counts_and_turns_the_trainers_off(
+    monkeypatch, dataset, tiny_model_dir, tmp_path
+):
+    """fsdp.yaml checkpoints each layer itself: the plan counts checkpointed activations, the Trainer's
+    own checkpointing resolves to off (the Trainer refuses both), and asking for both is exit 2."""
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    config = TrainConfig(data=str(dataset), out=str(tmp_path), model=str(tiny_model_dir), **SMALL)
+    unsharded = memory.plan_training(replace(config, gradient_checkpointing=False), None, torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
+    plan = memory.plan_training(config, None, torch.device("cpu"))
+    assert plan.options["gradient_checkpointing"] is False
+    assert plan.options["sharding"]["activation_checkpointing"] is True
+    assert plan.parts["activations"] < unsharded.parts["activations"]
+    with pytest.raises(UsageError, match="--no-gradient-checkpointing"):
+        memory.plan_training(replace(config, gradient_checkpointing=True), None, torch.device("cpu"))
