@@ -18,6 +18,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -788,7 +790,26 @@ def _kept_model(setup: Setup, out: Path) -> Any:
         # read to the host (the adapter is small); loading copies it onto the parameters' own devices
         set_peft_model_state_dict(setup.model, load_peft_weights(str(out / RUN_MODEL), device="cpu"))
         return setup.model
-    return load_model(str(out), device=setup.device, dtype=torch.float32).model
+    with _whole_models():
+        return load_model(str(out), device=setup.device, dtype=torch.float32).model
+
+
+@contextmanager
+def _whole_models() -> Iterator[None]:
+    """transformers builds whole models inside: after a ZeRO-3 Trainer it would build them partitioned.
+
+    The Trainer registers its ZeRO-3 config with transformers, and `from_pretrained` then builds the
+    model under `deepspeed.zero.Init`: partitioned, outside any engine, so its forward pass fails.
+    transformers has no public getter for the registered config, hence the module attribute.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
 
 
 def _fully_sharded(model) -> bool:
@@ -810,6 +831,7 @@ def _load_into_sharded(model, folder: Path, *, adapter: bool) -> None:
     import torch.distributed as dist
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
 
     state: dict[str, torch.Tensor] = {}
     if dist.get_rank() == 0:
@@ -819,6 +841,9 @@ def _load_into_sharded(model, folder: Path, *, adapter: bool) -> None:
             marker = f".{model.active_adapter}."
             names = {name.replace(marker, "."): name for name in model.state_dict() if marker in name}
             state = {names[name]: tensor for name, tensor in state.items()}
+    for module in model.modules():  # FSDP2 leaves the root's parameters gathered after a forward pass
+        if isinstance(module, FSDPModule):
+            module.reshard()
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
     result = set_model_state_dict(model, state, options=options)
     missing = set() if adapter else set(result.missing_keys) - _tied_aliases(model)
