@@ -1,7 +1,9 @@
 """What every command shares: error-to-exit-code mapping, progress rendering, JSON output.
 
 Exit codes: 0 success, 1 a quality gate failed, 2 bad usage or input (one line, no traceback).
-Progress and messages go to stderr so that `--json` leaves exactly one JSON object on stdout.
+Progress and messages go to stderr so that `--json` leaves exactly one JSON object on stdout. While the
+library runs (`user_errors`), anything else that writes to stdout goes to stderr: DeepSpeed, imported by
+accelerate whenever it is installed, logs its accelerator choice to stdout.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, NoReturn
+from contextlib import contextmanager, redirect_stdout
+from typing import Any, NoReturn, TextIO
 
 import typer
 from rich.console import Console
@@ -21,8 +23,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from autocustom.errors import AutocustomError
 from autocustom.progress import ProgressCallback, ProgressEvent
 
+_results: list[TextIO] = []  # the commands' own stdout, while library code's stdout goes to stderr
+
+
+def results_stream() -> TextIO:
+    """Where a command's output goes: its caller's stdout, also while the library runs."""
+    return _results[-1] if _results else sys.stdout
+
+
+class _Results:
+    """A file that is always `results_stream()`, for the console that prints a command's output."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(results_stream(), name)
+
+
 stderr = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+stdout = Console(file=_Results(), highlight=False)  # type: ignore[arg-type]
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2
 
@@ -39,14 +56,21 @@ def fail(line: str, code: int = EXIT_USAGE) -> NoReturn:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn library errors into one line and exit 2; Ctrl-C into exit 130 with no traceback."""
+    """Turn library errors into one line and exit 2; Ctrl-C into exit 130 with no traceback.
+
+    Inside, stdout is stderr for everything but the command's own output (`results_stream`).
+    """
+    _results.append(sys.stdout)
     try:
-        yield
+        with redirect_stdout(sys.stderr):
+            yield
     except AutocustomError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("interrupted: rerun the same command to resume where it stopped")
         raise typer.Exit(130) from None
+    finally:
+        _results.pop()
 
 
 @contextmanager
@@ -108,8 +132,9 @@ def pairs_per_split(counts: dict[str, Any]) -> str:
 
 def emit_json(data: Any) -> None:
     """Exactly one JSON object on stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
+    out = results_stream()
+    out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    out.flush()
 
 
 def configure_logging(verbose: bool) -> None:

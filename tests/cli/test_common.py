@@ -1,8 +1,11 @@
-"""Plain progress (CI logs): every stage start and ~10% step shows, including a stage that restarts."""
+"""Plain progress (CI logs): every stage start and ~10% step shows, including a stage that restarts;
+`--json` output stays alone on stdout."""
 
 from __future__ import annotations
 
-from autocustom.cli.common import _plain_progress
+import json
+
+from autocustom.cli.common import _plain_progress, emit_json, user_errors
 from autocustom.progress import ProgressEvent
 
 
@@ -28,3 +31,13 @@ def test_a_stage_that_starts_again_is_shown_again(capsys):
     assert printed.count("[train] 1/20") == printed.count("[train] 3/20") == 2  # not held back
     assert printed.count("[train] 20/20") == 2
     assert printed[-1] == "[evaluate] 10"
+
+
+def test_what_the_library_prints_to_stdout_goes_to_stderr_and_the_json_stays_alone(capsys):
+    """DeepSpeed, imported by accelerate when installed, logs to stdout: it must not precede the JSON."""
+    with user_errors():
+        print("[WARNING] Setting accelerator to CPU.")
+        emit_json({"steps": 2})
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"steps": 2}
+    assert "Setting accelerator" in err
