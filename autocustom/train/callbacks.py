@@ -2,9 +2,9 @@
 
 Every rank evaluates (under FSDP and ZeRO-3 a forward pass needs every rank), and every rank decides
 from rank 0's figures (one broadcast per evaluation), so the stop and save decisions agree; only rank 0
-writes files. The early-stopping
-state is an `ExportableState`, so the Trainer writes it into each checkpoint's trainer_state.json and a
-resumed run continues with the same best-so-far and patience counter.
+writes files. The early-stopping state is an `ExportableState`, so the Trainer writes it into each
+checkpoint's trainer_state.json and a resumed run continues with the same best-so-far and patience
+counter.
 """
 
 from __future__ import annotations

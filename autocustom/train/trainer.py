@@ -287,10 +287,9 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     train_started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     log.info("training done: %s", output.metrics)
-    if callback.best_step is None:  # no evaluation passed the guardrails: keep the last model, say so
-        _save_best(
-            trainer, setup.tokenizer, out, config.model
-        )  # before release: ZeRO-3 gathers via its engine
+    # no evaluation passed the guardrails: keep the last model (before release: ZeRO-3 gathers via its engine)
+    if callback.best_step is None:
+        _save_best(trainer, setup.tokenizer, out, config.model)
     _release_optimizer(trainer)
     trained_seconds = time.monotonic() - train_started - callback.eval_seconds
     steps = trainer.state.global_step
@@ -454,9 +453,10 @@ def _shard_frozen(model, device: torch.device) -> None:
     """FSDP2-shard the frozen reference over every process, as accelerate wraps the policy.
 
     One unit per decoder layer (the launch's `fsdp_transformer_layer_cls_to_wrap`, else the model's
-    `_no_split_modules`, as accelerate chooses), then the root; each rank keeps 1/N of it on `device`. Every call of it is then a collective, and every rank
-    makes each one: all compute the same DPO reference log-probs and evaluate the same items, and the
-    KL regulariser calls it once per micro-step on each.
+    `_no_split_modules`, as accelerate chooses), then the root; each rank keeps 1/N of it on `device`.
+    Every call of it is then a collective, and every rank makes each one: all compute the same DPO
+    reference log-probs and evaluate the same items, and the KL regulariser calls it once per
+    micro-step on each.
     """
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -690,16 +690,22 @@ def _gathered(trainer: Trainer) -> dict[str, Any]:
         adapter = hasattr(model, "peft_config")
         options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=adapter)
         return get_model_state_dict(model, options=options)
-    if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and _zero_stage(trainer) == 3):
+    if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and _engine_zero_stage(trainer) == 3):
         return trainer.accelerator.get_state_dict(trainer.model_wrapped)
     return model.state_dict() if trainer.accelerator.is_main_process else {}
 
 
-def _zero_stage(trainer: Trainer) -> int:
+def _engine_zero_stage(trainer: Trainer) -> int:
+    """The ZeRO stage DeepSpeed runs with (the launch's, as `train.memory` reads it, before the engine)."""
     return int(trainer.accelerator.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
 
 
 CHECKPOINT_WRAPPER = "_checkpoint_wrapped_module."  # torch's activation-checkpoint wrapper, in module names
+
+
+def _state_dict_name(name: str) -> str:
+    """A parameter's module name as state dicts spell it: without the checkpoint wrapper's part."""
+    return name.replace(CHECKPOINT_WRAPPER, "")
 
 
 def _save_adapter(model, state_dict: dict[str, Any], folder: Path, base_reference: str) -> None:
@@ -712,11 +718,11 @@ def _save_adapter(model, state_dict: dict[str, Any], folder: Path, base_referenc
     from peft.utils import SAFETENSORS_WEIGHTS_NAME, get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    names = {name.replace(CHECKPOINT_WRAPPER, ""): name for name, _ in model.named_parameters()}
+    names = {_state_dict_name(name): name for name, _ in model.named_parameters()}
     as_modules = {names.get(name, name): tensor for name, tensor in state_dict.items()}
     adapter = get_peft_model_state_dict(model, state_dict=as_modules)
     folder.mkdir(parents=True)
-    weights = {name.replace(CHECKPOINT_WRAPPER, ""): t.contiguous() for name, t in adapter.items()}
+    weights = {_state_dict_name(name): tensor.contiguous() for name, tensor in adapter.items()}
     save_file(weights, folder / SAFETENSORS_WEIGHTS_NAME, metadata={"format": "pt"})
     config = replace(model.peft_config[model.active_adapter], base_model_name_or_path=base_reference)
     config.inference_mode = True
@@ -737,7 +743,7 @@ def _tied_aliases(model) -> set[str]:
     """State-dict names of the parameters that are another's second name (a head tied to the embeddings)."""
     every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     aliases = every - {name for name, _ in model.named_parameters()}
-    return {name.replace(CHECKPOINT_WRAPPER, "") for name in aliases}
+    return {_state_dict_name(name) for name in aliases}
 
 
 def _result(
