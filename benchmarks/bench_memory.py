@@ -1,17 +1,20 @@
 """Peak memory of `train` measured against its own `--dry-run` plan, and against an older revision.
 
-Three runs at the default settings (2 steps, the demo's evaluation sizes):
+Four runs at the default settings (2 steps, the demo's evaluation sizes):
   - a random-initialised Llama of 362M parameters (SmolLM2-360M's shape, built from a config: no
     download), `train --lora --max-steps 2`;
   - the packaged SmolLM2-135M, `train --full --max-steps 2`;
   - the same under FSDP2 on 2 CPU processes (examples/accelerate/fsdp.yaml, through
-    tests/train/fsdp_on_cpu.py: accelerate enables FSDP on GPUs only), whose plan is per process.
+    tests/train/fsdp_on_cpu.py: accelerate enables FSDP on GPUs only), whose plan is per process;
+  - the same under DeepSpeed ZeRO-3 on 2 CPU processes (examples/accelerate/deepspeed_zero3.yaml).
 For each it prints the measured peak resident memory (the train process and its children, sampled every
 50 ms), the `--dry-run` plan's total (times the processes) and their ratio. With `--baseline REV` the same commands also run
 on the code of git revision REV (a temporary worktree, same virtual environment), so the saving is a
-ratio measured in one run.
+ratio measured in one run (a revision that cannot run a case shows its exit code). `--case TEXT` runs
+only the cases whose name contains TEXT.
 
     python benchmarks/bench_memory.py --data runs/demo/data --baseline be2d6e7
+    python benchmarks/bench_memory.py --case ZeRO-3 --baseline 56095e5
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -87,28 +91,30 @@ def peak_rss(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float,
 
 
 def planned(launch: list[str], args: list[str], env: dict[str, str]) -> float:
-    """The `--dry-run` total of every process together, bytes (each process prints its own plan)."""
+    """The `--dry-run` total of every process together, bytes (each process prints its own plan).
+
+    The first plan is read from the first line that opens a JSON object: `accelerate launch` shares
+    its stdout with the processes, and under DeepSpeed the launcher logs a line there itself.
+    """
     out = subprocess.run(
         [*launch, *args, "--dry-run", "--json"], capture_output=True, text=True, check=True, env=env
     )
-    plan, _end = json.JSONDecoder().raw_decode(out.stdout.strip())
+    first = re.search(r"^\{", out.stdout, re.MULTILINE)
+    if first is None:
+        raise RuntimeError(f"no plan in the output of {' '.join(launch)}: {out.stdout[-500:]}")
+    plan, _end = json.JSONDecoder().raw_decode(out.stdout[first.start() :])
     processes = (plan["options"].get("sharding") or {}).get("processes", 1)
     return plan["total_gib"] * 2**30 * processes
 
 
-def fsdp_launcher(processes: int) -> list[str]:
-    """`accelerate launch` with the shipped FSDP config, on CPU processes (float32, no autocast)."""
+def sharded_launcher(config: str, processes: int) -> list[str]:
+    """`accelerate launch` with a shipped config on CPU processes (float32, no autocast). FSDP goes
+    through tests/train/fsdp_on_cpu.py (accelerate enables it for GPU processes only)."""
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    config = ROOT / "examples" / "accelerate" / "fsdp.yaml"
     options = ["--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
-    return [
-        accelerate,
-        "launch",
-        "--config_file",
-        str(config),
-        *options,
-        str(ROOT / "tests/train/fsdp_on_cpu.py"),
-    ]
+    entry = [str(ROOT / "tests/train/fsdp_on_cpu.py")] if config == "fsdp" else ["-m", "autocustom"]
+    path = ROOT / "examples" / "accelerate" / f"{config}.yaml"
+    return [accelerate, "launch", "--config_file", str(path), *options, *entry]
 
 
 def baseline_tree(revision: str, folder: Path) -> Path:
@@ -121,6 +127,7 @@ def main() -> int:
     parser.add_argument("--data", default="runs/demo/data", help="dataset directory (`make demo` writes one)")
     parser.add_argument("--baseline", default=None, help="git revision to measure the same commands on")
     parser.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--case", default="", help="run only the cases whose name contains this")
     args = parser.parse_args()
     if not Path(args.data).is_dir():
         print(f"no dataset at {args.data}: run `make demo` first, or pass --data DIR", file=sys.stderr)
@@ -132,10 +139,15 @@ def main() -> int:
         "random Llama 362M, --lora": (single, ["--model", str(model), "--lora"]),
         "SmolLM2-135M, --full": (single, ["--model", "smollm2-135m", "--full"]),
         "SmolLM2-135M, --full, FSDP x2": (
-            fsdp_launcher(2),
+            sharded_launcher("fsdp", 2),
             ["--model", "smollm2-135m", "--full", "--no-gradient-checkpointing"],
         ),
+        "SmolLM2-135M, --full, ZeRO-3 x2": (
+            sharded_launcher("deepspeed_zero3", 2),
+            ["--model", "smollm2-135m", "--full"],
+        ),
     }
+    cases = {name: case for name, case in cases.items() if args.case in name}
     trees = {"this": ROOT}
     if args.baseline:
         trees[args.baseline] = baseline_tree(args.baseline, work / "baseline")
@@ -155,9 +167,6 @@ def main() -> int:
         plan = planned(launch, [*base_args, "--out", str(work / "plan")], env)
         row = {"case": name, "planned_gb": round(plan / GB, 2)}
         for label, tree in trees.items():
-            if launch is not single and tree is not ROOT:  # older revisions cannot run FSDP
-                row[f"peak_gb[{label}]"] = "n/a"
-                continue
             out = work / f"run-{label}-{len(rows)}"
             tree_env = {**env, "PYTHONPATH": str(tree)}
             command = [*launch, *base_args, "--out", str(out)]

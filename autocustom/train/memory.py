@@ -16,10 +16,14 @@ storage), so it knows the exact parameter count, which linear layers LoRA adapts
   evaluation   what a measurement's largest transient (Drift holds both models' logits for its
                largest batch of texts) needs beyond the training step's activations (never both at once)
   runtime      the process itself: Python, torch and the tokenizer on CPU; the CUDA context on a GPU
-  loading      under FSDP or ZeRO-3 (`Sharding`), what loading needs beyond the sharded run: each process
-               keeps 1/N of weights, gradients and AdamW's moments (FSDP: of the reference too), but
-               first loads them whole, on the device (ZeRO-3; LoRA) or on the host (FSDP full
-               fine-tuning, not counted on a GPU: `fully_shard` moves only each rank's shard there)
+  buffers      under ZeRO-3, DeepSpeed's own: its gradient bucket (`reduce_bucket_size` elements in the
+               compute dtype, allocated whole at start; 5e8 unless a DeepSpeed JSON says otherwise) and
+               the model's own 1/N partition in the compute dtype beside the float32 master copy
+  loading      under FSDP or DeepSpeed (`Sharding`), what loading needs beyond the sharded run: each
+               process keeps 1/N of the sharded parts, but a LoRA base (and, under ZeRO-1/2, the
+               models) first loads whole on the device; full fine-tuning under FSDP loads whole on the
+               host (not counted on a GPU: `fully_shard` moves only each rank's shard there), and
+               under ZeRO-3 is built partitioned (`deepspeed.zero.Init`), never whole
 
 The activation and runtime constants were measured on this project's runs and the plan checked against
 measured peaks (docs/training.md, "Memory"; benchmarks/bench_memory.py prints both side by side).
@@ -69,32 +73,52 @@ class Workload:
     eval_positions: int  # scored positions of Drift's largest batch (its texts' continuation tokens)
 
 
+SHARDED_PARTS = ("weights", "gradients", "optimizer")  # ZeRO order: stage s shards the last s
+FULLY_SHARDED = (*SHARDED_PARTS, "reference")  # FSDP and ZeRO-3, whose reference autocustom shards too
+DEEPSPEED_REDUCE_BUCKET = 5 * 10**8  # DeepSpeed's default reduce_bucket_size (what accelerate's YAML gives)
+
+
 @dataclass(frozen=True)
 class Sharding:
     """How `accelerate launch` set this process up to split the training state over `processes`.
 
-    `parts` are the plan's parts each process holds 1/processes of: FSDP (full shard) splits weights,
-    gradients, optimizer state and (autocustom shards it too) the reference; ZeRO-3 the first three,
-    ZeRO-2 gradients and optimizer state, ZeRO-1 the optimizer. `loads_on_host`: the whole models are
-    loaded in host RAM, and the device only ever holds shards (autocustom does this under FSDP for full
-    fine-tuning; a LoRA base loads on the device, where the DPO reference log-probs run before wrapping).
-    `checkpoints_activations`: FSDP's own activation checkpointing wraps each layer (the Trainer's must
-    then stay off: it refuses both).
+    `parts` are the plan's parts each process holds 1/processes of: FSDP (full shard) and ZeRO-3 split
+    weights, gradients, optimizer state and (autocustom shards it too) the reference, ZeRO-2 gradients
+    and optimizer state, ZeRO-1 the optimizer. `loads`: where full fine-tuning's models are whole
+    before they are sharded: "device", "host" (FSDP: the device only ever holds shards) or
+    "partitioned" (ZeRO-3: built partitioned, never whole). A LoRA base always loads whole on the
+    device: the DPO reference log-probs run on it before the Trainer wraps it. `checkpoints_activations`:
+    FSDP's own activation checkpointing wraps each layer (the Trainer's must then stay off: it refuses
+    both).
     """
 
     strategy: str  # "fsdp" or "deepspeed-zero<stage>"
     processes: int
     parts: tuple[str, ...]
-    loads_on_host: bool = False
+    loads: str = "device"
     checkpoints_activations: bool = False
+    reduce_bucket: int | None = DEEPSPEED_REDUCE_BUCKET  # ZeRO-3's gradient bucket; None: "auto" (hidden^2)
 
     @classmethod
     def fsdp(cls, processes: int, checkpoints_activations: bool = False) -> Sharding:
         """accelerate's FSDP (full shard), with autocustom's host loading and sharded reference."""
-        parts = (*SHARDED_PARTS, "reference")
-        return cls(
-            "fsdp", processes, parts, loads_on_host=True, checkpoints_activations=checkpoints_activations
-        )
+        return cls("fsdp", processes, FULLY_SHARDED, "host", checkpoints_activations)
+
+    @classmethod
+    def zero(
+        cls, stage: int, processes: int, reduce_bucket: int | None = DEEPSPEED_REDUCE_BUCKET
+    ) -> Sharding | None:
+        """DeepSpeed's ZeRO at `stage` (None at 0: nothing sharded); stage 3 builds models partitioned."""
+        if stage == 3:
+            return cls(
+                "deepspeed-zero3", processes, FULLY_SHARDED, "partitioned", reduce_bucket=reduce_bucket
+            )
+        parts = SHARDED_PARTS[3 - stage :] if stage > 0 else ()
+        return cls(f"deepspeed-zero{stage}", processes, parts) if parts else None
+
+    def loads_whole(self, device: str, lora: bool) -> bool:
+        """Whether loading holds whole models in this process's device memory before sharding them."""
+        return lora or self.loads == "device" or (self.loads == "host" and device != "cuda")
 
 
 def launched_sharding() -> Sharding | None:
@@ -113,29 +137,31 @@ def launched_sharding() -> Sharding | None:
     if parse_flag_from_env("ACCELERATE_USE_FSDP"):
         return Sharding.fsdp(processes, parse_flag_from_env("FSDP_ACTIVATION_CHECKPOINTING"))
     if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
-        stage = _zero_stage()
-        parts = SHARDED_PARTS[3 - stage :] if stage > 0 else ()
-        return Sharding(f"deepspeed-zero{stage}", processes, parts) if parts else None
+        zero = _deepspeed_json().get("zero_optimization", {})
+        bucket = zero.get("reduce_bucket_size", DEEPSPEED_REDUCE_BUCKET)
+        return Sharding.zero(_zero_stage(zero), processes, None if bucket == "auto" else int(float(bucket)))
     return None
 
 
-def _zero_stage() -> int:
-    """The ZeRO stage of the launch: the accelerate config's, else its DeepSpeed JSON file's.
-
-    0 when neither says: the plan is then unsharded, an upper bound, rather than a guess.
-    """
+def _deepspeed_json() -> dict[str, Any]:
+    """The launch's DeepSpeed JSON config (`deepspeed_config_file`), {} without one."""
     import json
     import os
     from pathlib import Path
 
-    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
     config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
-    if stage is None and config_file and Path(config_file).is_file():
-        stage = json.loads(Path(config_file).read_text()).get("zero_optimization", {}).get("stage")
+    return json.loads(Path(config_file).read_text()) if config_file and Path(config_file).is_file() else {}
+
+
+def _zero_stage(zero: dict[str, Any]) -> int:
+    """The ZeRO stage of the launch: the accelerate config's, else its DeepSpeed JSON's (`zero`).
+
+    0 when neither says: the plan is then unsharded, an upper bound, rather than a guess.
+    """
+    import os
+
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", zero.get("stage"))
     return int(stage) if isinstance(stage, int | str) and str(stage).isdigit() else 0
-
-
-SHARDED_PARTS = ("weights", "gradients", "optimizer")  # ZeRO-3 order: stage s shards the last s
 
 
 @dataclass
@@ -251,11 +277,29 @@ def plan_memory(
             if name == "weights" and quantized_bits is not None:
                 continue  # accelerate leaves bitsandbytes' packed weights out of FSDP's sharding
             parts[name] = math.ceil(parts[name] / sharding.processes)
-        on_device = not sharding.loads_on_host or device != "cuda" or lora  # see Sharding
+        if sharding.strategy == "deepspeed-zero3":
+            parts["buffers"] = _zero3_buffers(shape, trainable, compute_bytes, device, sharding)
         after = sum(v for k, v in parts.items() if k not in (*loaded, "runtime"))
-        parts["loading"] = max(whole - sum(parts[n] for n in loaded) - after, 0) if on_device else 0
+        excess = max(whole - sum(parts[n] for n in loaded) - after, 0)
+        parts["loading"] = excess if sharding.loads_whole(device, lora) else 0
         options["sharding"] = {"strategy": sharding.strategy, "processes": sharding.processes}
     return MemoryPlan(parts, device, available, options)
+
+
+def _zero3_buffers(
+    shape: ModelShape, trainable: int, compute_bytes: int, device: str, sharding: Sharding
+) -> int:
+    """What DeepSpeed's ZeRO-3 allocates beyond the 1/N parts, read from its stage-3 optimizer's code.
+
+    Its gradient bucket is `torch.empty(reduce_bucket_size)` in the gradients' dtype: a GPU commits it
+    whole, while the host makes resident only the pages it fills (at most the trainable parameters).
+    Beside the float32 master partition the model keeps its own partition in the compute dtype.
+    Measured on CPU (docs/benchmarks.md): a bucket of 1e6 instead of 5e8 elements saved 0.8 GB a rank.
+    """
+    bucket = shape.hidden**2 if sharding.reduce_bucket is None else sharding.reduce_bucket
+    if device != "cuda":
+        bucket = min(bucket, trainable)
+    return bucket * compute_bytes + math.ceil(trainable * compute_bytes / sharding.processes)
 
 
 def _weight_bytes(shape: ModelShape, lora: bool, compute_bytes: int, quantized_bits: int | None) -> int:

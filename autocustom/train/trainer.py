@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -273,14 +273,18 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     )  # auto, resolved
     distributed.wait_for_everyone()  # every rank has checked --out before rank 0 writes into it
     started = time.monotonic()
-    setup = _setup(config, dataset, device, memory.options["lora"], progress)
+    use_lora = memory.options["lora"]
+    # before any model loads: under ZeRO-3 the arguments register DeepSpeed's config with transformers,
+    # which then builds each model partitioned (deepspeed.zero.Init) instead of whole on every rank
+    args = _training_args(config, out, device, use_lora)
+    setup = _setup(config, dataset, device, use_lora, progress)
     checkpoint = _last_checkpoint(out / CHECKPOINTS) if config.resume else None
     if distributed.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_run_config(out, _resolved(config, dataset, setup, distributed.num_processes))
         truncate_metrics(out, _checkpoint_step(checkpoint) if checkpoint else 0)
     distributed.wait_for_everyone()
-    trainer, callback = _trainer(config, setup, out, distributed.is_main_process, progress)
+    trainer, callback = _trainer(config, args, setup, out, distributed.is_main_process, progress)
     if checkpoint is not None:
         callback.restore(_callback_state(checkpoint))
         log.info("resuming from %s", checkpoint)
@@ -290,7 +294,8 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     # no evaluation passed the guardrails: keep the last model (before release: ZeRO-3 gathers via its engine)
     if callback.best_step is None:
         _save_best(trainer, setup.tokenizer, out, config.model)
-    _release_optimizer(trainer)
+    if not _partitioned(setup.model):  # ZeRO-3's engine, released, would take its forward hooks with it
+        _release_optimizer(trainer)
     trained_seconds = time.monotonic() - train_started - callback.eval_seconds
     steps = trainer.state.global_step
     new_steps = steps - (_checkpoint_step(checkpoint) if checkpoint else 0)
@@ -407,15 +412,18 @@ def _setup(
     # full fine-tuning under FSDP loads whole models in host RAM: fully_shard moves only each rank's shard
     # to its device. A LoRA base loads on the device: the DPO reference log-probs run on it before the
     # Trainer wraps it, and on the host they would take hours for an 8B model.
-    fsdp = sharding is not None and sharding.loads_on_host and not use_lora
+    fsdp = sharding is not None and sharding.loads == "host" and not use_lora
     load_on = torch.device("cpu") if fsdp else device
     progress(ProgressEvent("load model", 0, 1, config.model))
     # full fine-tuning keeps float32 master weights (bf16 autocast on CUDA): AdamW's small steps vanish in bf16
-    loaded = load_model(
-        config.model, device=load_on, dtype=compute if use_lora else torch.float32, options=config
-    )
+    # Under ZeRO-3 a LoRA base loads whole: its DPO reference log-probs run before the Trainer's engine
+    # exists, and outside an engine a partitioned model cannot run.
+    with _whole_models() if use_lora else nullcontext():
+        loaded = load_model(
+            config.model, device=load_on, dtype=compute if use_lora else torch.float32, options=config
+        )
     tokenizer = loaded.tokenizer
-    n_params = sum(p.numel() for p in loaded.model.parameters())  # before LoRA adds its own
+    n_params = sum(_numel(p) for p in loaded.model.parameters())  # before LoRA adds its own
     if use_lora:
         model = _with_lora(loaded.model, config)
         base: Any = AdapterDisabled(model)
@@ -427,6 +435,8 @@ def _setup(
         base.requires_grad_(False)
         if fsdp:
             _shard_frozen(base, device)
+        elif _partitioned(base):
+            base = _partitioned_engine(base)
     progress(ProgressEvent("load model", 1, 1, config.model))
     opposite = dataset.axis.opposite(config.toward)
     examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
@@ -469,6 +479,42 @@ def _shard_frozen(model, device: torch.device) -> None:
         if type(module).__name__ in layers:
             fully_shard(module, mesh=mesh)
     fully_shard(model, mesh=mesh)
+
+
+def _numel(parameter: torch.Tensor) -> int:
+    """A parameter's element count, also when ZeRO-3 has partitioned it (its own tensor is then empty)."""
+    return getattr(parameter, "ds_numel", parameter.numel())
+
+
+def _partitioned(model) -> bool:
+    """ZeRO-3 has partitioned the model's parameters (built under deepspeed.zero.Init, or by an engine)."""
+    return any(hasattr(parameter, "ds_id") for parameter in model.parameters())
+
+
+def _partitioned_engine(model):
+    """The frozen ZeRO-3-partitioned reference inside a DeepSpeed engine of its own, without an optimizer.
+
+    A partitioned model runs only with an engine's hooks, which gather each layer's weights for its
+    forward pass; TRL's `prepare_deepspeed` runs its reference the same way. The engine partitions as
+    the policy's does (the config the Trainer registered); DeepSpeed's defaults replace "auto" values,
+    which the Trainer would fill for the policy's engine only. Every call of it is a collective, as
+    under FSDP (see `_shard_frozen`).
+    """
+    import deepspeed
+    from transformers.integrations.deepspeed import deepspeed_config
+
+    registered = deepspeed_config()
+    zero = {key: value for key, value in registered["zero_optimization"].items() if value != "auto"}
+    dtype = next(model.parameters()).dtype
+    config = {
+        "zero_optimization": zero,
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        "fp16": {"enabled": dtype == torch.float16},
+        "train_micro_batch_size_per_gpu": 1,  # required by DeepSpeed, unused: this engine never steps
+    }
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine
 
 
 def training_plan(
@@ -535,15 +581,16 @@ def _resolved(config: TrainConfig, dataset: Dataset, setup: Setup, processes: in
     }
 
 
-def _trainer(
-    config: TrainConfig, setup: Setup, out: Path, is_writer: bool, progress: ProgressCallback
-) -> tuple[PairTrainer, EvalCallback]:
-    on_cuda = setup.device.type == "cuda"
-    args = TrainingArguments(
+def _training_args(config: TrainConfig, out: Path, device: torch.device, use_lora: bool) -> TrainingArguments:
+    from autocustom.runtime import resolve_dtype
+
+    on_cuda = device.type == "cuda"
+    compute = resolve_dtype(device, config.dtype)
+    return TrainingArguments(
         output_dir=str(out / CHECKPOINTS),
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.resolved_lr(setup.use_lora),
+        learning_rate=config.resolved_lr(use_lora),
         max_steps=config.max_steps or -1,
         num_train_epochs=config.epochs,
         lr_scheduler_type="constant",  # the stop comes from early stopping, not from a schedule's end
@@ -554,8 +601,8 @@ def _trainer(
         logging_steps=1,
         report_to=config.report_to,
         seed=config.seed,
-        bf16=on_cuda and setup.compute_dtype == torch.bfloat16,
-        fp16=on_cuda and setup.compute_dtype == torch.float16,
+        bf16=on_cuda and compute == torch.bfloat16,
+        fp16=on_cuda and compute == torch.float16,
         activation_checkpointing=config.gradient_checkpointing,
         # non-reentrant: gradients reach LoRA adapters even though the frozen embeddings take none
         activation_checkpointing_kwargs={"use_reentrant": False},
@@ -565,6 +612,16 @@ def _trainer(
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
     )
+
+
+def _trainer(
+    config: TrainConfig,
+    args: TrainingArguments,
+    setup: Setup,
+    out: Path,
+    is_writer: bool,
+    progress: ProgressCallback,
+) -> tuple[PairTrainer, EvalCallback]:
     plan, reference = setup.validation_plan, setup.reference
     callback = EvalCallback(
         lambda model: measure(model, reference, plan, tokenizer=setup.tokenizer),
@@ -786,9 +843,13 @@ def _result(
 
 
 def _kept_model(setup: Setup, out: Path) -> Any:
-    """The saved best model. Under LoRA or FSDP its weights are loaded into the policy, not a second model."""
+    """The saved best model. Under LoRA, FSDP or ZeRO-3 its weights are loaded into the policy, not a
+    second model."""
     if _fully_sharded(setup.model):
         _load_into_sharded(setup.model, out / RUN_MODEL, adapter=setup.use_lora)
+        return setup.model
+    if _partitioned(setup.model):
+        _load_into_partitioned(setup.model, out / RUN_MODEL, adapter=setup.use_lora)
         return setup.model
     if setup.use_lora:
         from peft.utils import load_peft_weights, set_peft_model_state_dict
@@ -796,16 +857,15 @@ def _kept_model(setup: Setup, out: Path) -> Any:
         # read to the host (the adapter is small); loading copies it onto the parameters' own devices
         set_peft_model_state_dict(setup.model, load_peft_weights(str(out / RUN_MODEL), device="cpu"))
         return setup.model
-    with _whole_models():
-        return load_model(str(out), device=setup.device, dtype=torch.float32).model
+    return load_model(str(out), device=setup.device, dtype=torch.float32).model
 
 
 @contextmanager
 def _whole_models() -> Iterator[None]:
-    """transformers builds whole models inside: after a ZeRO-3 Trainer it would build them partitioned.
+    """transformers builds whole models inside: under a ZeRO-3 launch it would build them partitioned.
 
-    The Trainer registers its ZeRO-3 config with transformers, and `from_pretrained` then builds the
-    model under `deepspeed.zero.Init`: partitioned, outside any engine, so its forward pass fails.
+    The Trainer's arguments register the ZeRO-3 config with transformers, and `from_pretrained` then
+    builds the model under `deepspeed.zero.Init`: partitioned, so it runs only inside an engine.
     transformers has no public getter for the registered config, hence the module attribute.
     """
     from transformers.integrations import deepspeed as hf_deepspeed
@@ -830,33 +890,70 @@ def _load_into_sharded(model, folder: Path, *, adapter: bool) -> None:
 
     peft's loader copies whole tensors into sharded ones and drops them as size mismatches (a warning,
     no error), so this goes through torch's distributed state-dict API. A second whole model per rank
-    (what the unsharded path loads) is what FSDP is used to avoid. Every saved weight must find its
-    parameter, and a whole model must cover every parameter but tied aliases: otherwise the final
-    figures would silently be the last step's.
+    (what the unsharded path loads) is what FSDP is used to avoid.
     """
-    import torch.distributed as dist
-    from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.fsdp import FSDPModule
 
-    state: dict[str, torch.Tensor] = {}
-    if dist.get_rank() == 0:
-        for file in sorted(folder.glob("*.safetensors")):
-            state.update(load_file(file))
-        if adapter:  # the file leaves out the adapter's name ("lora_A.weight"; "lora_A.default.weight" here)
-            marker = f".{model.active_adapter}."
-            names = {name.replace(marker, "."): name for name in model.state_dict() if marker in name}
-            state = {names[name]: tensor for name, tensor in state.items()}
+    state = _kept_state(model, folder, adapter=adapter)
     for module in model.modules():  # FSDP2 leaves the root's parameters gathered after a forward pass
         if isinstance(module, FSDPModule):
             module.reshard()
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
     result = set_model_state_dict(model, state, options=options)
-    missing = set() if adapter else set(result.missing_keys) - _tied_aliases(model)
-    if result.unexpected_keys or missing:
+    _refuse_mismatch(model, folder, result.unexpected_keys, result.missing_keys, adapter=adapter)
+
+
+def _load_into_partitioned(model, folder: Path, *, adapter: bool) -> None:
+    """Load the saved weights into a ZeRO-3-partitioned policy: rank 0 reads them and writes each
+    parameter gathered, and DeepSpeed hands every rank its partition back.
+
+    peft's loader sees a partitioned parameter as an empty tensor and fails on the size; a second whole
+    model per rank is what ZeRO-3 is used to avoid. The Trainer's engine must still be alive: its hooks
+    gather the weights for the measurement's forward passes.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    state = _kept_state(model, folder, adapter=adapter)
+    names = [sorted(state)]
+    dist.broadcast_object_list(names, src=0)  # every rank gathers the same parameters, in one order
+    parameters = dict(model.named_parameters())
+    _refuse_mismatch(
+        model, folder, set(names[0]) - set(parameters), set(parameters) - set(names[0]), adapter=adapter
+    )
+    for name in names[0]:
+        with deepspeed.zero.GatheredParameters([parameters[name]], modifier_rank=0):
+            if dist.get_rank() == 0:
+                parameters[name].data.copy_(state[name])
+
+
+def _kept_state(model, folder: Path, *, adapter: bool) -> dict[str, torch.Tensor]:
+    """The kept weights under the policy's parameter names, on rank 0 (which alone reads them); {} elsewhere."""
+    import torch.distributed as dist
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    if dist.get_rank() != 0:
+        return state
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(file))
+    if adapter:  # the file leaves out the adapter's name ("lora_A.weight"; "lora_A.default.weight" here)
+        marker = f".{model.active_adapter}."
+        names = {name.replace(marker, "."): name for name in model.state_dict() if marker in name}
+        state = {names.get(name, name): tensor for name, tensor in state.items()}
+    return state
+
+
+def _refuse_mismatch(model, folder: Path, unexpected, missing, *, adapter: bool) -> None:
+    """Every saved weight must find its parameter, and a whole model must cover every parameter but
+    tied aliases (an adapter covers only its own): otherwise the final figures would silently be the
+    last step's."""
+    missing = set() if adapter else set(missing) - _tied_aliases(model)
+    if unexpected or missing:
         raise RuntimeError(
             f"the kept model in {folder} does not match the policy: "
-            f"unexpected {sorted(result.unexpected_keys)[:5]}, missing {sorted(missing)[:5]}"
+            f"unexpected {sorted(unexpected)[:5]}, missing {sorted(missing)[:5]}"
         )
 
 

@@ -19,7 +19,10 @@ from tests.sample_dataset import write_small_dataset
 ROOT = Path(__file__).resolve().parents[2]
 FSDP_ON_CPU = Path(__file__).with_name("fsdp_on_cpu.py")
 ENV = {**os.environ, "CI": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-SHARDED = {"fsdp": "fsdp", "deepspeed": "deepspeed"}  # launcher -> summary.json's extra.sharding
+# launcher -> summary.json's extra.sharding
+SHARDED = {"fsdp": "fsdp", "deepspeed": "deepspeed", "deepspeed-released": "deepspeed"}
+# ZeRO-3 as on a model too large to keep gathered: every parameter partitioned and released after use
+ZERO3_RELEASED = Path(__file__).with_name("zero3_released.json")
 
 
 def launcher(name: str) -> list[str]:
@@ -28,6 +31,8 @@ def launcher(name: str) -> list[str]:
     accelerate's `--cpu` launcher starts one process (multi-CPU goes through MPI there); its multi-process
     launcher (`--multi_gpu`) on a machine without GPUs runs the processes on CPU over gloo. FSDP runs
     the shipped config, with bf16 autocast off (CPU) and FSDP enabled on CPU (`fsdp_on_cpu.py`).
+    "deepspeed" runs the shipped ZeRO-3 config; "deepspeed-released" a DeepSpeed JSON that keeps no
+    parameter gathered (on a tiny model the shipped one keeps every layer's weights whole).
     """
     binary = shutil.which(
         "torchrun" if name == "torchrun" else "accelerate", path=os.path.dirname(sys.executable)
@@ -40,10 +45,13 @@ def launcher(name: str) -> list[str]:
     if name == "fsdp":
         config = ROOT / "examples" / "accelerate" / "fsdp.yaml"
         return [binary, "launch", "--config_file", str(config), *options, str(FSDP_ON_CPU)]
-    if name == "deepspeed":  # DeepSpeed's CPU accelerator runs over gloo as it is
+    if name.startswith("deepspeed"):  # DeepSpeed's CPU accelerator runs over gloo as it is
         pytest.importorskip("deepspeed")
-        config = ROOT / "examples" / "accelerate" / "deepspeed_zero3.yaml"
-        return [binary, "launch", "--config_file", str(config), *options, "-m", "autocustom"]
+        if name == "deepspeed-released":
+            config = ["--use_deepspeed", "--deepspeed_config_file", str(ZERO3_RELEASED)]
+        else:
+            config = ["--config_file", str(ROOT / "examples" / "accelerate" / "deepspeed_zero3.yaml")]
+        return [binary, "launch", *config, *options, "-m", "autocustom"]
     return [binary, "launch", "--multi_gpu", "--num_machines", "1", *options, "-m", "autocustom"]
 
 
@@ -76,16 +84,17 @@ def test_two_ddp_processes_match_one(tmp_path, tiny_model_dir, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fsdp", "deepspeed"])
+@pytest.mark.parametrize("name", ["fsdp", "deepspeed", "deepspeed-released"])
 def test_sharded_full_fine_tuning_matches_one_process(tmp_path, tiny_model_dir, name):
-    """The shipped fsdp.yaml (FSDP2, its own activation checkpointing) and deepspeed_zero3.yaml, full
-    fine-tuning with DPO and the KL regulariser: the reference answers every call (reference log-probs,
-    each step's KL, base margins, Drift; sharded under FSDP), the saved model is whole, and the kept
-    model is measured whole after ZeRO-3 (not rebuilt partitioned)."""
+    """The shipped fsdp.yaml (FSDP2, its own activation checkpointing) and deepspeed_zero3.yaml, and
+    ZeRO-3 releasing every parameter, full fine-tuning with DPO and the KL regulariser: the reference
+    answers every call (reference log-probs, each step's KL, base margins, Drift) sharded with the
+    policy (ZeRO-3: in an engine of its own), the saved model is whole, and the kept model is loaded
+    into the sharded policy and measured there."""
     options = ("--full", "--loss", "dpo", "--reg", "kl", "--reg-weight", "0.5", "--lr", "1e-3")
     # an explicit --no-gradient-checkpointing beside FSDP's own is accepted (the LoRA test leaves it out)
     s1, s2 = one_and_two(tmp_path, tiny_model_dir, name, *options, "--no-gradient-checkpointing")
-    launched = {"fsdp": "fsdp", "deepspeed": "deepspeed-zero3"}[name]
+    launched = "fsdp" if name == "fsdp" else "deepspeed-zero3"
     assert json.loads((tmp_path / "two" / "run_config.json").read_text())["sharding"] == launched
     for figure in ("bias_shift_test", "drift"):
         assert s2[figure]["value"] == pytest.approx(s1[figure]["value"], abs=1e-5)
@@ -95,12 +104,13 @@ def test_sharded_full_fine_tuning_matches_one_process(tmp_path, tiny_model_dir, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fsdp", "deepspeed"])
+@pytest.mark.parametrize("name", ["fsdp", "deepspeed-released"])
 def test_sharded_lora_dpo_keeps_and_measures_the_best_step(tmp_path, tiny_model_dir, name):
     """LoRA with DPO under FSDP2 and ZeRO-3: the reference is the sharded policy with its adapter
     disabled. At this learning rate step 2 beats step 3, so the final figures are right only if the
-    kept adapter is loaded back into the sharded policy. Checkpointing left to its default: FSDP's
-    own is on in fsdp.yaml, so the Trainer's resolves to off."""
+    kept adapter is loaded back into the sharded policy (under ZeRO-3 every adapter weight is
+    partitioned, as a rank-16 adapter's larger ones are on an 8B model). Checkpointing left to its
+    default: FSDP's own is on in fsdp.yaml, so the Trainer's resolves to off."""
     options = ("--lora", "--loss", "dpo", "--reg-weight", "0", "--lr", "1e-1", "--eval-steps", "1")
     s1, s2 = one_and_two(tmp_path, tiny_model_dir, name, *options)
     assert s1["best_step"] == s2["best_step"] == 2
@@ -111,13 +121,18 @@ def test_sharded_lora_dpo_keeps_and_measures_the_best_step(tmp_path, tiny_model_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
 @pytest.mark.parametrize("adapter", [False, True])
-def test_kept_weights_load_into_a_sharded_policy(tmp_path, tiny_model_dir, adapter):
-    """The final measurement reads the kept model into the FSDP2-sharded policy (not peft's loader,
-    which drops whole tensors meant for sharded ones without an error)."""
+def test_kept_weights_load_into_a_sharded_policy(tmp_path, tiny_model_dir, adapter, sharding):
+    """The final measurement reads the kept model into the FSDP2-sharded or ZeRO-3-partitioned policy
+    (not peft's loader, which drops whole tensors meant for FSDP shards without an error and fails on
+    ZeRO-3's empty partitioned ones)."""
+    if sharding == "zero3":
+        pytest.importorskip("deepspeed")
     binary = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     worker = Path(__file__).with_name("sharded_load_worker.py")
-    command = [binary, "--nproc_per_node", "2", str(worker), str(tiny_model_dir), str(tmp_path), str(adapter)]
+    command = [binary, "--nproc_per_node", "2", str(worker), str(tiny_model_dir), str(tmp_path)]
+    command += [str(adapter), sharding]
     done = subprocess.run(
         command, capture_output=True, text=True, env={**ENV, "PYTHONPATH": str(ROOT)}, timeout=300
     )

@@ -144,8 +144,9 @@ def test_a_model_whose_config_cannot_be_read_exits_2_before_anything(dataset, tm
 
 
 def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_happens():
-    """FSDP keeps 1/N of weights, gradients, AdamW and the reference; every rank loads them whole first,
-    in host RAM (not on a GPU); ZeRO-3 loads on the device and leaves the reference whole."""
+    """FSDP and ZeRO-3 keep 1/N of weights, gradients, AdamW and the reference. Under FSDP every rank
+    loads them whole first, in host RAM (not on a GPU); ZeRO-3 builds them partitioned; ZeRO-2 keeps
+    them whole; a LoRA base loads whole on the device under either."""
     shape = memory.ModelShape(8 * 10**9, 7 * 10**9, 4 * 10**7, 32, 4096, 4096, 14336, 128256)  # 8B
     light = Workload(rows=1, width=1, scored=1, eval_positions=1)  # the weights dominate: loading shows
     whole = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2)
@@ -165,17 +166,35 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
     whole_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4)
     at_load = sum(whole_cpu.parts[p] for p in ("weights", "reference", "runtime"))
     assert on_cpu.total == max(at_load, on_cpu.total - on_cpu.parts["loading"])  # the host is the device
-    zero3 = memory.Sharding("deepspeed-zero3", 8, memory.SHARDED_PARTS)
+    zero3 = memory.Sharding.zero(3, 8)
     deepspeed = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero3)
-    assert deepspeed.parts["reference"] == whole.parts["reference"] and deepspeed.parts["loading"] > 0
-    assert sharded.total < deepspeed.total < whole.total
+    buffers = deepspeed.parts.pop("buffers")
+    assert deepspeed.parts == sharded.parts  # partitioned as FSDP shards, and never whole on the GPU
+    assert buffers == memory.DEEPSPEED_REDUCE_BUCKET * 2 + shape.parameters * 2 // 8  # DeepSpeed's own
+    zero3_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4, sharding=zero3)
+    assert zero3_cpu.parts["loading"] == 0 < on_cpu.parts["loading"]
+    zero3_lora = plan_memory(shape, light, lora=True, device="cuda", compute_bytes=2, sharding=zero3)
+    assert zero3_lora.parts["loading"] > 0 and zero3_lora.total == lora.total  # the whole base's load
+    zero2 = memory.Sharding.zero(2, 8)
+    stage2 = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero2)
+    assert (
+        stage2.parts["weights"] == whole.parts["weights"]
+        and stage2.parts["reference"] == whole.parts["reference"]
+    )
+    assert stage2.parts["loading"] == 0  # what it loads stays whole: nothing beyond the run's own parts
+    assert sharded.total < stage2.total < whole.total
 
 
 @pytest.mark.parametrize(
     ("env", "strategy", "parts"),
     [
         ({}, None, None),
-        ({"ACCELERATE_USE_FSDP": "true"}, "fsdp", (*memory.SHARDED_PARTS, "reference")),
+        ({"ACCELERATE_USE_FSDP": "true"}, "fsdp", memory.FULLY_SHARDED),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+            "deepspeed-zero3",
+            memory.FULLY_SHARDED,
+        ),
         (
             {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
             "deepspeed-zero2",
@@ -203,6 +222,29 @@ LAUNCH_VARIABLES = (
     "ACCELERATE_DEEPSPEED_CONFIG_FILE",
     "FSDP_ACTIVATION_CHECKPOINTING",
 )
+
+
+@pytest.mark.parametrize(("bucket", "elements"), [(10**6, 10**6), ("auto", 4096**2), (None, 5 * 10**8)])
+def test_zero3_plans_deepspeeds_gradient_bucket_as_its_json_config_sets_it(
+    monkeypatch, tmp_path, bucket, elements
+):
+    """A GPU holds the whole bucket; "auto" is hidden squared, as transformers fills it; absent, DeepSpeed's
+    default (what accelerate's YAML configs give). On the host only the pages it fills count."""
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    zero = {"stage": 3} if bucket is None else {"stage": 3, "reduce_bucket_size": bucket}
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": zero}))
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config))
+    shape = memory.ModelShape(8 * 10**9, 7 * 10**9, 4 * 10**7, 32, 4096, 4096, 14336, 128256)
+    light = Workload(rows=1, width=1, scored=1, eval_positions=1)
+    zero3 = memory.launched_sharding()
+    gpu = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero3)
+    assert gpu.parts["buffers"] == elements * 2 + shape.parameters * 2 // 8
+    lora = plan_memory(shape, light, lora=True, device="cpu", compute_bytes=4, sharding=zero3)
+    assert lora.parts["buffers"] == min(elements, shape.lora_parameters) * 4 + shape.lora_parameters * 4 // 8
 
 
 def test_the_zero_stage_of_a_deepspeed_json_config_is_read(monkeypatch, tmp_path):
