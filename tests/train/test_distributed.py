@@ -1,4 +1,4 @@
-"""Two CPU processes (DDP, FSDP2) give the result of one process with the same global batch."""
+"""Two CPU processes (DDP, FSDP2, DeepSpeed ZeRO-3) give the result of one process with the same global batch."""
 
 from __future__ import annotations
 
