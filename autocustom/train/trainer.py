@@ -747,14 +747,9 @@ def _gathered(trainer: Trainer) -> dict[str, Any]:
         adapter = hasattr(model, "peft_config")
         options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=adapter)
         return get_model_state_dict(model, options=options)
-    if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and _engine_zero_stage(trainer) == 3):
+    if trainer.is_fsdp_enabled or _partitioned(model):
         return trainer.accelerator.get_state_dict(trainer.model_wrapped)
     return model.state_dict() if trainer.accelerator.is_main_process else {}
-
-
-def _engine_zero_stage(trainer: Trainer) -> int:
-    """The ZeRO stage DeepSpeed runs with (the launch's, as `train.memory` reads it, before the engine)."""
-    return int(trainer.accelerator.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
 
 
 CHECKPOINT_WRAPPER = "_checkpoint_wrapped_module."  # torch's activation-checkpoint wrapper, in module names
