@@ -1,12 +1,13 @@
 """Peak memory of `train` measured against its own `--dry-run` plan, and against an older revision.
 
-Four runs at the default settings (2 steps, the demo's evaluation sizes):
+Five runs at the default settings (2 steps, the demo's evaluation sizes):
   - a random-initialised Llama of 362M parameters (SmolLM2-360M's shape, built from a config: no
     download), `train --lora --max-steps 2`;
   - the packaged SmolLM2-135M, `train --full --max-steps 2`;
   - the same under FSDP2 on 2 CPU processes (examples/accelerate/fsdp.yaml, through
     tests/train/fsdp_on_cpu.py: accelerate enables FSDP on GPUs only), whose plan is per process;
-  - the same under DeepSpeed ZeRO-3 on 2 CPU processes (examples/accelerate/deepspeed_zero3.yaml).
+  - the same under DeepSpeed ZeRO-3 on 2 CPU processes (examples/accelerate/deepspeed_zero3.yaml);
+  - the 362M Llama's `--lora` under ZeRO-3 on 2 CPU processes (its base is built partitioned).
 For each it prints the measured peak resident memory (the train process and its children, sampled every
 50 ms), the `--dry-run` plan's total (times the processes) and their ratio. With `--baseline REV` the same commands also run
 on the code of git revision REV (a temporary worktree, same virtual environment), so the saving is a
@@ -145,6 +146,10 @@ def main() -> int:
         "SmolLM2-135M, --full, ZeRO-3 x2": (
             sharded_launcher("deepspeed_zero3", 2),
             ["--model", "smollm2-135m", "--full"],
+        ),
+        "random Llama 362M, --lora, ZeRO-3 x2": (
+            sharded_launcher("deepspeed_zero3", 2),
+            ["--model", str(model), "--lora"],
         ),
     }
     cases = {name: case for name, case in cases.items() if args.case in name}

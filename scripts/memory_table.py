@@ -2,7 +2,8 @@
 
 Computed by autocustom.train.memory from the models' configs (their published shapes, built on the
 meta device: no download), at `train`'s defaults but batch 4 and length 512, on CUDA in bf16; the
-FSDP rows are per GPU of 8, full fine-tuning under accelerate's FSDP (docs/distributed.md).
+sharded rows are per GPU of 8: full fine-tuning under accelerate's FSDP, LoRA under DeepSpeed ZeRO-3
+(docs/distributed.md).
 `--check` fails when docs/training.md holds another table (tests/test_docs.py runs it).
 
     python scripts/memory_table.py            # print the table
@@ -32,6 +33,7 @@ SETUPS = {
     "full": {"lora": False},
     "full, FSDP on 8 GPUs": {"lora": False, "sharding": Sharding.fsdp(8)},
     "LoRA": {"lora": True},
+    "LoRA, ZeRO-3 on 8 GPUs": {"lora": True, "sharding": Sharding.zero(3, 8)},
     "QLoRA (4-bit)": {"lora": True, "quantized_bits": 4},
 }
 
@@ -47,6 +49,7 @@ def table() -> str:
         "activations",
         "evaluation (excess)",
         "loading (excess)",
+        "DeepSpeed buffers",
         "total",
     ]
     lines = [
@@ -60,7 +63,8 @@ def table() -> str:
             plan = plan_memory(shape, workload, device="cuda", compute_bytes=2, **options)
             parts = plan.parts
             cells = [parts["weights"], parts["gradients"] + parts["optimizer"], parts["reference"]]
-            cells += [parts["activations"], parts["evaluation"], parts.get("loading", 0), plan.total]
+            cells += [parts["activations"], parts["evaluation"], parts.get("loading", 0)]
+            cells += [parts.get("buffers", 0), plan.total]
             fits = ["fits" if plan.total <= g * GIB else "no" for g in GPUS_GIB]
             lines.append("| " + " | ".join([name, setup, *[f"{c / GIB:.1f}" for c in cells], *fits]) + " |")
     return "\n".join(lines)

@@ -17,13 +17,15 @@ storage), so it knows the exact parameter count, which linear layers LoRA adapts
                largest batch of texts) needs beyond the training step's activations (never both at once)
   runtime      the process itself: Python, torch and the tokenizer on CPU; the CUDA context on a GPU
   buffers      under ZeRO-3, DeepSpeed's own: its gradient bucket (`reduce_bucket_size` elements in the
-               compute dtype, allocated whole at start; 5e8 unless a DeepSpeed JSON says otherwise) and
-               the model's own 1/N partition in the compute dtype beside the float32 master copy
+               compute dtype, allocated whole at start; 5e8 unless a DeepSpeed JSON says otherwise),
+               the model's own 1/N partition in the compute dtype beside the float32 master copy, and
+               the parameters it keeps gathered between uses (`stage3_max_live_parameters`, 1e9 by
+               default: the whole of a smaller model; at least one layer)
   loading      under FSDP or DeepSpeed (`Sharding`), what loading needs beyond the sharded run: each
-               process keeps 1/N of the sharded parts, but a LoRA base (and, under ZeRO-1/2, the
-               models) first loads whole on the device; full fine-tuning under FSDP loads whole on the
+               process keeps 1/N of the sharded parts, but under ZeRO-1/2 the models (and anywhere a
+               4-bit or 8-bit base) first load whole on the device; under FSDP they load whole on the
                host (not counted on a GPU: `fully_shard` moves only each rank's shard there), and
-               under ZeRO-3 is built partitioned (`deepspeed.zero.Init`), never whole
+               under ZeRO-3 they are built partitioned (`deepspeed.zero.Init`), never whole
 
 The activation and runtime constants were measured on this project's runs and the plan checked against
 measured peaks (docs/training.md, "Memory"; benchmarks/bench_memory.py prints both side by side).
@@ -76,6 +78,7 @@ class Workload:
 SHARDED_PARTS = ("weights", "gradients", "optimizer")  # ZeRO order: stage s shards the last s
 FULLY_SHARDED = (*SHARDED_PARTS, "reference")  # FSDP and ZeRO-3, whose reference autocustom shards too
 DEEPSPEED_REDUCE_BUCKET = 5 * 10**8  # DeepSpeed's default reduce_bucket_size (what accelerate's YAML gives)
+DEEPSPEED_MAX_LIVE = 10**9  # DeepSpeed's default stage3_max_live_parameters (accelerate's YAML has no key)
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,10 @@ class Sharding:
 
     `parts` are the plan's parts each process holds 1/processes of: FSDP (full shard) and ZeRO-3 split
     weights, gradients, optimizer state and (autocustom shards it too) the reference, ZeRO-2 gradients
-    and optimizer state, ZeRO-1 the optimizer. `loads`: where full fine-tuning's models are whole
-    before they are sharded: "device", "host" (FSDP: the device only ever holds shards) or
-    "partitioned" (ZeRO-3: built partitioned, never whole). A LoRA base always loads whole on the
-    device: the DPO reference log-probs run on it before the Trainer wraps it. `checkpoints_activations`:
+    and optimizer state, ZeRO-1 the optimizer. `loads`: where the models (the policy and reference, or
+    a LoRA base) are whole before they are sharded: "device", "host" (FSDP: the device only ever holds
+    shards) or "partitioned" (ZeRO-3: built partitioned, never whole). A 4-bit or 8-bit base loads
+    whole on the device whatever the sharding: bitsandbytes quantizes it there. `checkpoints_activations`:
     FSDP's own activation checkpointing wraps each layer (the Trainer's must then stay off: it refuses
     both).
     """
@@ -98,6 +101,7 @@ class Sharding:
     loads: str = "device"
     checkpoints_activations: bool = False
     reduce_bucket: int | None = DEEPSPEED_REDUCE_BUCKET  # ZeRO-3's gradient bucket; None: "auto" (hidden^2)
+    max_live: int = DEEPSPEED_MAX_LIVE  # ZeRO-3's gathered parameters kept between uses, elements
 
     @classmethod
     def fsdp(cls, processes: int, checkpoints_activations: bool = False) -> Sharding:
@@ -106,19 +110,28 @@ class Sharding:
 
     @classmethod
     def zero(
-        cls, stage: int, processes: int, reduce_bucket: int | None = DEEPSPEED_REDUCE_BUCKET
+        cls,
+        stage: int,
+        processes: int,
+        reduce_bucket: int | None = DEEPSPEED_REDUCE_BUCKET,
+        max_live: int = DEEPSPEED_MAX_LIVE,
     ) -> Sharding | None:
         """DeepSpeed's ZeRO at `stage` (None at 0: nothing sharded); stage 3 builds models partitioned."""
         if stage == 3:
             return cls(
-                "deepspeed-zero3", processes, FULLY_SHARDED, "partitioned", reduce_bucket=reduce_bucket
+                "deepspeed-zero3",
+                processes,
+                FULLY_SHARDED,
+                "partitioned",
+                reduce_bucket=reduce_bucket,
+                max_live=max_live,
             )
         parts = SHARDED_PARTS[3 - stage :] if stage > 0 else ()
         return cls(f"deepspeed-zero{stage}", processes, parts) if parts else None
 
-    def loads_whole(self, device: str, lora: bool) -> bool:
+    def loads_whole(self, device: str, quantized: bool) -> bool:
         """Whether loading holds whole models in this process's device memory before sharding them."""
-        return lora or self.loads == "device" or (self.loads == "host" and device != "cuda")
+        return quantized or self.loads == "device" or (self.loads == "host" and device != "cuda")
 
 
 def launched_sharding() -> Sharding | None:
@@ -139,7 +152,13 @@ def launched_sharding() -> Sharding | None:
     if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         zero = _deepspeed_json().get("zero_optimization", {})
         bucket = zero.get("reduce_bucket_size", DEEPSPEED_REDUCE_BUCKET)
-        return Sharding.zero(_zero_stage(zero), processes, None if bucket == "auto" else int(float(bucket)))
+        live = zero.get("stage3_max_live_parameters", DEEPSPEED_MAX_LIVE)
+        return Sharding.zero(
+            _zero_stage(zero),
+            processes,
+            None if bucket == "auto" else int(float(bucket)),
+            DEEPSPEED_MAX_LIVE if live == "auto" else int(float(live)),
+        )
     return None
 
 
@@ -278,28 +297,37 @@ def plan_memory(
                 continue  # accelerate leaves bitsandbytes' packed weights out of FSDP's sharding
             parts[name] = math.ceil(parts[name] / sharding.processes)
         if sharding.strategy == "deepspeed-zero3":
-            parts["buffers"] = _zero3_buffers(shape, trainable, compute_bytes, device, sharding)
+            models = 2 if parts["reference"] else 1  # the reference's engine gathers its own weights
+            parts["buffers"] = _zero3_buffers(shape, trainable, compute_bytes, device, sharding, models)
         after = sum(v for k, v in parts.items() if k not in (*loaded, "runtime"))
         excess = max(whole - sum(parts[n] for n in loaded) - after, 0)
-        parts["loading"] = excess if sharding.loads_whole(device, lora) else 0
+        parts["loading"] = excess if sharding.loads_whole(device, quantized_bits is not None) else 0
         options["sharding"] = {"strategy": sharding.strategy, "processes": sharding.processes}
     return MemoryPlan(parts, device, available, options)
 
 
 def _zero3_buffers(
-    shape: ModelShape, trainable: int, compute_bytes: int, device: str, sharding: Sharding
+    shape: ModelShape, trainable: int, compute_bytes: int, device: str, sharding: Sharding, models: int
 ) -> int:
     """What DeepSpeed's ZeRO-3 allocates beyond the 1/N parts, read from its stage-3 optimizer's code.
 
     Its gradient bucket is `torch.empty(reduce_bucket_size)` in the gradients' dtype: a GPU commits it
     whole, while the host makes resident only the pages it fills (at most the trainable parameters).
-    Beside the float32 master partition the model keeps its own partition in the compute dtype.
-    Measured on CPU (docs/benchmarks.md): a bucket of 1e6 instead of 5e8 elements saved 0.8 GB a rank.
+    Beside the float32 master partition the model keeps its own partition in the compute dtype. Its
+    parameter coordinator keeps gathered weights until `stage3_max_live_parameters` are live (and
+    while they are reused soon after), so a model under 1e9 parameters stays gathered whole after
+    its first forward pass; a forward pass gathers at least one layer. Each of the `models` engines
+    (the policy's, and the reference's under full fine-tuning) keeps its own. Measured on CPU
+    (docs/benchmarks.md): a bucket of 1e6 instead of 5e8 elements saved 0.8 GB a rank, and keeping
+    no parameter gathered saved about the gathered model's size.
     """
     bucket = shape.hidden**2 if sharding.reduce_bucket is None else sharding.reduce_bucket
     if device != "cuda":
         bucket = min(bucket, trainable)
-    return bucket * compute_bytes + math.ceil(trainable * compute_bytes / sharding.processes)
+    layer = shape.quantizable // shape.layers
+    gathered = min(max(sharding.max_live, layer), shape.parameters)
+    partition = math.ceil(trainable * compute_bytes / sharding.processes)
+    return (bucket + gathered * models) * compute_bytes + partition
 
 
 def _weight_bytes(shape: ModelShape, lora: bool, compute_bytes: int, quantized_bits: int | None) -> int:

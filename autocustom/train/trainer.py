@@ -18,14 +18,14 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PrinterCallback, Trainer, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from autocustom.data.io import Dataset, load_dataset_dir
 from autocustom.errors import DataError, OutputExistsError, UsageError
@@ -243,7 +243,6 @@ class Setup:
     use_lora: bool
     n_params: int
     examples: list
-    ref_logps: torch.Tensor | None
     regularizer: MMLURegularizer | None
     validation_plan: EvalPlan
     final_plan: EvalPlan  # the test split (or validation without one), measured on the kept model
@@ -296,7 +295,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
         _save_best(trainer, setup.tokenizer, out, config.model)
     if not _partitioned(setup.model):  # ZeRO-3's engine, released, would take its forward hooks with it
         _release_optimizer(trainer)
-    trained_seconds = time.monotonic() - train_started - callback.eval_seconds
+    trained_seconds = time.monotonic() - train_started - callback.eval_seconds - _reference_seconds(trainer)
     steps = trainer.state.global_step
     new_steps = steps - (_checkpoint_step(checkpoint) if checkpoint else 0)
     trained_pairs = new_steps * config.batch_size * config.grad_accum * trainer.args.world_size
@@ -376,6 +375,11 @@ def _sharded_as(trainer: Trainer, processes: int) -> str | None:
     return sharding
 
 
+def _reference_seconds(trainer: Trainer) -> float:
+    """The time this run spent computing reference log-probs (`ReferenceLogps`): not training time."""
+    return sum(c.seconds for c in trainer.callback_handler.callbacks if isinstance(c, ReferenceLogps))
+
+
 def _release_optimizer(trainer: Trainer) -> None:
     """Free the optimizer state before the final measurement: the kept model is measured without it."""
     trainer.accelerator.free_memory()
@@ -409,19 +413,16 @@ def _setup(
     seed_everything(config.seed)
     compute = resolve_dtype(device, config.dtype)
     sharding = launched_sharding()
-    # full fine-tuning under FSDP loads whole models in host RAM: fully_shard moves only each rank's shard
-    # to its device. A LoRA base loads on the device: the DPO reference log-probs run on it before the
-    # Trainer wraps it, and on the host they would take hours for an 8B model.
-    fsdp = sharding is not None and sharding.loads == "host" and not use_lora
+    # under FSDP models load whole in host RAM: fully_shard moves only each rank's shard to its device
+    # (a 4-bit or 8-bit base loads on the device: bitsandbytes quantizes as it moves weights there).
+    # Under ZeRO-3 they are built partitioned (the Trainer's arguments registered DeepSpeed's config).
+    fsdp = sharding is not None and sharding.loads == "host" and not config.quantized
     load_on = torch.device("cpu") if fsdp else device
     progress(ProgressEvent("load model", 0, 1, config.model))
     # full fine-tuning keeps float32 master weights (bf16 autocast on CUDA): AdamW's small steps vanish in bf16
-    # Under ZeRO-3 a LoRA base loads whole: its DPO reference log-probs run before the Trainer's engine
-    # exists, and outside an engine a partitioned model cannot run.
-    with _whole_models() if use_lora else nullcontext():
-        loaded = load_model(
-            config.model, device=load_on, dtype=compute if use_lora else torch.float32, options=config
-        )
+    loaded = load_model(
+        config.model, device=load_on, dtype=compute if use_lora else torch.float32, options=config
+    )
     tokenizer = loaded.tokenizer
     n_params = sum(_numel(p) for p in loaded.model.parameters())  # before LoRA adds its own
     if use_lora:
@@ -450,9 +451,6 @@ def _setup(
         use_lora=use_lora,
         n_params=n_params,
         examples=examples,
-        ref_logps=_reference_logps(base, examples, tokenizer, config)
-        if config.loss in ("dpo", "ipo")
-        else None,
         regularizer=_regularizer(config, tokenizer),
         validation_plan=selection_plan(config, dataset, device.type),
         final_plan=training_plan(config, dataset, final_split, device.type),
@@ -633,12 +631,18 @@ def _trainer(
         is_writer=is_writer,
         progress=progress,
     )
+    pairs = PairDataset(setup.examples)
+    callbacks: list[TrainerCallback] = []
+    if config.loss in ("dpo", "ipo"):  # first: the checkpoint policy's clock starts after it
+        compute = partial(_reference_logps, reference.model, setup.examples, setup.tokenizer, config)
+        callbacks.append(ReferenceLogps(pairs, compute))
+    callbacks += [callback, CheckpointPolicy(_checkpoint_seconds(config, args.world_size))]
     trainer = PairTrainer(
         model=setup.model,
         args=args,
-        train_dataset=PairDataset(setup.examples, setup.ref_logps),
+        train_dataset=pairs,
         data_collator=PairCollator(padding_id(setup.tokenizer)),
-        callbacks=[callback, CheckpointPolicy(_checkpoint_seconds(config, args.world_size))],
+        callbacks=callbacks,
         config=config,
         regularizer=setup.regularizer,
         reference=reference.model,
@@ -690,6 +694,27 @@ def _with_lora(model, config: TrainConfig):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+class ReferenceLogps(TrainerCallback):
+    """Puts the DPO/IPO reference log-probs into the training pairs when training begins, once.
+
+    Not before: the Trainer wraps the policy only inside `train()`, and under FSDP and ZeRO-3 a LoRA
+    base, loaded on the host or partitioned, runs on the device only once it is sharded there. Every
+    batch is drawn after `on_train_begin`, so every one carries them. The reference is frozen (a copy
+    of the base, or the base with its adapter disabled), so a resumed run gets the figures the run
+    it continues had.
+    """
+
+    def __init__(self, pairs: PairDataset, compute: Callable[[], torch.Tensor]) -> None:
+        self.pairs = pairs
+        self.compute = compute
+        self.seconds = 0.0  # not training time: pairs per second leaves it out, as it does evaluations
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        started = time.monotonic()
+        self.pairs.reference = self.compute()
+        self.seconds = time.monotonic() - started
 
 
 @torch.no_grad()
@@ -853,24 +878,6 @@ def _kept_model(setup: Setup, out: Path) -> Any:
         set_peft_model_state_dict(setup.model, load_peft_weights(str(out / RUN_MODEL), device="cpu"))
         return setup.model
     return load_model(str(out), device=setup.device, dtype=torch.float32).model
-
-
-@contextmanager
-def _whole_models() -> Iterator[None]:
-    """transformers builds whole models inside: under a ZeRO-3 launch it would build them partitioned.
-
-    The Trainer's arguments register the ZeRO-3 config with transformers, and `from_pretrained` then
-    builds the model under `deepspeed.zero.Init`: partitioned, so it runs only inside an engine.
-    transformers has no public getter for the registered config, hence the module attribute.
-    """
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
 
 
 def _fully_sharded(model) -> bool:

@@ -1,4 +1,4 @@
-"""Two CPU processes (DDP, FSDP2, DeepSpeed ZeRO-3) give the result of one process with the same global batch."""
+"""Two CPU processes (DDP, FSDP2, DeepSpeed ZeRO-3 and ZeRO-2) give the result of one process with the same global batch."""
 
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 FSDP_ON_CPU = Path(__file__).with_name("fsdp_on_cpu.py")
 ENV = {**os.environ, "CI": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 # launcher -> summary.json's extra.sharding
-SHARDED = {"fsdp": "fsdp", "deepspeed": "deepspeed", "deepspeed-released": "deepspeed"}
+SHARDED = {"fsdp": "fsdp", "deepspeed": "deepspeed", "deepspeed-released": "deepspeed", "zero2": "deepspeed"}
+# launcher -> run_config.json's sharding (what the launch asked for)
+LAUNCHED = {
+    "fsdp": "fsdp",
+    "deepspeed": "deepspeed-zero3",
+    "deepspeed-released": "deepspeed-zero3",
+    "zero2": "deepspeed-zero2",
+}
 # ZeRO-3 as on a model too large to keep gathered: every parameter partitioned and released after use
 ZERO3_RELEASED = Path(__file__).with_name("zero3_released.json")
 
@@ -32,7 +39,8 @@ def launcher(name: str) -> list[str]:
     launcher (`--multi_gpu`) on a machine without GPUs runs the processes on CPU over gloo. FSDP runs
     the shipped config, with bf16 autocast off (CPU) and FSDP enabled on CPU (`fsdp_on_cpu.py`).
     "deepspeed" runs the shipped ZeRO-3 config; "deepspeed-released" a DeepSpeed JSON that keeps no
-    parameter gathered (on a tiny model the shipped one keeps every layer's weights whole).
+    parameter gathered (on a tiny model the shipped one keeps every layer's weights whole); "zero2"
+    DeepSpeed's ZeRO-2 from the launcher's flags.
     """
     binary = shutil.which(
         "torchrun" if name == "torchrun" else "accelerate", path=os.path.dirname(sys.executable)
@@ -45,10 +53,12 @@ def launcher(name: str) -> list[str]:
     if name == "fsdp":
         config = ROOT / "examples" / "accelerate" / "fsdp.yaml"
         return [binary, "launch", "--config_file", str(config), *options, str(FSDP_ON_CPU)]
-    if name.startswith("deepspeed"):  # DeepSpeed's CPU accelerator runs over gloo as it is
+    if name.startswith("deepspeed") or name == "zero2":  # DeepSpeed's CPU accelerator runs over gloo
         pytest.importorskip("deepspeed")
         if name == "deepspeed-released":
             config = ["--use_deepspeed", "--deepspeed_config_file", str(ZERO3_RELEASED)]
+        elif name == "zero2":
+            config = ["--use_deepspeed", "--zero_stage", "2"]
         else:
             config = ["--config_file", str(ROOT / "examples" / "accelerate" / "deepspeed_zero3.yaml")]
         return [binary, "launch", *config, *options, "-m", "autocustom"]
@@ -84,18 +94,18 @@ def test_two_ddp_processes_match_one(tmp_path, tiny_model_dir, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fsdp", "deepspeed", "deepspeed-released"])
+@pytest.mark.parametrize("name", ["fsdp", "deepspeed", "deepspeed-released", "zero2"])
 def test_sharded_full_fine_tuning_matches_one_process(tmp_path, tiny_model_dir, name):
     """The shipped fsdp.yaml (FSDP2, its own activation checkpointing) and deepspeed_zero3.yaml, and
     ZeRO-3 releasing every parameter, full fine-tuning with DPO and the KL regulariser: the reference
     answers every call (reference log-probs, each step's KL, base margins, Drift) sharded with the
     policy (ZeRO-3: in an engine of its own), the saved model is whole, and the kept model is loaded
-    into the sharded policy and measured there."""
+    into the sharded policy and measured there. ZeRO-2 keeps whole models and shards the optimizer
+    state and gradients: the same figures."""
     options = ("--full", "--loss", "dpo", "--reg", "kl", "--reg-weight", "0.5", "--lr", "1e-3")
     # an explicit --no-gradient-checkpointing beside FSDP's own is accepted (the LoRA test leaves it out)
     s1, s2 = one_and_two(tmp_path, tiny_model_dir, name, *options, "--no-gradient-checkpointing")
-    launched = "fsdp" if name == "fsdp" else "deepspeed-zero3"
-    assert json.loads((tmp_path / "two" / "run_config.json").read_text())["sharding"] == launched
+    assert json.loads((tmp_path / "two" / "run_config.json").read_text())["sharding"] == LAUNCHED[name]
     for figure in ("bias_shift_test", "drift"):
         assert s2[figure]["value"] == pytest.approx(s1[figure]["value"], abs=1e-5)
     a, b = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("one", "two"))
@@ -104,10 +114,10 @@ def test_sharded_full_fine_tuning_matches_one_process(tmp_path, tiny_model_dir, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fsdp", "deepspeed-released"])
+@pytest.mark.parametrize("name", ["fsdp", "deepspeed-released", "zero2"])
 def test_sharded_lora_dpo_keeps_and_measures_the_best_step(tmp_path, tiny_model_dir, name):
-    """LoRA with DPO under FSDP2 and ZeRO-3: the reference is the sharded policy with its adapter
-    disabled. At this learning rate step 2 beats step 3, so the final figures are right only if the
+    """LoRA with DPO under FSDP2, ZeRO-3 and ZeRO-2: the reference is the (sharded) policy with its
+    adapter disabled. At this learning rate step 2 beats step 3, so the final figures are right only if the
     kept adapter is loaded back into the sharded policy (under ZeRO-3 every adapter weight is
     partitioned, as a rank-16 adapter's larger ones are on an 8B model). Checkpointing left to its
     default: FSDP's own is on in fsdp.yaml, so the Trainer's resolves to off."""
@@ -138,3 +148,30 @@ def test_kept_weights_load_into_a_sharded_policy(tmp_path, tiny_model_dir, adapt
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loaded: True" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_lora_base_is_built_partitioned_under_zero3(tmp_path, tiny_model_dir):
+    """Under ZeRO-3 a LoRA base is built partitioned on every rank, as full fine-tuning's models are:
+    no GPU holds a whole copy, and the DPO reference log-probs wait for the Trainer's engine."""
+    pytest.importorskip("deepspeed")
+    binary = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    worker = Path(__file__).with_name("setup_worker.py")
+    data = write_small_dataset(tmp_path / "data", per_subarea=4)
+    command = [
+        binary,
+        "--nproc_per_node",
+        "2",
+        str(worker),
+        str(tiny_model_dir),
+        str(data),
+        str(tmp_path / "out"),
+    ]
+    launched = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ZERO3_RELEASED)}
+    env = {**ENV, **launched, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("rank")) == [
+        "rank 0 of 2: partitioned True",
+        "rank 1 of 2: partitioned True",
+    ]

@@ -146,7 +146,7 @@ def test_a_model_whose_config_cannot_be_read_exits_2_before_anything(dataset, tm
 def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_happens():
     """FSDP and ZeRO-3 keep 1/N of weights, gradients, AdamW and the reference. Under FSDP every rank
     loads them whole first, in host RAM (not on a GPU); ZeRO-3 builds them partitioned; ZeRO-2 keeps
-    them whole; a LoRA base loads whole on the device under either."""
+    them whole. A LoRA base loads as full fine-tuning's models do."""
     shape = memory.ModelShape(8 * 10**9, 7 * 10**9, 4 * 10**7, 32, 4096, 4096, 14336, 128256)  # 8B
     light = Workload(rows=1, width=1, scored=1, eval_positions=1)  # the weights dominate: loading shows
     whole = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2)
@@ -156,7 +156,9 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
         assert sharded.parts[part] == -(-whole.parts[part] // 8)
     assert sharded.parts["loading"] == 0 and "fsdp over 8 processes" in sharded.table()
     lora = plan_memory(shape, light, lora=True, device="cuda", compute_bytes=2, sharding=fsdp)
-    assert lora.parts["loading"] > 0  # a LoRA base loads whole on the GPU, then is sharded
+    assert lora.parts["loading"] == 0  # a LoRA base loads on the host too; the GPU only holds its shard
+    lora_cpu = plan_memory(shape, light, lora=True, device="cpu", compute_bytes=4, sharding=fsdp)
+    assert lora_cpu.parts["loading"] > 0  # where the host is the device, its whole load counts
     qlora = plan_memory(
         shape, light, lora=True, device="cuda", compute_bytes=2, quantized_bits=4, sharding=fsdp
     )
@@ -170,11 +172,12 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
     deepspeed = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero3)
     buffers = deepspeed.parts.pop("buffers")
     assert deepspeed.parts == sharded.parts  # partitioned as FSDP shards, and never whole on the GPU
-    assert buffers == memory.DEEPSPEED_REDUCE_BUCKET * 2 + shape.parameters * 2 // 8  # DeepSpeed's own
+    gathered = memory.DEEPSPEED_MAX_LIVE * 2 * 2  # 1e9 live bf16 weights, the policy's and the reference's
+    assert buffers == memory.DEEPSPEED_REDUCE_BUCKET * 2 + shape.parameters * 2 // 8 + gathered
     zero3_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4, sharding=zero3)
     assert zero3_cpu.parts["loading"] == 0 < on_cpu.parts["loading"]
     zero3_lora = plan_memory(shape, light, lora=True, device="cuda", compute_bytes=2, sharding=zero3)
-    assert zero3_lora.parts["loading"] > 0 and zero3_lora.total == lora.total  # the whole base's load
+    assert zero3_lora.parts["loading"] == 0  # built partitioned, as full fine-tuning's models are
     zero2 = memory.Sharding.zero(2, 8)
     stage2 = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero2)
     assert (
@@ -225,14 +228,18 @@ LAUNCH_VARIABLES = (
 
 
 @pytest.mark.parametrize(("bucket", "elements"), [(10**6, 10**6), ("auto", 4096**2), (None, 5 * 10**8)])
-def test_zero3_plans_deepspeeds_gradient_bucket_as_its_json_config_sets_it(
-    monkeypatch, tmp_path, bucket, elements
+@pytest.mark.parametrize(("live", "gathered"), [(None, 10**9), (0, 7 * 10**9 // 32), (10**12, 8 * 10**9)])
+def test_zero3_plans_deepspeeds_buffers_as_its_json_config_sets_them(
+    monkeypatch, tmp_path, bucket, elements, live, gathered
 ):
     """A GPU holds the whole bucket; "auto" is hidden squared, as transformers fills it; absent, DeepSpeed's
-    default (what accelerate's YAML configs give). On the host only the pages it fills count."""
+    default (what accelerate's YAML configs give). On the host only the pages it fills count. Gathered
+    weights: up to `stage3_max_live_parameters`, at least one layer, at most the model."""
     for name in LAUNCH_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    zero = {"stage": 3} if bucket is None else {"stage": 3, "reduce_bucket_size": bucket}
+    zero: dict = {"stage": 3} if bucket is None else {"stage": 3, "reduce_bucket_size": bucket}
+    if live is not None:
+        zero["stage3_max_live_parameters"] = live
     config = tmp_path / "ds.json"
     config.write_text(json.dumps({"zero_optimization": zero}))
     monkeypatch.setenv("WORLD_SIZE", "8")
@@ -242,9 +249,10 @@ def test_zero3_plans_deepspeeds_gradient_bucket_as_its_json_config_sets_it(
     light = Workload(rows=1, width=1, scored=1, eval_positions=1)
     zero3 = memory.launched_sharding()
     gpu = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero3)
-    assert gpu.parts["buffers"] == elements * 2 + shape.parameters * 2 // 8
+    assert gpu.parts["buffers"] == elements * 2 + shape.parameters * 2 // 8 + gathered * 2 * 2
     lora = plan_memory(shape, light, lora=True, device="cpu", compute_bytes=4, sharding=zero3)
-    assert lora.parts["buffers"] == min(elements, shape.lora_parameters) * 4 + shape.lora_parameters * 4 // 8
+    bucket_bytes = min(elements, shape.lora_parameters) * 4
+    assert lora.parts["buffers"] == bucket_bytes + shape.lora_parameters * 4 // 8 + gathered * 4
 
 
 def test_the_zero_stage_of_a_deepspeed_json_config_is_read(monkeypatch, tmp_path):
