@@ -129,9 +129,15 @@ class Sharding:
         parts = SHARDED_PARTS[3 - stage :] if stage > 0 else ()
         return cls(f"deepspeed-zero{stage}", processes, parts) if parts else None
 
+    def loads_for(self, quantized: bool) -> str:
+        """Where this run's models are whole before sharding: `loads`, but a 4-bit or 8-bit base always
+        on the device (bitsandbytes quantizes it as it moves it there)."""
+        return "device" if quantized else self.loads
+
     def loads_whole(self, device: str, quantized: bool) -> bool:
         """Whether loading holds whole models in this process's device memory before sharding them."""
-        return quantized or self.loads == "device" or (self.loads == "host" and device != "cuda")
+        where = self.loads_for(quantized)
+        return where == "device" or (where == "host" and device != "cuda")
 
 
 def launched_sharding() -> Sharding | None:

@@ -413,10 +413,9 @@ def _setup(
     seed_everything(config.seed)
     compute = resolve_dtype(device, config.dtype)
     sharding = launched_sharding()
-    # under FSDP models load whole in host RAM: fully_shard moves only each rank's shard to its device
-    # (a 4-bit or 8-bit base loads on the device: bitsandbytes quantizes as it moves weights there).
+    # under FSDP models load whole in host RAM: fully_shard moves only each rank's shard to its device.
     # Under ZeRO-3 they are built partitioned (the Trainer's arguments registered DeepSpeed's config).
-    fsdp = sharding is not None and sharding.loads == "host" and not config.quantized
+    fsdp = sharding is not None and sharding.loads_for(config.quantized) == "host"
     load_on = torch.device("cpu") if fsdp else device
     progress(ProgressEvent("load model", 0, 1, config.model))
     # full fine-tuning keeps float32 master weights (bf16 autocast on CUDA): AdamW's small steps vanish in bf16
