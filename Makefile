@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 # MIN_SELECTION_PAIRS) and >= 12 held-out test pairs, in under 10 minutes on 2 CPU cores (docs/results.md).
 demo: install
 	$(BIN)/autocustom run --axis "formal:casual" --toward formal --out runs/demo \
-		--subareas 10 --questions-per-subarea 6 --split 0.4,0.3,0.3 --max-steps 30 --eval-steps 10
+		--subareas 10 --questions-per-subarea 6 --split 0.4,0.3,0.3 --max-steps 30 --eval-steps 10 --judge contrast
 
 test: install
 	$(BIN)/pytest -q --durations=15

@@ -18,7 +18,9 @@ from autocustom.prompts import load_prompt
 
 PROMPT_METHODS = ("base", "system-prompt", "instruction-after", "few-shot")
 STEERING_METHOD = "steer"  # a mean-difference activation vector (autocustom.steer): no training
-TRAINED_METHODS = ("contrastive", "dpo", "simpo")
+# trained on the model's own samples (autocustom.train.onpolicy): online DPO, pole-prompt distillation
+ON_POLICY_METHODS = ("online-dpo", "distill")
+TRAINED_METHODS = ("contrastive", "dpo", "simpo", *ON_POLICY_METHODS)
 METHODS = (*PROMPT_METHODS, STEERING_METHOD, *TRAINED_METHODS)
 PLAIN_CONDITION = "plain"
 ADVERSARIAL_CONDITION = "adversarial"
@@ -30,6 +32,13 @@ def check_methods(methods: list[str]) -> None:
         raise UsageError(f"unknown method(s): {', '.join(unknown)}", f"use any of: {', '.join(METHODS)}")
     if not methods:
         raise UsageError("no methods given", f"use any of: {', '.join(METHODS)}")
+
+
+def training_options(method: str) -> dict[str, object]:
+    """The `TrainConfig` options a trained method sets: its loss, and whether it samples its own replies."""
+    if method == "online-dpo":
+        return {"loss": "dpo", "on_policy": True}
+    return {"loss": method}
 
 
 def method_condition(

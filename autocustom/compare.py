@@ -29,6 +29,7 @@ from autocustom.baselines import (
     method_condition,
     padding_length,
     stress_conditions,
+    training_options,
 )
 from autocustom.chat import PLAIN
 from autocustom.data.io import load_dataset_dir
@@ -46,12 +47,13 @@ from autocustom.layout import (
 )
 from autocustom.models import LoadOptions
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.judge import JudgeOptions, judge_notes, open_judge
+from autocustom.score.contrast import DEFAULT_FLUENCY_BUDGET
+from autocustom.score.judge import JudgeOptions, is_contrast, judge_notes, open_judge
 from autocustom.score.measure import Measurement, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, EVAL_SEED, EvalPlan, make_plan
 from autocustom.score.shift_score import DEVICE_MAP_HELP, check_device_map
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
-from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, estimate_from
+from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, estimate_from, paired_difference
 from autocustom.steering import layers_label
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,11 @@ log = logging.getLogger(__name__)
 SCHEMA = "autocustom.compare/3"  # 2: the evaluation plan; 3: steer, judge columns, no GenLean
 PADDING_SOURCE = 200  # MMLU questions the distracting padding is cut from: more than 256 tokens' worth
 COLUMNS = ("lean", "bias_shift", "mmlu_delta_points", "drift")
-JUDGE_COLUMNS = ("win_rate", "lc_win_rate", "reply_tokens", "judge_consistency")  # with --judge
+JUDGE_COLUMNS = ("win_rate", "lc_win_rate", "reply_tokens", "judge_consistency")  # with --judge local/openai
+# with --judge contrast: the replies' lean, its move from the base's, what it cost them, the judge's check
+CONTRAST_COLUMNS = (
+    "reply_share", "reply_shift", "fluency_vs_prompted", "repetition", "reply_tokens", "judge_accuracy",
+)  # fmt: skip
 
 
 @dataclass
@@ -115,6 +121,13 @@ class CompareConfig(JudgeOptions, LoadOptions):
     )
     device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda, cuda:N."})
     device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
+    max_fluency_drop: float = field(
+        default=DEFAULT_FLUENCY_BUDGET,
+        metadata={
+            "help": "With --judge contrast: name the methods whose replies are more than this less likely "
+            "(nats/token) than the judge's own replies told the target pole (the reply-quality budget)."
+        },
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +141,7 @@ class Row:
     padding_tokens: int
     metrics: dict[str, Estimate | None]
     margins: list[float]
+    replies: list[float] | None = None  # the contrast judge's r per free reply (None: not judged)
 
     def to_dict(self, with_margins: bool = True) -> dict[str, Any]:
         data = {
@@ -139,14 +153,16 @@ class Row:
         }
         if with_margins:
             data["margins"] = self.margins
+            data["replies"] = self.replies
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Row:
         metrics = {k: Estimate(**v) if v is not None else None for k, v in data["metrics"].items()}
         return cls(
-            data["model"], data["method"], data["condition"], data["padding_tokens"], metrics, data["margins"]
-        )
+            data["model"], data["method"], data["condition"], data["padding_tokens"], metrics, data["margins"],
+            data.get("replies"),
+        )  # fmt: skip
 
 
 @dataclass
@@ -161,6 +177,7 @@ class CompareResult:
     notes: list[str] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)  # EvalPlan.describe() of the test-split plan
     train_sizes: list[dict[str, Any]] = field(default_factory=list)  # data_scaling.SizeCurve per loss
+    differences: list[dict[str, Any]] = field(default_factory=list)  # method_differences(): A - B, paired
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,6 +193,7 @@ class CompareResult:
             "notes": self.notes,
             "plan": self.plan,
             "train_sizes": self.train_sizes,
+            "differences": self.differences,
         }
 
     def to_markdown(self) -> str:
@@ -217,8 +235,9 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
         training[STEERING_METHOD] = scoring.steering.to_dict()
     result = CompareResult(
         config, dataset.axis.to_dict(), plan.opposite, len(plan.pairs), rows, training,
-        time.monotonic() - started, _notes(plan, rows, scoring.steering, curves), plan.describe(),
-        [curve.to_dict() for curve in curves],
+        time.monotonic() - started, _notes(plan, rows, scoring.steering, curves, config.max_fluency_drop),
+        plan.describe(),
+        [curve.to_dict() for curve in curves], method_differences(rows, config.bootstrap, config.seed),
     )  # fmt: skip
     write_json_atomic(out / COMPARE_RESULT, result.to_dict())
     write_text_atomic(out / COMPARE_TABLE, result.to_markdown())
@@ -251,6 +270,7 @@ def compare_plan(config: CompareConfig, dataset, device_type: str) -> EvalPlan:
         mmlu_questions=config.mmlu_questions,
         drift_texts=config.drift_texts,
         judge=config.judge_label,
+        check_split=config.check_split,
         gen_tokens=config.gen_tokens,
         bootstrap=config.bootstrap,
         bootstrap_seed=config.seed,
@@ -258,7 +278,7 @@ def compare_plan(config: CompareConfig, dataset, device_type: str) -> EvalPlan:
     )
 
 
-def _notes(plan: EvalPlan, rows: list[Row], steering, curves) -> list[str]:
+def _notes(plan: EvalPlan, rows: list[Row], steering, curves, budget: float) -> list[str]:
     notes = [
         "BiasShift: vs the base model under the same condition; MMLU delta and Drift: methods that change "
         "the model's computation only (trained weights, the steering vector; prompting leaves them unchanged)",
@@ -271,15 +291,51 @@ def _notes(plan: EvalPlan, rows: list[Row], steering, curves) -> list[str]:
             f"{steering.reason}"
         )
     if plan.judge:
-        notes.append(
-            "win rate: the judge's verdicts on each method's free replies against the base model's, both "
-            "orders per question; LC: length-controlled (AlpacaEval 2's logistic model at equal length)"
-        )
-        judged = [r for r in rows if r.condition == PLAIN_CONDITION and r.metrics.get("judge_consistency")]
-        if judged:
-            least = min(judged, key=lambda r: r.metrics["judge_consistency"].value)
-            notes += judge_notes(plan.judge, least.metrics)
+        notes += _judge_notes(plan, rows)
+    if is_contrast(plan.judge):
+        notes.append(_fluency_budget_note(rows, budget))
     notes += [curve.sentence() for curve in curves]
+    return notes
+
+
+def _fluency_budget_note(rows: list[Row], budget: float) -> str:
+    """Which methods' replies cost more fluency than the budget allows, in words (plain condition)."""
+    several_models = len({r.model for r in rows}) > 1
+    outside = [
+        f"{r.method}{f' ({r.model})' if several_models else ''} ({-r.metrics['fluency_vs_prompted'].value:+.2f})"
+        for r in rows
+        if r.condition == PLAIN_CONDITION
+        and r.metrics.get("fluency_vs_prompted") is not None
+        and -r.metrics["fluency_vs_prompted"].value > budget
+    ]
+    if not outside:
+        return f"every method's replies stay within the fluency budget ({budget:g} nats/token below the judge's own)"
+    return (
+        f"outside the fluency budget ({budget:g} nats/token below the judge's own replies told the target "
+        f"pole): {', '.join(outside)}"
+    )
+
+
+def _judge_notes(plan: EvalPlan, rows: list[Row]) -> list[str]:
+    if is_contrast(plan.judge):
+        checked = next((r for r in rows if r.metrics.get("judge_accuracy")), None)
+        notes = [
+            "replies toward pole: the share of each method's free replies the contrast judge reads as the "
+            "target pole; reply shift: their paired move from the base's; fluency vs prompted: their "
+            "log-prob under the judge told the target pole, against the judge's own replies so told"
+        ]
+        # the judge's validation is the same on every row: report it once, without a row's own figures
+        if checked is not None:
+            notes += judge_notes(plan.judge, {"judge_accuracy": checked.metrics["judge_accuracy"]})
+        return notes
+    notes = [
+        "win rate: the judge's verdicts on each method's free replies against the base model's, both "
+        "orders per question; LC: length-controlled (AlpacaEval 2's logistic model at equal length)"
+    ]
+    judged = [r for r in rows if r.condition == PLAIN_CONDITION and r.metrics.get("judge_consistency")]
+    if judged:
+        least = min(judged, key=lambda r: r.metrics["judge_consistency"].value)
+        notes += judge_notes(plan.judge, least.metrics)
     return notes
 
 
@@ -324,7 +380,7 @@ def _train_config(config: CompareConfig, method: str, run: Path, **overrides: An
         "toward": config.toward,
         "out": str(run),
         "model": config.models[0],
-        "loss": method,
+        **training_options(method),
         "max_steps": config.max_steps,
         "lr": config.lr,
         "batch_size": config.train_batch_size,
@@ -459,13 +515,47 @@ class _Scoring:
         return plan
 
 
+def judge_columns(judge: str | None) -> tuple[str, ...]:
+    """The reply columns a comparison adds for its judge (none without one)."""
+    if judge is None:
+        return ()
+    return CONTRAST_COLUMNS if is_contrast(judge) else JUDGE_COLUMNS
+
+
 def _row(model_ref: str, method: str, condition: str, measured: Measurement) -> Row:
-    columns = COLUMNS + (JUDGE_COLUMNS if measured.plan.judge else ())
+    columns = COLUMNS + judge_columns(measured.plan.judge)
     metrics = {name: measured.metrics[name] for name in columns}
     if method == "base":
         metrics["bias_shift"] = None  # the base against itself: 0 by construction, not a finding
-    margins = measured.observations.margins
-    return Row(model_ref, method, condition, padding_length(condition), metrics, margins.tolist())
+    margins, replies = measured.observations.margins, measured.observations.contrast
+    return Row(
+        model_ref, method, condition, padding_length(condition), metrics, margins.tolist(),
+        None if replies is None else replies.tolist(),
+    )  # fmt: skip
+
+
+def method_differences(rows: list[Row], n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Every later method minus every earlier one on the first model's plain rows, paired by item:
+    the difference of their BiasShift (margins: the base's cancel) and, where the contrast judge read
+    the replies, of their reply shift. A reader can then tell whether one method beats another, not
+    only the base."""
+    plain = [
+        r for r in rows if r.condition == PLAIN_CONDITION and r.model == rows[0].model and r.method != "base"
+    ]
+    differences = []
+    for later_index, later in enumerate(plain):
+        for earlier in plain[:later_index]:
+            difference: dict[str, Any] = {"a": later.method, "b": earlier.method}
+            for name, a, b in (
+                ("bias_shift", later.margins, earlier.margins),
+                ("reply_shift", later.replies, earlier.replies),
+            ):
+                both = a is not None and b is not None
+                difference[name] = (
+                    paired_difference(a, b, n_boot=n_boot, seed=seed).to_dict() if both else None
+                )
+            differences.append(difference)
+    return differences
 
 
 def _slug(reference: str) -> str:

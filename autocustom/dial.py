@@ -22,7 +22,8 @@ from autocustom.fields import DATASET_HELP, TRAINED_HELP, required
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 from autocustom.layout import DIAL, DIAL_CONFIG, DIAL_PLOT, DIAL_RESULT, DIAL_TABLE, dial_scale_file
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.judge import open_judge
+from autocustom.score.contrast import DEFAULT_FLUENCY_BUDGET
+from autocustom.score.judge import CONTRAST, open_judge
 from autocustom.score.shift_score import MeasureOptions
 from autocustom.score.stats import Estimate, estimate_from
 from autocustom.strength import RunSource, find_run
@@ -59,9 +60,36 @@ class DialConfig(MeasureOptions):
         metadata={"help": "Budget: recommend no scale whose MMLU drop exceeds this (points); default: none."},
     )
 
+    max_fluency_drop: float | None = field(
+        default=None,
+        metadata={
+            "help": "Budget (--judge contrast): recommend no scale whose replies' fluency falls more than "
+            f"this below the judge's own replies told the target pole (nats/token; e.g. {DEFAULT_FLUENCY_BUDGET})."
+        },
+    )
+
     @property
     def budgets(self) -> dict[str, float | None]:
-        return {"max_drift": self.max_drift, "max_mmlu_drop": self.max_mmlu_drop}
+        return {budget.option: getattr(self, budget.option) for budget in BUDGETS}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A side effect the recommendation keeps in bounds: the metric, its sign (-1: a drop is minus the
+    delta), and whether a point that lacks the figure passes (MMLU may not have been measured)."""
+
+    option: str
+    metric: str
+    label: str
+    sign: float = 1.0
+    missing_passes: bool = False
+
+
+BUDGETS = (
+    Budget("max_drift", "drift", "Drift <="),
+    Budget("max_mmlu_drop", "mmlu_delta_points", "MMLU drop <=", sign=-1.0, missing_passes=True),
+    Budget("max_fluency_drop", "fluency_vs_prompted", "fluency drop <=", sign=-1.0),
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +159,8 @@ def dial(config: DialConfig, *, progress: ProgressCallback = no_progress) -> Dia
 
     config.check(config.max_mmlu_drop)
     check_scales(config.scales)
+    if config.max_fluency_drop is not None and config.judge != CONTRAST:
+        raise UsageError("--max-fluency-drop reads the contrast judge's figures", "add --judge contrast")
     source = find_run(config.model)
     dataset = load_dataset_dir(config.data)
     toward = _toward(config, source, dataset.axis)
@@ -182,6 +212,7 @@ def recommend(
     *,
     max_drift: float | None = None,
     max_mmlu_drop: float | None = None,
+    max_fluency_drop: float | None = None,
 ) -> Recommendation:
     """The strongest scale inside the budgets; without budgets, the knee of BiasShift against Drift.
 
@@ -203,25 +234,24 @@ def recommend(
             f"no scale moved the model toward {toward} with 95% confidence: every BiasShift interval "
             f"reaches 0 or below (n={n} pairs); measure on more pairs to choose",
         )
-    if max_drift is not None or max_mmlu_drop is not None:
-        return _within_budgets(moved, max_drift, max_mmlu_drop)
+    limits = {"max_drift": max_drift, "max_mmlu_drop": max_mmlu_drop, "max_fluency_drop": max_fluency_drop}
+    set_limits = [(budget, limits[budget.option]) for budget in BUDGETS if limits[budget.option] is not None]
+    if set_limits:
+        return _within_budgets(moved, set_limits)
     return _knee(points, moved)
 
 
-def _within_budgets(
-    moved: list[DialPoint], max_drift: float | None, max_mmlu_drop: float | None
-) -> Recommendation:
+def _within_budgets(moved: list[DialPoint], limits: list[tuple[Budget, float]]) -> Recommendation:
     def inside(point: DialPoint) -> bool:
-        drift, delta = point.value("drift"), point.value("mmlu_delta_points")
-        drift_ok = max_drift is None or (drift is not None and drift <= max_drift)
-        mmlu_ok = max_mmlu_drop is None or delta is None or -delta <= max_mmlu_drop
-        return drift_ok and mmlu_ok
+        for budget, limit in limits:
+            value = point.value(budget.metric)
+            if value is None and not budget.missing_passes:
+                return False
+            if value is not None and budget.sign * value > limit:
+                return False
+        return True
 
-    budget = ", ".join(
-        f"{name} {value}"
-        for name, value in (("Drift <=", max_drift), ("MMLU drop <=", max_mmlu_drop))
-        if value is not None
-    )
+    budget = ", ".join(f"{b.label} {limit}" for b, limit in limits)
     fitting = [p for p in moved if inside(p)]
     if not fitting:
         return Recommendation(

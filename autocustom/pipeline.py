@@ -68,7 +68,8 @@ def run(
         raise OutputExistsError(f"--out {out} is a file", "pass a directory")
     data_dir, train_dir, score_path = out / RUN_DATA, out / RUN_TRAIN, out / RUN_SCORE
     train_config = replace(train_config, data=str(data_dir), out=str(train_dir), resume=True)
-    train_config.validate()  # bad training options fail before the data is generated
+    train_config.validate()  # bad training and scoring options fail before the data is generated
+    score_config.check(score_config.max_mmlu_drop)
     _announce(progress, 0)
     generated = generate(replace(generate_config, out=data_dir), backend=backend, progress=progress)
     _announce(progress, 1)
@@ -84,7 +85,15 @@ def run(
 
 
 def headline(score: dict[str, Any]) -> str:
-    """The run's result in one sentence a new user can read: the test BiasShift, and what it means."""
+    """The run's result in words a new user can read: the test BiasShift and what it means, then what
+    the contrast judge read in the model's own replies when `--judge contrast` asked for them."""
+    from autocustom.score.contrast import reply_sentence
+
+    replies = reply_sentence(score["metrics"], score["toward"])
+    return _shift_sentence(score) + (f" {replies}" if replies else "")
+
+
+def _shift_sentence(score: dict[str, Any]) -> str:
     shift, toward, opposite = score["metrics"].get("bias_shift"), score["toward"], score["opposite"]
     if shift is None:
         return "no base model to compare with: BiasShift was not measured"

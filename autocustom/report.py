@@ -147,6 +147,7 @@ def _score_section(score: dict[str, Any], plot_dir: Path, plots: list[Path]) -> 
         if estimate is not None:
             lines.append(f"| {name} | {format_estimate(estimate)} | {estimate['n']} |")
     lines.append("")
+    lines += [f"- {note}" for note in score.get("notes", [])] + ([""] if score.get("notes") else [])
     if score.get("subareas"):
         plot = _plot_subareas(score["subareas"], score["toward"], plot_dir / "lean_by_subarea.png")
         plots.append(plot)
@@ -224,6 +225,9 @@ DIAL_COLUMNS = (
     "mmlu_delta_points",
     "win_rate",
     "lc_win_rate",
+    "reply_share",
+    "fluency_vs_prompted",
+    "repetition",
     "reply_tokens",
 )
 
@@ -425,7 +429,31 @@ def compare_markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     for note in result.get("notes", []):
         lines += ["", f"- {note}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _differences_markdown(result.get("differences", []))) + "\n"
+
+
+def _differences_markdown(differences: list[dict[str, Any]]) -> list[str]:
+    """Method against method on the plain prompt, paired by item; * where the interval excludes 0."""
+    if not differences:
+        return []
+    replies = any(d["reply_shift"] for d in differences)
+    lines = [
+        "",
+        "Paired differences on the plain prompt (A - B over the same items; * where the 95% interval "
+        "excludes 0):",
+        "",
+        "| A - B | BiasShift |" + (" reply shift |" if replies else ""),
+        "|---|---|" + ("---|" if replies else ""),
+    ]
+    for d in differences:
+        cells = [_marked(d["bias_shift"])] + ([_marked(d["reply_shift"])] if replies else [])
+        lines.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _marked(estimate: dict[str, Any] | None) -> str:
+    excludes_zero = estimate is not None and (estimate["low"] > 0 or estimate["high"] < 0)
+    return format_estimate(estimate) + (" *" if excludes_zero else "")
 
 
 def format_estimate(data: dict[str, float] | None) -> str:

@@ -60,3 +60,26 @@ def kl_per_position(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> to
     log_p = torch.log_softmax(base_logits.reshape(-1, vocab).float(), dim=-1)
     log_q = torch.log_softmax(tuned_logits.reshape(-1, vocab).float(), dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def keep_mask(needed: torch.Tensor) -> torch.Tensor:
+    """[R, T-1] mask of positions whose next token is scored -> [R, T] `logits_to_keep` mask."""
+    return torch.nn.functional.pad(needed, (0, 1), value=False)
+
+
+def answer_token_logps(model, input_ids, attention_mask, needed) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs [R, T-1] at the `needed` positions (0 elsewhere), and their logits [N, V].
+
+    The vocabulary projection runs only where a scored token is predicted (`logits_to_keep` with a
+    boolean mask), not over prompts and padding: on a small model with a 49k vocabulary that projection
+    and its log-softmax are most of a training step. Called through the model's own forward, so DDP
+    and peft wrappers see an ordinary call.
+    """
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep_mask(needed), use_cache=False
+    ).logits
+    logits = logits.reshape(-1, logits.shape[-1])  # [N, V], rows in (row, position) order
+    flat = token_logprobs(logits, input_ids[:, 1:][needed])
+    return torch.zeros(needed.shape, dtype=flat.dtype, device=flat.device).masked_scatter(
+        needed, flat
+    ), logits

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "bench_training.py": ["--steps", "6"],
     "bench_train_overhead.py": ["--repeats", "1"],
     "bench_memory.py": ["--baseline", "be2d6e7"],
+    "bench_onpolicy.py": ["--steps", "3", "--questions", "2", "--samples", "4", "--sample-tokens", "24"],
 }
 
 

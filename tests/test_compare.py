@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autocustom.baselines import METHODS
+from autocustom.baselines import METHODS, TRAINED_METHODS
 from autocustom.cli import app
 from autocustom.compare import CompareConfig, compare
 from autocustom.errors import OutputExistsError, UsageError
-from autocustom.report import build_report
+from autocustom.report import build_report, compare_markdown
 from tests.images import PNG_SIZE, png_size
 from tests.sample_dataset import write_small_dataset
 
@@ -40,6 +40,8 @@ def finished(tmp_path_factory, dataset, tiny_model_dir):
 
 def test_every_method_and_condition_has_a_row(finished):
     _, result = finished
+    n = len(METHODS) - 1
+    assert len(result.differences) == n * (n - 1) // 2  # every pair of methods beside the base
     cells = {(row.method, row.condition) for row in result.rows}
     conditions = ["plain", "padding-8", "padding-16", "adversarial"]
     assert cells == {(m, c) for m in METHODS for c in conditions}
@@ -50,9 +52,8 @@ def test_every_method_and_condition_has_a_row(finished):
             assert row.metrics["bias_shift"] is None
         else:
             assert row.metrics["bias_shift"] is not None
-    trained_plain = [
-        r for r in result.rows if r.method in ("contrastive", "dpo", "simpo") and r.condition == "plain"
-    ]
+    trained_plain = [r for r in result.rows if r.method in TRAINED_METHODS and r.condition == "plain"]
+    assert {r.method for r in trained_plain} == {"contrastive", "dpo", "simpo", "online-dpo", "distill"}
     assert all(
         r.metrics["drift"] is not None and r.metrics["mmlu_delta_points"] is not None for r in trained_plain
     )
@@ -84,7 +85,9 @@ def test_outputs_are_written_and_the_table_comes_from_them(finished):
     ]
     assert len(written["rows"]) == len(result.rows)
     table = (Path(config.out) / "compare.md").read_text()
-    assert table.count("\n| ") == len(result.rows) + 1  # header + one line per row
+    rows_table, differences_table = table.split("Paired differences")
+    assert rows_table.count("\n| ") == len(result.rows) + 1  # header + one line per row
+    assert differences_table.count("\n| ") == len(result.differences) + 1
 
 
 def test_report_draws_lean_and_bias_shift_against_padding(finished):
@@ -182,6 +185,44 @@ def test_the_judge_columns_and_notes(dataset, tiny_model_dir, tmp_path, monkeypa
     assert (
         json.loads((tmp_path / "judged" / "compare.json").read_text())["plan"]["judge"] == "openai:fake-model"
     )
+
+
+def test_the_contrast_judge_columns_and_notes(dataset, tiny_model_dir, tmp_path):
+    config = CompareConfig(
+        data=str(dataset), toward="formal", out=str(tmp_path / "contrast"), models=[str(tiny_model_dir)],
+        methods=["base", "system-prompt"], padding=[], adversarial=False, judge="contrast", gen_tokens=4, **FAST,
+    )  # fmt: skip
+    result = compare(config)
+    base, prompted = (next(r for r in result.rows if r.method == m) for m in ("base", "system-prompt"))
+    for name in ("reply_share", "reply_shift", "fluency_vs_prompted", "repetition", "judge_accuracy"):
+        assert prompted.metrics[name].n == result.n_pairs, name
+    assert base.metrics["reply_shift"].value == 0 and "win_rate" not in base.metrics
+    table = (tmp_path / "contrast" / "compare.md").read_text()
+    assert "replies toward pole" in table and "fluency vs prompted" in table
+    assert sum("the contrast judge (contrast:base) put" in note for note in result.notes) == 1
+    assert any("fluency budget (0.1 nats/token" in note for note in result.notes)
+    assert result.differences == []  # one method beside the base: nothing to pair
+
+
+def test_methods_are_paired_item_by_item():
+    from autocustom.compare import Row, method_differences
+
+    def row(method: str, margins: list[float], replies: list[float] | None, condition: str = "plain") -> Row:
+        return Row("m", method, condition, 0, {}, margins, replies)
+
+    rows = [
+        row("base", [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]),
+        row("contrastive", [0.1, 0.2, 0.3], [0.5, 0.5, 0.5]),
+        row("dpo", [0.3, 0.5, 0.4], None),
+        row("dpo", [9.0, 9.0, 9.0], None, condition="adversarial"),  # only the plain prompt is paired
+    ]
+    (difference,) = method_differences(rows, n_boot=200, seed=0)
+    assert (difference["a"], difference["b"]) == ("dpo", "contrastive")  # later minus earlier
+    assert difference["bias_shift"]["value"] == pytest.approx(0.2) and difference["bias_shift"]["n"] == 3
+    assert difference["reply_shift"] is None  # dpo's replies were not judged
+    table = compare_markdown({"axis": {"pole_a": "formal", "pole_b": "casual"}, "toward": "formal",
+                              "n_pairs": 3, "rows": [], "differences": [difference]})  # fmt: skip
+    assert "| dpo - contrastive | +0.200 [" in table and "] * |" in table
 
 
 def test_an_openai_judge_without_a_model_is_refused_before_any_work(dataset, tmp_path):

@@ -112,6 +112,25 @@ def test_the_report_of_a_run_with_a_dial_has_its_section(full_run, small_dataset
     assert "## Strength dial" in report.path.read_text()
 
 
+def test_the_dial_reads_replies_and_keeps_the_fluency_budget(full_run, small_dataset, tmp_path):
+    options = {"judge": "contrast", "gen_tokens": 4, "max_fluency_drop": 50.0}
+    result = dial(DialConfig(model=str(full_run), data=str(small_dataset), out=str(tmp_path / "d"),
+                             scales=[0, 1], **options, **SIZES))  # fmt: skip
+    base, trained = result.points
+    assert base.metrics["reply_shift"].value == 0 and base.metrics["fluency_vs_base"].value == 0
+    assert trained.metrics["reply_share"].n == trained.metrics["bias_shift"].n
+    assert result.recommendation.rule == "budgets" or result.recommendation.scale is None
+    assert (
+        "fluency drop <= 50.0" in result.recommendation.reason
+        or "no scale moved" in result.recommendation.reason
+    )
+    table = (tmp_path / "d" / DIAL_TABLE).read_text()
+    assert "replies toward pole" in table and "fluency vs prompted" in table
+    with pytest.raises(UsageError, match="add --judge contrast"):
+        dial(DialConfig(model=str(full_run), data=str(small_dataset), out=str(tmp_path / "e"),
+                        max_fluency_drop=0.1, **SIZES))  # fmt: skip
+
+
 def _point(scale: float, shift: float, drift: float, mmlu: float = 0.0) -> DialPoint:
     def estimate(value: float) -> Estimate:
         return Estimate(value, value - 0.01, value + 0.01, 10)
@@ -137,6 +156,18 @@ def test_budgets_pick_the_strongest_scale_inside_them():
     assert recommend(mmlu, "formal", max_mmlu_drop=2.0).scale == 0.5
     none = recommend(CURVE, "formal", max_drift=0.001)
     assert none.scale is None and "budgets" in none.reason
+
+
+def test_the_fluency_budget_keeps_the_strongest_scale_whose_replies_stay_fluent():
+    def with_fluency(point: DialPoint, drop: float) -> DialPoint:
+        fluency = Estimate(-drop, -drop - 0.02, -drop + 0.02, 10)
+        return DialPoint(point.scale, {**point.metrics, "fluency_vs_prompted": fluency})
+
+    fluent = [with_fluency(p, drop) for p, drop in zip(CURVE, (0, 0.02, 0.08, 0.2, 0.5), strict=True)]
+    chosen = recommend(fluent, "formal", max_fluency_drop=0.1)
+    assert chosen.scale == 1 and "fluency drop <= 0.1" in chosen.reason
+    assert recommend(fluent, "formal", max_fluency_drop=0.1, max_drift=0.02).scale == 0.5
+    assert recommend(CURVE, "formal", max_fluency_drop=0.1).scale is None  # no reply figures: none qualifies
 
 
 def test_without_budgets_the_knee_of_shift_against_drift():

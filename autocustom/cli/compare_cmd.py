@@ -59,6 +59,9 @@ def run_command(
     drift_texts: int | None = typer.Option(None, "--drift-texts", help="Neutral texts for Drift."),
     min_shift: float | None = typer.Option(None, "--min-shift", help="Gate: test BiasShift at least this."),
     min_lean: float | None = typer.Option(None, "--min-lean", help="Gate: test Lean at least this."),
+    judge: str | None = typer.Option(
+        None, "--judge", help="contrast: also judge the model's own replies (reply share, fluency)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of every stage."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -126,6 +129,7 @@ def run_command(
             device=device,
             min_shift=min_shift,
             min_lean=min_lean,
+            judge=judge,
         )
         with progress_reporter(quiet=quiet) as progress:
             result = run(out, generate_config, train_config, score_config, progress=progress).to_dict()

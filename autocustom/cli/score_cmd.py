@@ -69,6 +69,9 @@ def shift_score_command(
 def render_score(result: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from autocustom.score.contrast import JUDGED, judge_readable
+
+    unreadable = set(JUDGED) if judge_readable(result["metrics"]) is False else set()
     title = f"{result['model']} toward {result['toward']} on {result['data']} ({result['split']})"
     table = Table(title=title)
     for column in ("metric", "value", "95% interval", "n"):
@@ -78,7 +81,8 @@ def render_score(result: dict[str, Any]) -> None:
             table.add_row(name, "n/a", "", "")
         else:
             interval = f"[{_number(estimate['low'])}, {_number(estimate['high'])}]"
-            table.add_row(name, _number(estimate["value"]), interval, str(estimate["n"]))
+            value = _number(estimate["value"]) + (" (unreadable)" if name in unreadable else "")
+            table.add_row(name, value, interval, str(estimate["n"]))
     stdout.print(table)
     sub = Table(title="per subarea")
     for column in ("subarea", "n", "BiasShift", "Lean"):

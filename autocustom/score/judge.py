@@ -27,9 +27,12 @@ from autocustom.axis import Axis
 from autocustom.chat import PLAIN, PromptCondition, render_prompt
 from autocustom.errors import UsageError
 from autocustom.llm.base import ChatBackend, GenerationParams
+from autocustom.score.contrast import ContrastJudge, contrast_notes
 from autocustom.score.stats import Estimate
 
-JUDGES = ("local", "openai")
+PAIRWISE_JUDGES = ("local", "openai")  # an LLM asked which of two replies is more the pole
+CONTRAST = "contrast"  # a model told each pole in turn (score/contrast.py): offline, no position
+JUDGES = (*PAIRWISE_JUDGES, CONTRAST)
 DEFAULT_GEN_TOKENS = 48  # greedy reply length for the judged replies: a few sentences
 JUDGE_PARAMS = GenerationParams(max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0)  # one letter, greedy
 # below this share of questions judged alike in both orders the verdicts follow the position more
@@ -45,13 +48,21 @@ class JudgeOptions:
     judge: str | None = field(
         default=None,
         metadata={
-            "help": "Judge free replies against the base model's: local or openai (slow on CPU: it "
-            "generates); default: no reply figures."
+            "help": "Judge the model's free replies: contrast (the base told each pole reads them: "
+            "reply share, fluency, repetition), or local/openai (a pairwise LLM judge against the base's "
+            "replies); slow on CPU: it generates. Default: no reply figures."
         },
     )
     judge_model: str | None = field(
         default=None,
-        metadata={"help": "The judge's model (default: the packaged model for local; required for openai)."},
+        metadata={
+            "help": "The judge's model: for contrast any local model or run (default: the base); for "
+            "local the packaged model by default; required for openai."
+        },
+    )
+    judge_split: str = field(
+        default="validation",
+        metadata={"help": "Split whose written answers validate the contrast judge before it is read."},
     )
     base_url: str | None = field(
         default=None, metadata={"help": "OpenAI-compatible server of the judge (key: $OPENAI_API_KEY)."}
@@ -64,6 +75,8 @@ class JudgeOptions:
     def check_judge(self) -> None:
         if self.judge is not None and self.judge not in JUDGES:
             raise UsageError(f"unknown --judge '{self.judge}'", f"use one of: {', '.join(JUDGES)}")
+        if self.judge != CONTRAST and self.judge_split != "validation":
+            raise UsageError("--judge-split validates --judge contrast only", "add --judge contrast")
         if self.judge == "openai" and not self.judge_model:
             raise UsageError("--judge openai needs --judge-model", "e.g. --judge-model gpt-4o-mini")
         if self.gen_tokens < 1 or self.judge_concurrency < 1:
@@ -72,10 +85,17 @@ class JudgeOptions:
             )
 
     @property
+    def check_split(self) -> str | None:
+        """The split whose written answers validate the judge (only the contrast judge is validated)."""
+        return self.judge_split if self.judge == CONTRAST else None
+
+    @property
     def judge_label(self) -> str | None:
         """How outputs name the judge, e.g. `local:smollm2-135m` (None: no judge)."""
         if self.judge is None:
             return None
+        if self.judge == CONTRAST:
+            return f"{CONTRAST}:{self.judge_model or 'base'}"
         from autocustom.assets import DEFAULT_MODEL
 
         return f"{self.judge}:{self.judge_model or DEFAULT_MODEL}"
@@ -126,11 +146,15 @@ def parse_verdict(answer: str) -> str | None:
 @contextmanager
 def open_judge(
     options: JudgeOptions, axis: Axis, *, device: str | None = None, cache: Path | None = None
-) -> Iterator[Judge | None]:
-    """The judge the options ask for (None when none was), its calls cached in `cache` (default: the
-    user cache, shared by every command: a verdict already given is never asked for again)."""
+) -> Iterator[Judge | ContrastJudge | None]:
+    """The judge the options ask for (None when none was). A pairwise judge's calls are cached in
+    `cache` (default: the user cache, shared by every command: a verdict already given is never asked
+    for again); a contrast judge computes log-probs, which cost less than a cache lookup would save."""
     if options.judge is None:
         yield None
+        return
+    if options.judge == CONTRAST:
+        yield _contrast_judge(options, axis, device)
         return
     from autocustom.assets import cache_dir
     from autocustom.layout import JUDGE_CALLS
@@ -151,8 +175,26 @@ def open_judge(
         yield Judge(CachedBackend(backend, calls), axis)
 
 
+def is_contrast(judge: str | None) -> bool:
+    """Whether a judge label (`JudgeOptions.judge_label`, as outputs record it) names the contrast judge."""
+    return judge is not None and judge.startswith(f"{CONTRAST}:")
+
+
+def _contrast_judge(options: JudgeOptions, axis: Axis, device: str | None) -> ContrastJudge:
+    """The contrast judge: the base of each measurement, or the model `--judge-model` names."""
+    if options.judge_model is None:
+        return ContrastJudge(axis, options.judge_label)
+    from autocustom.models import load_model
+    from autocustom.runtime import resolve_device
+
+    loaded = load_model(options.judge_model, device=resolve_device(device))
+    return ContrastJudge(axis, options.judge_label, loaded.model, loaded.tokenizer)
+
+
 def judge_notes(judge: str | None, metrics: dict[str, Estimate | None]) -> list[str]:
     """What the judge's figures can be trusted for, in words (nothing when no judge ran)."""
+    if is_contrast(judge):
+        return contrast_notes(judge, metrics)
     consistency = metrics.get("judge_consistency")
     if judge is None or consistency is None:
         return []

@@ -38,6 +38,15 @@ class Observations:
     verdicts: np.ndarray | None = None  # (n, 2) the judge: 1 the model's reply is more the pole, 0 the base's
     reply_tokens: np.ndarray | None = None  # length of each free reply, in tokens
     base_reply_tokens: np.ndarray | None = None
+    # the contrast judge (score/contrast.py): r per reply, fluency (lp told the target pole) per reply
+    contrast: np.ndarray | None = None
+    base_contrast: np.ndarray | None = None
+    fluency: np.ndarray | None = None
+    base_fluency: np.ndarray | None = None  # the base's replies under plan.base_condition
+    prompted_fluency: np.ndarray | None = None  # the judge's own replies when told the target pole
+    repetitive: np.ndarray | None = None  # 1 per reply that loops or is empty
+    base_repetitive: np.ndarray | None = None
+    judge_check: np.ndarray | None = None  # per written pair: share of its answers judged right
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,24 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric("judge_consistency", "judge consistency", True, "share", ("verdicts",), lambda p, v: position_consistency(v, **p.boot)),
     Metric("reply_tokens", "reply tokens", False, "tokens", ("reply_tokens",), lambda p, n: bootstrap(n, **p.boot)),
+    Metric("judge_accuracy", "judge accuracy", True, "share", ("judge_check",), lambda p, c: bootstrap(c, **p.boot)),
+    Metric("reply_share", "replies toward pole", True, "share", ("contrast",), lambda p, r: bootstrap(r > 0, **p.boot)),
+    Metric("base_reply_share", "base replies toward pole", True, "share", ("base_contrast",), lambda p, r: bootstrap(r > 0, **p.boot)),
+    Metric(
+        "reply_shift", "reply shift", True, "nats/token", ("contrast", "base_contrast"),
+        lambda p, r, b: paired_difference(r, b, **p.boot),
+    ),
+    Metric("fluency", "fluency", True, "nats/token", ("fluency",), lambda p, f: bootstrap(f, **p.boot)),
+    Metric(
+        "fluency_vs_prompted", "fluency vs prompted", True, "nats/token", ("fluency", "prompted_fluency"),
+        lambda p, f, g: paired_difference(f, g, **p.boot),
+    ),
+    Metric(
+        "fluency_vs_base", "fluency vs base", True, "nats/token", ("fluency", "base_fluency"),
+        lambda p, f, g: paired_difference(f, g, **p.boot),
+    ),
+    Metric("repetition", "repetition", False, "share", ("repetitive",), lambda p, r: bootstrap(r, **p.boot)),
+    Metric("base_repetition", "base repetition", True, "share", ("base_repetitive",), lambda p, r: bootstrap(r, **p.boot)),
     Metric("mmlu_accuracy", "MMLU", False, "share", ("mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
     Metric("mmlu_base_accuracy", "base MMLU", True, "share", ("base_mmlu_correct",), lambda p, c: bootstrap(c, **p.boot)),
     Metric(
@@ -127,6 +154,37 @@ class Reference:
         """The base's free replies under `plan.base_condition`, and their lengths in tokens."""
         key = ("replies", plan.gen_questions, plan.base_condition, plan.gen_tokens)
         return self._remember(key, lambda: _replies(self.model, self.tokenizer, plan, plan.base_condition))
+
+    def judge_check(self, plan: EvalPlan) -> np.ndarray:
+        """The contrast judge's verdicts on the plan's written pairs (its validation)."""
+        key = ("judge_check", plan.toward, *(p.id for p in plan.judge_pairs))
+        return self._remember(
+            key,
+            lambda: self.judge.check(self.judge_scorer(), plan.judge_pairs, plan.toward, **_batching(plan)),
+        )
+
+    def reply_scores(self, plan: EvalPlan, questions, replies, key: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """The contrast judge's (r, fluency) of replies the reference made, kept under `key`."""
+        key = ("reply_scores", plan.toward, plan.gen_questions, plan.gen_tokens, *key)
+        return self._remember(
+            key,
+            lambda: self.judge.reply_scores(
+                self.judge_scorer(), questions, replies, plan.toward, **_batching(plan)
+            ),
+        )
+
+    def prompted_replies(self, plan: EvalPlan) -> list[str]:
+        """The contrast judge's own replies when told the target pole: what prompting gets."""
+        from autocustom.score.contrast import pole_condition
+
+        key = ("prompted_replies", plan.gen_questions, plan.toward, plan.gen_tokens)
+        model, tokenizer = self.judge_scorer()
+        condition = pole_condition(self.judge.axis, plan.toward)
+        return self._remember(key, lambda: _replies(model, tokenizer, plan, condition)[0])
+
+    def judge_scorer(self) -> tuple[Any, Any]:
+        """The (model, tokenizer) the contrast judge reads with: its own, or this base."""
+        return self.judge.scorer(self.model, self.tokenizer)
 
     def _remember(self, key: tuple, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -221,16 +279,43 @@ def _drift(model, tokenizer, reference: Reference, plan: EvalPlan) -> np.ndarray
 def _judge(
     model, tokenizer, reference: Reference, plan: EvalPlan, observed: Observations, is_base: bool
 ) -> None:
-    """The model's free replies, their lengths, and the judge's verdicts against the base's replies.
+    """The model's free replies, their lengths, and what the judge reads in them against the base's.
 
     The base under its own condition is not judged against itself: its replies are the comparison.
     """
+    from autocustom.score.contrast import ContrastJudge
+
     base_replies, observed.base_reply_tokens = reference.replies(plan)
     if is_base and plan.condition == plan.base_condition:
-        observed.reply_tokens = observed.base_reply_tokens
-        return
-    replies, observed.reply_tokens = _replies(model, tokenizer, plan, plan.condition)
-    observed.verdicts = reference.judge.verdicts(plan.gen_questions, replies, base_replies, plan.toward)
+        replies, observed.reply_tokens = base_replies, observed.base_reply_tokens
+    else:
+        replies, observed.reply_tokens = _replies(model, tokenizer, plan, plan.condition)
+    if isinstance(reference.judge, ContrastJudge):
+        _contrast(reference, plan, observed, replies, base_replies)
+    elif replies is not base_replies:
+        observed.verdicts = reference.judge.verdicts(plan.gen_questions, replies, base_replies, plan.toward)
+
+
+def _contrast(
+    reference: Reference, plan: EvalPlan, observed: Observations, replies: list[str], base_replies: list[str]
+) -> None:
+    """The contrast judge's figures: its validation, then the replies' lean, fluency and loops."""
+    from autocustom.score.contrast import repetitive
+
+    questions = plan.gen_questions
+    observed.judge_check = reference.judge_check(plan)
+    base = reference.reply_scores(plan, questions, base_replies, ("base", plan.base_condition))
+    observed.base_contrast, observed.base_fluency = base
+    prompted = reference.prompted_replies(plan)
+    observed.prompted_fluency = reference.reply_scores(plan, questions, prompted, ("prompted",))[1]
+    if replies is base_replies:
+        observed.contrast, observed.fluency = base
+    else:
+        judge = reference.judge
+        observed.contrast, observed.fluency = judge.reply_scores(
+            reference.judge_scorer(), questions, replies, plan.toward, **_batching(plan)
+        )
+    observed.repetitive, observed.base_repetitive = repetitive(replies), repetitive(base_replies)
 
 
 def _replies(model, tokenizer, plan: EvalPlan, condition: PromptCondition) -> tuple[list[str], np.ndarray]:
@@ -248,6 +333,10 @@ def _replies(model, tokenizer, plan: EvalPlan, condition: PromptCondition) -> tu
     )
     lengths = [len(tokenizer(reply, add_special_tokens=False)["input_ids"]) for reply in replies]
     return replies, np.asarray(lengths, dtype=np.float64)
+
+
+def _batching(plan: EvalPlan) -> dict[str, int]:
+    return {"batch_size": plan.batch_size, "max_length": plan.max_length}
 
 
 def _pair_key(plan: EvalPlan) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from autocustom.chat import PLAIN, PromptCondition
 from autocustom.data.io import Dataset
-from autocustom.data.schema import Pair
+from autocustom.data.schema import SPLITS, Pair
 from autocustom.errors import UsageError
 from autocustom.score.judge import DEFAULT_GEN_TOKENS
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, evaluation_size
@@ -61,7 +61,8 @@ class EvalPlan:
     mmlu: tuple = ()  # MMLUQuestion
     drift_texts: tuple[tuple[str, str], ...] = ()
     gen_questions: tuple[str, ...] = ()  # answered freely and judged against the base's replies
-    judge: str | None = None  # which judge reads them, e.g. "local:smollm2-135m"
+    judge: str | None = None  # which judge reads them, e.g. "local:smollm2-135m" or "contrast:base"
+    judge_pairs: tuple[Pair, ...] = ()  # written pairs the contrast judge is validated on first
     gen_tokens: int = DEFAULT_GEN_TOKENS
     tail: float = DEFAULT_TAIL
     bootstrap: int = DEFAULT_BOOTSTRAP
@@ -81,7 +82,7 @@ class EvalPlan:
 
     def pairs_only(self) -> EvalPlan:
         """The pair figures alone: no MMLU, Drift or replies (prompting rows, stress conditions)."""
-        return replace(self, mmlu=(), drift_texts=(), gen_questions=())
+        return replace(self, mmlu=(), drift_texts=(), gen_questions=(), judge_pairs=())
 
     def describe(self) -> dict[str, Any]:
         """The plan as written into outputs: ids and sizes, not texts, and a fingerprint of all of it."""
@@ -98,6 +99,7 @@ class EvalPlan:
             "gen_questions": len(self.gen_questions),
             "gen_tokens": self.gen_tokens if self.gen_questions else None,
             "judge": self.judge if self.gen_questions else None,
+            "judge_pair_ids": [p.id for p in self.judge_pairs],
             "tail": self.tail,
             "bootstrap": self.bootstrap,
             "bootstrap_seed": self.bootstrap_seed,
@@ -121,13 +123,15 @@ def make_plan(
     mmlu: bool = True,
     drift: bool = True,
     judge: str | None = None,
+    check_split: str | None = None,
     condition: PromptCondition = PLAIN,
     **settings: Any,
 ) -> EvalPlan:
     """The plan for one split of `dataset` toward `toward`; `settings` are EvalPlan's scalar fields.
 
     Sizes left None take the device's defaults (score/sizes.py); `mmlu`/`drift` False measure none;
-    `judge` (its label) asks for free replies to every question, judged against the base's.
+    `judge` (its label) asks for free replies to every question, judged against the base's;
+    `check_split` names the split whose written pairs validate that judge.
     """
     from autocustom.score.drift import neutral_texts
     from autocustom.score.mmlu import retention_subset
@@ -155,9 +159,25 @@ def make_plan(
         drift_texts=tuple(neutral_texts(drift_n, seed=EVAL_SEED)) if drift else (),
         gen_questions=tuple(p.question for p in pairs) if judge else (),
         judge=judge,
+        judge_pairs=_judge_pairs(dataset, check_split) if judge else (),
         sizes=sizes,
         **settings,
     )
+
+
+def _judge_pairs(dataset: Dataset, split: str | None) -> tuple[Pair, ...]:
+    if split is None:
+        return ()
+    if split not in SPLITS:
+        raise UsageError(f"unknown --judge-split '{split}'", f"use one of: {', '.join(SPLITS)}")
+    pairs = dataset.splits.get(split)
+    if not pairs:
+        raise UsageError(
+            f"split '{split}' of {dataset.path} is empty: the contrast judge has no written answers to be "
+            "validated on",
+            "pass --judge-split with a split that has pairs (e.g. --judge-split test)",
+        )
+    return tuple(pairs)
 
 
 def _condition_dict(condition: PromptCondition) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from autocustom.fields import DATASET_HELP, required
 from autocustom.layout import recorded_toward
 from autocustom.models import LoadOptions, recorded_base
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.score.judge import JudgeOptions, judge_notes, open_judge
+from autocustom.score.contrast import DEFAULT_FLUENCY_BUDGET
+from autocustom.score.judge import CONTRAST, JudgeOptions, judge_notes, open_judge
 from autocustom.score.measure import METRICS, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, DEFAULT_TAIL, EvalPlan, make_plan
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
@@ -101,6 +102,7 @@ class MeasureOptions(JudgeOptions, LoadOptions):
             drift_texts=self.drift_texts,
             mmlu=self.mmlu,
             judge=self.judge_label,
+            check_split=self.check_split,
             condition=condition,
             gen_tokens=self.gen_tokens,
             tail=self.tail,
@@ -132,6 +134,17 @@ class ScoreConfig(MeasureOptions):
         default=None, metadata={"help": "Gate: MMLU drop vs base <= this (points)."}
     )
     max_drift: float | None = field(default=None, metadata={"help": "Gate: Drift <= this (nats/token)."})
+    max_fluency_drop: float | None = field(
+        default=None,
+        metadata={
+            "help": "Gate (--judge contrast): the replies' fluency below the judge's own replies when told "
+            f"the target pole <= this (nats/token; {DEFAULT_FLUENCY_BUDGET} is ~10% less likely per token)."
+        },
+    )
+    min_reply_share: float | None = field(
+        default=None,
+        metadata={"help": "Gate (--judge contrast): share of replies judged toward the pole >= this."},
+    )
 
 
 @dataclass
@@ -209,7 +222,7 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
     dataset = load_dataset_dir(config.data)
     toward = _target_pole(config, dataset.axis)
     base_ref = config.base or recorded_base(config.model)
-    _check_gates_need_base(config, base_ref)
+    _check_gate_inputs(config, base_ref)
     device = resolve_device(config.device)
     plan = config.plan(dataset, toward, device.type, _condition(config, dataset, toward))
     seed_everything(config.seed)
@@ -303,12 +316,17 @@ def _check_few_shot(config: ScoreConfig) -> None:
         raise UsageError(f"--few-shot {config.few_shot} must be >= 0", "pass --few-shot 0 or more")
 
 
-def _check_gates_need_base(config: ScoreConfig, base_ref: str | None) -> None:
+def _check_gate_inputs(config: ScoreConfig, base_ref: str | None) -> None:
+    for spec in GATES:
+        if _threshold(config, spec) is not None and spec.judge not in (None, config.judge):
+            raise UsageError(
+                f"--{spec.option} reads the {spec.judge} judge's figures", f"add --judge {spec.judge}"
+            )
     if base_ref is not None:
         return
     needs_base = {m.name for m in METRICS if m.needs_base}
     for spec in GATES:
-        if getattr(config, spec.option.replace("-", "_")) is not None and spec.metric in needs_base:
+        if _threshold(config, spec) is not None and spec.metric in needs_base:
             raise UsageError(
                 f"--{spec.option} needs a base model, and none is recorded for {config.model}",
                 f"pass --base MODEL (e.g. --base {DEFAULT_MODEL}), or use --min-lean, which needs none",
@@ -361,6 +379,7 @@ class GateSpec:
     metric: str
     at_least: bool
     sign: float = 1.0  # -1 for a drop, which is minus the delta
+    judge: str | None = None  # the --judge whose figure it reads
 
 
 GATES = (
@@ -368,6 +387,8 @@ GATES = (
     GateSpec("min-lean", "lean", at_least=True),
     GateSpec("max-mmlu-drop", "mmlu_delta_points", at_least=False, sign=-1.0),
     GateSpec("max-drift", "drift", at_least=False),
+    GateSpec("max-fluency-drop", "fluency_vs_prompted", at_least=False, sign=-1.0, judge=CONTRAST),
+    GateSpec("min-reply-share", "reply_share", at_least=True, judge=CONTRAST),
 )
 
 
@@ -375,7 +396,7 @@ def _gates(config: ScoreConfig, metrics: dict[str, Estimate | None]) -> list[Gat
     """Each gate compares the point estimate with its threshold; the interval is reported beside it."""
     gates = []
     for spec in GATES:
-        threshold = getattr(config, spec.option.replace("-", "_"))
+        threshold = _threshold(config, spec)
         if threshold is None:
             continue
         estimate = metrics[spec.metric]
@@ -383,3 +404,7 @@ def _gates(config: ScoreConfig, metrics: dict[str, Estimate | None]) -> list[Gat
         passed = value is not None and (value >= threshold if spec.at_least else value <= threshold)
         gates.append(Gate(spec.option, spec.metric, threshold, value, passed))
     return gates
+
+
+def _threshold(config: ScoreConfig, spec: GateSpec) -> float | None:
+    return getattr(config, spec.option.replace("-", "_"))

@@ -38,6 +38,7 @@ class EvalCallback(TrainerCallback, ExportableState):
         patience: int = 3,
         max_mmlu_drop: float | None = None,
         max_drift: float | None = None,
+        max_fluency_drop: float | None = None,
         save_best: Callable[[Any, int], None] | None = None,
         run_dir: Path | None = None,
         is_writer: bool = True,
@@ -49,6 +50,7 @@ class EvalCallback(TrainerCallback, ExportableState):
         self.patience = patience
         self.max_mmlu_drop = max_mmlu_drop
         self.max_drift = max_drift
+        self.max_fluency_drop = max_fluency_drop  # a budget: rules a checkpoint out, does not stop
         self.save_best = save_best
         self.run_dir = run_dir
         self.is_writer = is_writer
@@ -64,6 +66,7 @@ class EvalCallback(TrainerCallback, ExportableState):
         self.bad_evals = 0
         self.stop_reason: str | None = None
         self.elapsed_before = 0.0
+        self.ruled_out: list[int] = []  # steps whose replies broke the fluency budget
 
     def state(self) -> dict[str, Any]:
         return {
@@ -75,6 +78,7 @@ class EvalCallback(TrainerCallback, ExportableState):
                 "bad_evals": self.bad_evals,
                 "stop_reason": self.stop_reason,
                 "elapsed_before": self.elapsed(),
+                "ruled_out": self.ruled_out,
             },
         }
 
@@ -111,8 +115,9 @@ class EvalCallback(TrainerCallback, ExportableState):
                 "step": step,
                 "epoch": round(float(epoch or 0.0), 4),
                 "train_loss": float(np.mean(losses)) if losses else None,
-                **{key: _plain(metrics[name]) for key, name in ROW_METRICS.items()},
+                **{key: plain_estimate(metrics[name]) for key, name in ROW_METRICS.items()},
                 "mmlu_drop_points": _drop(metrics["mmlu_delta_points"]),
+                "fluency_drop": _drop(metrics["fluency_vs_prompted"]),
                 "elapsed": round(self.elapsed(), 2),
             }
         )
@@ -139,7 +144,9 @@ class EvalCallback(TrainerCallback, ExportableState):
             self.stop_reason = "max-drift"
             return True
         value = row["bias_shift"]["value"]
-        if self.best_value is None or value > self.best_value:
+        if self._over_budget(row):
+            self.ruled_out.append(step)
+        elif self.best_value is None or value > self.best_value:
             self.best_value, self.best_step, self.best_row, self.bad_evals = value, step, row, 0
             if self.save_best is not None:
                 self.save_best(model, step)
@@ -149,6 +156,34 @@ class EvalCallback(TrainerCallback, ExportableState):
             self.stop_reason = "patience"
             return True
         return False
+
+    def _over_budget(self, row: dict[str, Any]) -> bool:
+        """The replies' fluency drop exceeds the budget (a missing figure counts as over: unknown cost)."""
+        if self.max_fluency_drop is None:
+            return False
+        drop = row["fluency_drop"]
+        return drop is None or drop > self.max_fluency_drop
+
+    def budget_note(self) -> str:
+        """What the fluency budget did to the choice, in words ("" without a budget)."""
+        if self.max_fluency_drop is None:
+            return ""
+        budget = (
+            f"the fluency budget ({self.max_fluency_drop:g} nats/token below the prompted base's replies)"
+        )
+        ruled = ", ".join(map(str, self.ruled_out))
+        if self.best_step is None:
+            return f"{budget} ruled out every evaluated checkpoint (steps {ruled}): none was within it"
+        kept = self.best_row or {}
+        share = kept.get("reply_share")
+        figures = f"fluency drop {kept.get('fluency_drop'):+.3f}" + (
+            f", replies toward the pole {share['value']:.0%} [{share['low']:.0%}, {share['high']:.0%}] "
+            f"(n={share['n']})"
+            if share
+            else ""
+        )
+        ruled_text = f"ruled out steps {ruled}" if ruled else "ruled out no checkpoint"
+        return f"{budget} {ruled_text}; the kept step {self.best_step} is within it ({figures})"
 
 
 class CheckpointPolicy(TrainerCallback):
@@ -180,7 +215,12 @@ class CheckpointPolicy(TrainerCallback):
 
 
 # metrics.jsonl key -> measured metric: what early stopping, the guardrails and the report read
-ROW_METRICS = {"bias_shift": "bias_shift", "mmlu": "mmlu_accuracy", "drift": "drift"}
+ROW_METRICS = {
+    "bias_shift": "bias_shift",
+    "mmlu": "mmlu_accuracy",
+    "drift": "drift",
+    "reply_share": "reply_share",  # with --max-fluency-drop: the replies the judge reads as the pole
+}
 
 
 def _agreed(row: dict[str, Any]) -> dict[str, Any]:
@@ -197,10 +237,11 @@ def _agreed(row: dict[str, Any]) -> dict[str, Any]:
     return broadcast_object_list([row], from_process=0)[0]
 
 
-def _plain(estimate: Estimate | None) -> dict[str, float | int] | None:
+def plain_estimate(estimate: Estimate | None) -> dict[str, float | int] | None:
+    """An estimate as JSON writes it (None stays None)."""
     return estimate.to_dict() if estimate is not None else None
 
 
 def _drop(delta: Estimate | None) -> float | None:
-    """MMLU accuracy points lost against the base (a drop is minus the paired delta)."""
+    """What was lost against a reference (MMLU points, reply fluency): minus the paired delta."""
     return -delta.value if delta is not None else None

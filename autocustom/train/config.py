@@ -8,9 +8,11 @@ from typing import Any
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.errors import UsageError
 from autocustom.models import LoadOptions
+from autocustom.score.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 
-LOSSES = ("contrastive", "dpo", "ipo", "simpo")  # the objectives of train/losses.py
+DISTILL = "distill"  # pole-prompt distillation on the model's own samples (train/onpolicy.py)
+LOSSES = ("contrastive", "dpo", "ipo", "simpo", DISTILL)  # the objectives of train/losses.py, and DISTILL
 REGULARIZERS = ("nll", "kl")
 REPORT_TO = ("none", "tensorboard", "wandb")  # what Trainer's report_to takes that autocustom documents
 CHECKPOINT_MINUTES = 5.0  # default: a kill loses at most ~5 minutes of training; a shorter run writes none
@@ -53,7 +55,33 @@ class TrainConfig(LoadOptions):
     )
     loss: str = field(
         default="contrastive",
-        metadata={"help": "contrastive (NLL on target + unlikelihood on opposite), dpo, ipo or simpo"},
+        metadata={
+            "help": "contrastive (NLL on target + unlikelihood on opposite), dpo, ipo, simpo, or distill "
+            "(on the model's own samples, the reverse KL to the base told the target pole's way)"
+        },
+    )
+    on_policy: bool = field(
+        default=False,
+        metadata={
+            "help": "each step the model samples --samples replies per train question, the base told "
+            "each pole scores them, and --loss trains on its best against its worst reply (and the "
+            "written target answer against a reply that leans the wrong way)",
+            "flag": "--on-policy/--offline",
+        },
+    )
+    samples: int = field(
+        default=4,
+        metadata={
+            "help": "on-policy and distill: replies sampled per train question each step (4: a best and "
+            "a worst that differ, at 4x the generation of one)"
+        },
+    )
+    sample_tokens: int = field(
+        default=48, metadata={"help": "on-policy and distill: max new tokens per sampled reply"}
+    )
+    sample_temperature: float = field(
+        default=1.0,
+        metadata={"help": "on-policy and distill: sampling temperature (1.0: the model's own distribution)"},
     )
     alpha: float = field(
         default=1.0, metadata={"help": "contrastive: weight of the unlikelihood term on the opposite answer"}
@@ -201,6 +229,15 @@ class TrainConfig(LoadOptions):
     max_drift: float | None = field(
         default=None, metadata={"help": "stop at once when Drift exceeds this (nats/token)"}
     )
+    max_fluency_drop: float | None = field(
+        default=None,
+        metadata={
+            "help": "keep no checkpoint whose own replies to the validation questions are more than this "
+            "less likely (nats/token) than the base's replies when told the target pole, as the base told "
+            f"that pole reads them (e.g. {DEFAULT_FLUENCY_BUDGET}: ~10% less likely per token); off by "
+            "default because each evaluation then generates replies (seconds per question on CPU)"
+        },
+    )
     mmlu_questions: int | None = field(
         default=None, metadata={"help": size_help("MMLU retention subset size", MMLU_QUESTIONS)}
     )
@@ -247,11 +284,15 @@ class TrainConfig(LoadOptions):
             "--mmlu-questions": self.mmlu_questions,
             "--drift-texts": self.drift_texts,
             "--eval-batch-size": self.eval_batch_size,
+            "--samples": self.samples,
+            "--sample-tokens": self.sample_tokens,
+            "--sample-temperature": self.sample_temperature,
         }
         for option, value in positive.items():
             if value is not None and value <= 0:
                 raise UsageError(f"{option} is {value}", f"{option} must be positive")
         non_negative = {
+            "--max-fluency-drop": self.max_fluency_drop if self.max_fluency_drop is not None else 0,
             "--alpha": self.alpha,
             "--reg-weight": self.reg_weight,
             "--cvar-warmup": self.cvar_warmup,
@@ -260,6 +301,8 @@ class TrainConfig(LoadOptions):
             if value < 0:
                 raise UsageError(f"{option} is {value}", f"{option} must be 0 or more")
         self._validate_choices()
+        if self.on_policy and self.loss == DISTILL:
+            raise UsageError("--loss distill samples the model's own replies already", "drop --on-policy")
         if not 0 < self.cvar_alpha <= 1:
             raise UsageError(
                 f"--cvar-alpha is {self.cvar_alpha}", "use a fraction in (0, 1]; 1 is the plain mean"
@@ -278,6 +321,17 @@ class TrainConfig(LoadOptions):
                 "--full cannot train a quantized model: 4-bit and 8-bit weights take no gradient",
                 "drop --full (QLoRA trains LoRA adapters on the quantized base)",
             )
+
+    @property
+    def samples_replies(self) -> bool:
+        """The policy samples its own replies each step (--on-policy, or the distill loss)."""
+        return self.on_policy or self.loss == DISTILL
+
+    @property
+    def reads_replies(self) -> bool:
+        """Evaluations read the model's own replies: a fluency budget, or on-policy training, whose
+        replies are what it changes."""
+        return self.max_fluency_drop is not None or self.samples_replies
 
     def uses_lora(self, parameters: int) -> bool:
         """--lora/--full as given; by default LoRA for a quantized load or a model above 1B parameters."""

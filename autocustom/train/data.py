@@ -65,7 +65,7 @@ class PairDataset(torch.utils.data.Dataset):
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"example": self.examples[index]}
+        item: dict[str, Any] = {"example": self.examples[index], "index": index}
         if self.reference is not None:
             item["reference"] = self.reference[index]
         return item
@@ -94,6 +94,7 @@ class PairCollator:
         rows += [(e.opposite_ids, e.opposite_prompt) for e in examples]
         input_ids, attention_mask, answer_mask = pad_sequences(rows, self.pad_id)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
+        batch["index"] = torch.tensor([item["index"] for item in items])  # on-policy: whose questions
         if "reference" in items[0]:
             batch["reference"] = torch.stack([item["reference"] for item in items])
         return batch

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from autocustom.errors import UsageError
+from autocustom.train.config import DISTILL
 
 GIB = 2**30
 ADAM_STATES = 2  # AdamW keeps exp_avg and exp_avg_sq, float32, per trainable parameter
@@ -73,6 +74,8 @@ class Workload:
     width: int  # padded tokens per row
     scored: int  # positions whose logits are computed in one micro-step
     eval_positions: int  # scored positions of Drift's largest batch (its texts' continuation tokens)
+    sampled_rows: int = 0  # on-policy: sequences one micro-step samples at once
+    sampled_width: int = 0  # their tokens each: prompt and sampled reply (the KV cache's length)
 
 
 SHARDED_PARTS = ("weights", "gradients", "optimizer")  # ZeRO order: stage s shards the last s
@@ -290,6 +293,9 @@ def plan_memory(
         "evaluation": max(evaluation - step, 0),  # the two never coexist: only the excess counts
         "runtime": RUNTIME_BYTES["cuda" if device == "cuda" else "cpu"],
     }
+    if workload.sampled_rows:  # on-policy sampling ends before the step's forward: only its excess counts
+        sampling = _sampling_transient(shape, workload, compute_bytes)
+        parts["sampling"] = max(sampling - max(step, evaluation), 0)
     options: dict[str, Any] = {
         "lora": lora,
         "quantized_bits": quantized_bits,
@@ -358,6 +364,15 @@ def _step_activations(shape: ModelShape, workload: Workload, element_bytes: int,
     return kept * element_bytes + workload.scored * shape.vocab * 4 * LOGIT_COPIES
 
 
+def _sampling_transient(shape: ModelShape, workload: Workload, compute_bytes: int) -> int:
+    """On-policy sampling: the KV cache of every sampled sequence (keys and values per layer, at the
+    full attention width: an upper bound under grouped-query attention) and each step's float32
+    next-token logits with their softmax."""
+    tokens = workload.sampled_rows * workload.sampled_width
+    cache = tokens * shape.layers * 2 * shape.attention_width * compute_bytes
+    return cache + workload.sampled_rows * shape.vocab * 4 * 2
+
+
 def _evaluation_transient(shape: ModelShape, workload: Workload) -> int:
     """Drift's batch: the base's and the model's logits over its tokens, and one KL chunk's temporaries."""
     from autocustom.score.drift import KL_CHUNK
@@ -387,11 +402,19 @@ def workload_for(config: Any, examples: list | None, drift_lengths: list[int] | 
         scored = 2 * config.batch_size * math.ceil(config.max_length / 2)
     width = max(pair_width, config.reg_max_tokens) if reg_rows else pair_width
     drift = sorted(drift_lengths or [MAX_LENGTH] * config.eval_batch_size, reverse=True)
+    rows, sampled = 2 * config.batch_size, 0
+    if config.samples_replies:  # up to two pairs per question, or one student row per sample
+        sampled = config.batch_size * config.samples
+        rows = sampled if config.loss == DISTILL else 4 * config.batch_size
+        width = max(width, config.max_length)
+        scored = rows * config.sample_tokens
     return Workload(
-        rows=2 * config.batch_size + reg_rows,
+        rows=rows + reg_rows,
         width=width,
         scored=scored + reg_rows * (width if config.reg == "kl" else 1),
         eval_positions=sum(drift[: config.eval_batch_size]),
+        sampled_rows=sampled,
+        sampled_width=config.max_length + config.sample_tokens if sampled else 0,
     )
 
 

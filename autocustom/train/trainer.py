@@ -43,12 +43,14 @@ from autocustom.layout import (
 )
 from autocustom.models import AdapterDisabled, load_model
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.score.contrast import ContrastJudge
+from autocustom.score.judge import CONTRAST, JudgeOptions
 from autocustom.score.measure import Reference, measure
 from autocustom.score.plan import EvalPlan, make_plan
 from autocustom.score.stats import Estimate, estimate_from
-from autocustom.tensors import kl_per_position, pad_width, padding_id, token_logprobs
-from autocustom.train.callbacks import CheckpointPolicy, EvalCallback
-from autocustom.train.config import CHECKPOINT_MINUTES, TrainConfig
+from autocustom.tensors import answer_token_logps, keep_mask, kl_per_position, pad_width, padding_id
+from autocustom.train.callbacks import CheckpointPolicy, EvalCallback, plain_estimate
+from autocustom.train.config import CHECKPOINT_MINUTES, DISTILL, TrainConfig
 from autocustom.train.data import (
     EpochShuffleSampler,
     PairCollator,
@@ -67,11 +69,20 @@ from autocustom.train.losses import (
     simpo_loss,
 )
 from autocustom.train.memory import MemoryPlan, launched_sharding
+from autocustom.train.onpolicy import OnPolicyBatches, Sampling
 from autocustom.train.regularizer import MMLURegularizer
 
 log = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA = "autocustom.train-summary/2"  # 2: final figures measured on the kept model; plans recorded
+REPLY_FIGURES = (
+    "reply_share",
+    "base_reply_share",
+    "reply_shift",
+    "fluency_vs_prompted",
+    "repetition",
+    "judge_accuracy",
+)
 ESTIMATES = ("bias_shift", "bias_shift_test", "mmlu_before", "mmlu_after", "mmlu_delta_points", "drift")
 
 
@@ -119,12 +130,19 @@ class PairTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns a mean: let Trainer divide by grad-accum steps
 
     def __init__(
-        self, *args, config: TrainConfig, regularizer: MMLURegularizer | None, reference, **kwargs
+        self,
+        *args,
+        config: TrainConfig,
+        regularizer: MMLURegularizer | None,
+        reference,
+        on_policy: OnPolicyBatches | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.config = config
         self.regularizer = regularizer
         self.reference = reference
+        self.on_policy = on_policy  # samples the policy's own replies each step (None: offline)
         self.beta = config.resolved_beta()
         self.loss_log: list[float] = []
         self.pending_logs: dict[str, float] = {}  # the evaluation callback's figures, logged with the loss
@@ -144,10 +162,13 @@ class PairTrainer(Trainer):
         return EpochShuffleSampler(len(dataset), self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        pairs = inputs["input_ids"].shape[0] // 2
+        micro = self._next_micro() if model.training else None
+        if self.on_policy is not None and micro is not None:
+            inputs = self._on_policy_inputs(model, inputs, micro)
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-        needed = inputs["answer_mask"].bool()  # [2B, T-1]: positions whose next token is an answer token
-        reg_batch = self._regularizer_batch(input_ids.device)
+        rows = input_ids.shape[0]
+        needed = inputs["answer_mask"].bool()  # [R, T-1]: positions whose next token is an answer token
+        reg_batch = self._regularizer_batch(input_ids.device, micro)
         if reg_batch is not None:  # one forward for pairs and regulariser: DDP wants one forward per backward
             reg_ids, reg_attention, reg_answer = reg_batch
             reg_scored = (reg_answer if self.regularizer.kind == "nll" else reg_attention[:, 1:]).bool()
@@ -159,26 +180,45 @@ class PairTrainer(Trainer):
             )
             needed = torch.cat([pad_width(needed, width - 1, False), pad_width(reg_scored, width - 1, False)])
         logps, logits = answer_token_logps(model, input_ids, attention_mask, needed)
-        target, opposite = logps[:pairs], logps[pairs : 2 * pairs]
-        target_mask, opposite_mask = needed[:pairs], needed[pairs : 2 * pairs]
+        loss = self._objective(logps[:rows], needed[:rows], logits, inputs)
+        if reg_batch is not None:
+            if self.regularizer.kind == "nll":
+                reg_loss = -sequence_logps(logps[rows:], needed[rows:], normalize=True).mean()
+            else:
+                with torch.no_grad():
+                    keep = keep_mask(reg_scored)
+                    base = self.reference(
+                        input_ids=reg_ids, attention_mask=reg_attention, logits_to_keep=keep
+                    )
+                reg_loss = kl_per_position(base.logits, logits[int(needed[:rows].sum()) :]).mean()
+            loss = loss + self.config.reg_weight * reg_loss
+        self.loss_log.append(float(loss.detach()))
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _objective(self, logps, needed, logits, inputs) -> torch.Tensor:
+        """The batch's own loss: the pair objective under CVaR, or distillation's reverse KL."""
+        if self.config.loss == DISTILL:  # KL(student || teacher) at every sampled token
+            return kl_per_position(logits[: int(needed.sum())], inputs["teacher_logits"]).mean()
+        pairs = logps.shape[0] // 2
+        target, opposite = logps[:pairs], logps[pairs:]
+        target_mask, opposite_mask = needed[:pairs], needed[pairs:]
         mean_t = sequence_logps(target, target_mask, normalize=True)
         mean_o = sequence_logps(opposite, opposite_mask, normalize=True)
         per_pair = self._pair_loss(target, target_mask, opposite, opposite_mask, mean_t, mean_o, inputs)
         alpha = cvar_alpha_at(self.state.global_step, self.config.cvar_alpha, self.config.cvar_warmup)
-        loss = cvar_mean(per_pair, mean_t - mean_o, alpha)
-        if reg_batch is not None:
-            if self.regularizer.kind == "nll":
-                reg_loss = -sequence_logps(logps[2 * pairs :], needed[2 * pairs :], normalize=True).mean()
-            else:
-                with torch.no_grad():
-                    keep = _keep(reg_scored)
-                    base = self.reference(
-                        input_ids=reg_ids, attention_mask=reg_attention, logits_to_keep=keep
-                    )
-                reg_loss = kl_per_position(base.logits, logits[int(needed[: 2 * pairs].sum()) :]).mean()
-            loss = loss + self.config.reg_weight * reg_loss
-        self.loss_log.append(float(loss.detach()))
-        return (loss, {"logits": logits}) if return_outputs else loss
+        return cvar_mean(per_pair, mean_t - mean_o, alpha)
+
+    def _on_policy_inputs(self, model, inputs, micro: int) -> dict[str, Any]:
+        """The batch's questions answered by the policy itself (train/onpolicy.py); the written pairs
+        when no sample pair could be made this step."""
+        indices = inputs["index"].tolist()
+        if self.config.loss == DISTILL:
+            batch = self.on_policy.distill_batch(model, self.reference, indices, micro)
+        else:
+            batch = self.on_policy.preference_batch(model, self.reference, indices, micro)
+        if batch is None:
+            return inputs
+        return {name: value.to(inputs["input_ids"].device) for name, value in batch.items()}
 
     def _pair_loss(
         self, target, target_mask, opposite, opposite_mask, mean_t, mean_o, inputs
@@ -197,38 +237,18 @@ class PairTrainer(Trainer):
             sum_t, sum_o, ref[:, 0], ref[:, 1], target_mask.sum(-1), opposite_mask.sum(-1), self.beta
         )
 
-    def _regularizer_batch(self, device):
-        if self.regularizer is None or not self.model.training:
-            return None
+    def _next_micro(self) -> int:
+        """This training micro-step's index over the run (step x accumulation + micro-step): what
+        picks the regulariser batch and seeds the on-policy samples, the same after a resume."""
         step, micro = self._micro
         micro = micro + 1 if step == self.state.global_step else 0
         self._micro = (self.state.global_step, micro)
-        return self.regularizer.batch(
-            self.state.global_step * self.args.gradient_accumulation_steps + micro, device
-        )
+        return self.state.global_step * self.args.gradient_accumulation_steps + micro
 
-
-def _keep(needed: torch.Tensor) -> torch.Tensor:
-    """[R, T-1] mask of positions whose next token is scored -> [R, T] `logits_to_keep` mask."""
-    return torch.nn.functional.pad(needed, (0, 1), value=False)
-
-
-def answer_token_logps(model, input_ids, attention_mask, needed) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs [R, T-1] at the `needed` positions (0 elsewhere), and their logits [N, V].
-
-    The vocabulary projection runs only where a scored token is predicted (`logits_to_keep` with a
-    boolean mask), not over prompts and padding: on a small model with a 49k vocabulary that projection
-    and its log-softmax are most of a training step. Called through the model's own forward, so DDP
-    and peft wrappers see an ordinary call.
-    """
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=_keep(needed), use_cache=False
-    ).logits
-    logits = logits.reshape(-1, logits.shape[-1])  # [N, V], rows in (row, position) order
-    flat = token_logprobs(logits, input_ids[:, 1:][needed])
-    return torch.zeros(needed.shape, dtype=flat.dtype, device=flat.device).masked_scatter(
-        needed, flat
-    ), logits
+    def _regularizer_batch(self, device, micro: int | None):
+        if self.regularizer is None or micro is None:
+            return None
+        return self.regularizer.batch(micro, device)
 
 
 @dataclass
@@ -246,6 +266,7 @@ class Setup:
     regularizer: MMLURegularizer | None
     validation_plan: EvalPlan
     final_plan: EvalPlan  # the test split (or validation without one), measured on the kept model
+    on_policy: OnPolicyBatches | None = None  # --on-policy and distill: the policy's own samples
 
 
 def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> TrainResult:
@@ -329,8 +350,10 @@ def _finished_run(config: TrainConfig, out: Path) -> TrainResult | None:
 
 
 def _device(config: TrainConfig, distributed) -> torch.device:
+    """Where this process computes: its launched device, or --device for one process."""
     from autocustom.runtime import resolve_device
 
+    _check_processes(config, distributed.num_processes)
     return distributed.device if distributed.num_processes > 1 else resolve_device(config.device)
 
 
@@ -361,6 +384,14 @@ def _check_memory(config: TrainConfig, dataset: Dataset, device: torch.device) -
             f"pass {' or '.join(fixes)}" if fixes else "use a smaller model or a larger device",
         )
     return plan
+
+
+def _check_processes(config: TrainConfig, processes: int) -> None:
+    if config.samples_replies and processes > 1:
+        raise UsageError(
+            "--on-policy and --loss distill run on one process: sampling is not sharded yet",
+            "launch without accelerate (one GPU), or train offline with --loss dpo",
+        )
 
 
 def _sharded_as(trainer: Trainer, processes: int) -> str | None:
@@ -445,7 +476,7 @@ def _setup(
         device=device,
         tokenizer=tokenizer,
         model=model,
-        reference=Reference(base, tokenizer),
+        reference=Reference(base, tokenizer, _reply_judge(config, dataset)),
         compute_dtype=compute,
         use_lora=use_lora,
         n_params=n_params,
@@ -453,6 +484,7 @@ def _setup(
         regularizer=_regularizer(config, tokenizer),
         validation_plan=selection_plan(config, dataset, device.type),
         final_plan=training_plan(config, dataset, final_split, device.type),
+        on_policy=_on_policy(config, dataset, tokenizer),
     )
 
 
@@ -517,10 +549,12 @@ def _partitioned_engine(model):
 def training_plan(
     config: TrainConfig, dataset: Dataset, split: str, device_type: str, **measured: bool
 ) -> EvalPlan:
-    """What `train` measures on `split`: the plan `shift-score` makes for the same split and sizes.
+    """What `train` measures on `split`: the plan `shift-score` makes for the same split and sizes
+    (with `--judge contrast` when a fluency budget asks for the replies).
 
     `measured` (mmlu=False, drift=False) leaves those figures out, as `make_plan` does.
     """
+    judged = config.reads_replies
     return make_plan(
         dataset,
         split,
@@ -529,7 +563,36 @@ def training_plan(
         mmlu_questions=config.mmlu_questions,
         drift_texts=config.drift_texts,
         batch_size=config.eval_batch_size,
+        judge=REPLY_JUDGE.judge_label if judged else None,
+        check_split=REPLY_JUDGE.check_split if judged else None,
         **measured,
+    )
+
+
+# the judge of a run's own replies (a fluency budget, on-policy training): the base told each pole,
+# validated on the validation split
+REPLY_JUDGE = JudgeOptions(judge=CONTRAST)
+
+
+def _reply_judge(config: TrainConfig, dataset: Dataset) -> ContrastJudge | None:
+    """The contrast judge when the run reads its own replies (the base of the run reads them)."""
+    if not config.reads_replies:
+        return None
+    return ContrastJudge(dataset.axis, REPLY_JUDGE.judge_label)
+
+
+def _on_policy(config: TrainConfig, dataset: Dataset, tokenizer) -> OnPolicyBatches | None:
+    if not config.samples_replies:
+        return None
+    sampling = Sampling(config.samples, config.sample_temperature, config.sample_tokens, config.seed)
+    return OnPolicyBatches(
+        tokenizer,
+        dataset.splits["train"],
+        config.toward,
+        _reply_judge(config, dataset),
+        sampling,
+        max_length=config.max_length,
+        eval_batch_size=config.eval_batch_size,
     )
 
 
@@ -626,6 +689,7 @@ def _trainer(
         patience=config.patience,
         max_mmlu_drop=config.max_mmlu_drop,
         max_drift=config.max_drift,
+        max_fluency_drop=config.max_fluency_drop,
         run_dir=out,
         is_writer=is_writer,
         progress=progress,
@@ -645,6 +709,7 @@ def _trainer(
         config=config,
         regularizer=setup.regularizer,
         reference=reference.model,
+        on_policy=setup.on_policy,
     )
     # every rank saves: gathering sharded weights (FSDP, ZeRO-3) is a collective; rank 0 writes
     callback.save_best = lambda _model, _step: _save_best(trainer, setup.tokenizer, out, config.model)
@@ -837,6 +902,8 @@ def _result(
     final = measure(
         _kept_model(setup, out), setup.reference, setup.final_plan, tokenizer=setup.tokenizer
     ).metrics
+    if setup.final_plan.judge:  # --max-fluency-drop: the kept model's own replies on the final split
+        extra["replies"] = {name: plain_estimate(final[name]) for name in REPLY_FIGURES}
     row = callback.best_row
     best = estimate_from(row["bias_shift"]) if row else None
     return TrainResult(
@@ -855,7 +922,7 @@ def _result(
         mmlu_questions=len(setup.final_plan.mmlu),
         drift_texts=len(setup.final_plan.drift_texts),
         improved=improved(best),
-        selection=selection_line(best, config.toward),
+        selection=selection_line(best, config.toward, callback.budget_note()),
         plans={"validation": setup.validation_plan.describe(), "final": setup.final_plan.describe()},
         extra=extra,
     )
@@ -967,8 +1034,13 @@ def improved(best: Estimate | None) -> bool:
     return best is not None and best.value > NO_SHIFT
 
 
-def selection_line(best: Estimate | None, toward: str) -> str:
-    """How far the kept checkpoint can be trusted, in one line a user reads before the figures."""
+def selection_line(best: Estimate | None, toward: str, budget: str = "") -> str:
+    """How far the kept checkpoint can be trusted, in one line a user reads before the figures;
+    `budget` says what the fluency budget ruled out (EvalCallback.budget_note)."""
+    return _selection(best, toward) + (f"; {budget}" if budget else "")
+
+
+def _selection(best: Estimate | None, toward: str) -> str:
     if best is None:
         return "no evaluation passed the guardrails: the last model was kept, not a selected one"
     if not improved(best):

@@ -115,6 +115,15 @@ def test_base_scored_against_itself_has_zero_shift_and_pinned_schema(app, tiny_m
         "lc_win_rate",
         "judge_consistency",
         "reply_tokens",
+        "judge_accuracy",
+        "reply_share",
+        "base_reply_share",
+        "reply_shift",
+        "fluency",
+        "fluency_vs_prompted",
+        "fluency_vs_base",
+        "repetition",
+        "base_repetition",
         "mmlu_accuracy",
         "mmlu_base_accuracy",
         "mmlu_delta_points",
@@ -198,6 +207,47 @@ def test_the_local_judge_reads_free_replies_against_the_base(app, tiny_model_dir
     assert any("judge (local:smollm2-135m)" in note for note in report["notes"])  # trusted or not, in words
 
 
+def test_the_contrast_judge_reads_replies_and_its_gates_decide_exit_code(
+    app, tuned_dir, tiny_model_dir, data
+):
+    args = ["--model", tuned_dir, "--base", tiny_model_dir, "--data", data, "--toward", "casual",
+            "--judge", "contrast", "--gen-tokens", "4", "--no-mmlu", "--json", *FAST]  # fmt: skip
+    result = run(app, *args, "--max-fluency-drop", "100", "--min-reply-share", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    metrics = report["metrics"]
+    for name in ("reply_share", "base_reply_share", "repetition", "judge_accuracy"):
+        assert metrics[name]["n"] == 4 and 0 <= metrics[name]["value"] <= 1, name
+    for name in ("reply_shift", "fluency", "fluency_vs_prompted", "fluency_vs_base"):
+        assert (
+            metrics[name]["n"] == 4
+            and metrics[name]["low"] <= metrics[name]["value"] <= metrics[name]["high"]
+        )
+    assert metrics["fluency_vs_base"]["value"] != 0  # the tuned model's replies are its own
+    assert metrics["win_rate"] is None  # the pairwise judge did not run
+    assert report["plan"]["judge"] == "contrast:base"
+    assert report["plan"]["judge_pair_ids"] == [f"validation{i}" for i in range(4)]
+    assert any(note.startswith("the contrast judge (contrast:base) put") for note in report["notes"])
+    assert any(note.startswith("fluency: replies") for note in report["notes"])
+
+    failed = run(app, *args, "--max-fluency-drop", "-100", "--min-reply-share", "1.5")
+    assert failed.exit_code == 1
+    assert [(g["name"], g["passed"]) for g in json.loads(failed.stdout)["gates"]] == [
+        ("max-fluency-drop", False),
+        ("min-reply-share", False),
+    ]
+    assert "max-fluency-drop" in failed.stderr
+
+
+def test_the_base_against_itself_has_no_reply_shift(app, tiny_model_dir, data):
+    result = run(app, "--model", tiny_model_dir, "--base", tiny_model_dir, "--data", data, "--toward", "formal",
+                 "--judge", "contrast", "--gen-tokens", "3", "--no-mmlu", "--json", *FAST)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["reply_shift"]["value"] == 0 and metrics["fluency_vs_base"]["value"] == 0
+    assert metrics["reply_share"] == metrics["base_reply_share"]
+
+
 def test_replies_without_a_base_are_not_judged(app, tiny_model_dir, data):
     result = run(app, "--model", tiny_model_dir, "--data", data, "--toward", "formal", "--judge", "local",
                  "--gen-tokens", "2", "--no-mmlu", "--json", *FAST)  # fmt: skip
@@ -269,6 +319,17 @@ def test_bad_inputs_exit_2_with_one_line(app, tiny_model_dir, data, tmp_path, ot
             "--model", tiny_model_dir, "--data", data, "--toward", "formal", "--device", "cpu", "--load-in-4bit",
         ],
         "unknown --device-map": ["--model", tiny_model_dir, "--data", data, "--toward", "formal", "--device-map", "x"],
+        "add --judge contrast": [
+            "--model", tiny_model_dir, "--base", tiny_model_dir, "--data", data, "--toward", "formal",
+            "--max-fluency-drop", "0.1",
+        ],
+        "--judge-split validates": [
+            "--model", tiny_model_dir, "--data", data, "--toward", "formal", "--judge-split", "test",
+        ],
+        "the contrast judge has no written answers": [
+            "--model", tiny_model_dir, "--base", tiny_model_dir, "--data", partial, "--toward", "formal",
+            "--split", "train", "--judge", "contrast",
+        ],
     }  # fmt: skip
     for expected, args in cases.items():
         result = run(app, *args, *FAST)

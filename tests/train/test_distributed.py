@@ -66,8 +66,11 @@ def launcher(name: str) -> list[str]:
     return [binary, "launch", "--multi_gpu", "--num_machines", "1", *options, "-m", "autocustom"]
 
 
-def one_and_two(tmp_path: Path, model_dir: Path, name: str, *options: str) -> tuple[dict, dict]:
-    """The summaries of one process x 4 pairs and two processes x 2 pairs, same options otherwise."""
+def one_and_two(
+    tmp_path: Path, model_dir: Path, name: str, *options: str, tolerance: float = 1e-5
+) -> tuple[dict, dict]:
+    """The summaries of one process x 4 pairs and two processes x 2 pairs, same options otherwise;
+    their validation BiasShift agrees to `tolerance`."""
     data = write_small_dataset(tmp_path / "data", per_subarea=4)
     common = ["train", "--data", str(data), "--toward", "formal", "--model", str(model_dir), "--json"]
     common += ["--max-steps", "3", "--eval-steps", "3", "--max-length", "48", "--quiet"]
@@ -79,7 +82,7 @@ def one_and_two(tmp_path: Path, model_dir: Path, name: str, *options: str) -> tu
         assert done.returncode == 0, done.stderr[-3000:]
     s1, s2 = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("one", "two"))
     assert s2["steps"] == s1["steps"] == 3
-    assert s2["bias_shift"]["value"] == pytest.approx(s1["bias_shift"]["value"], abs=1e-5)
+    assert s2["bias_shift"]["value"] == pytest.approx(s1["bias_shift"]["value"], abs=tolerance)
     assert json.loads((tmp_path / "two" / "run_config.json").read_text())["processes"] == 2
     assert s2["extra"].get("sharding") == SHARDED.get(name)  # as the Trainer ran it
     return s1, s2
@@ -123,9 +126,12 @@ def test_sharded_lora_dpo_keeps_and_measures_the_best_step(tmp_path, tiny_model_
     partitioned, as a rank-16 adapter's larger ones are on an 8B model). Checkpointing left to its
     default: FSDP's own is on in fsdp.yaml, so the Trainer's resolves to off."""
     options = ("--lora", "--loss", "dpo", "--reg-weight", "0", "--lr", "1e-1", "--eval-steps", "1")
-    s1, s2 = one_and_two(tmp_path, tiny_model_dir, name, *options)
+    # lr 1e-1 amplifies float32 reduction-order differences between one process and two: under ZeRO-3
+    # with every parameter released, DeepSpeed 0.19.8 with torch 2.13 puts the two runs' validation
+    # BiasShift 2.0e-5 apart (measured 2026-12-06; the weights' own tolerance below is 1e-3)
+    s1, s2 = one_and_two(tmp_path, tiny_model_dir, name, *options, tolerance=1e-4)
     assert s1["best_step"] == s2["best_step"] == 2
-    assert s2["bias_shift_test"]["value"] == pytest.approx(s1["bias_shift_test"]["value"], abs=1e-5)
+    assert s2["bias_shift_test"]["value"] == pytest.approx(s1["bias_shift_test"]["value"], abs=1e-4)
     a, b = (load_file(tmp_path / run / "model" / "adapter_model.safetensors") for run in ("one", "two"))
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[name], b[name], atol=1e-3) for name in a)

@@ -110,7 +110,7 @@ def test_dpo_matches_trl_sigmoid_loss(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from autocustom.train.trainer import answer_token_logps
+    from autocustom.tensors import answer_token_logps
 
     def tiny(noise: bool):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)

@@ -284,3 +284,20 @@ def test_fsdp_activation_checkpointing_counts_and_turns_the_trainers_off(
     assert plan.parts["activations"] < unsharded.parts["activations"]
     with pytest.raises(UsageError, match="--no-gradient-checkpointing"):
         memory.plan_training(replace(config, gradient_checkpointing=True), None, torch.device("cpu"))
+
+
+def test_on_policy_sampling_is_planned_where_it_exceeds_the_step():
+    shape = model_shape(CONFIG)
+    offline = plan_memory(shape, WORK, lora=True, device="cuda", compute_bytes=2)
+    sampling = replace(WORK, sampled_rows=64, sampled_width=2048)
+    online = plan_memory(shape, sampling, lora=True, device="cuda", compute_bytes=2)
+    assert "sampling" not in offline.parts
+    kv_cache = 64 * 2048 * shape.layers * 2 * shape.attention_width * 2  # keys and values, bf16
+    logits = 64 * shape.vocab * 4 * 2
+    step_or_evaluation = offline.parts["activations"] + offline.parts["evaluation"]
+    assert online.parts["sampling"] == kv_cache + logits - step_or_evaluation > 0  # the peak is sampling's
+    assert online.total - offline.total == online.parts["sampling"]
+    config = TrainConfig(data="d", out="o", toward="formal", on_policy=True, samples=4, batch_size=2)
+    work = memory.workload_for(config, None)
+    assert work.sampled_rows == 8 and work.sampled_width == config.max_length + config.sample_tokens
+    assert work.rows == 8 + config.reg_batch_size  # up to two pairs per question, and the regulariser

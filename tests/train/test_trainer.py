@@ -142,6 +142,42 @@ def test_selection_line_says_how_far_the_kept_checkpoint_can_be_trusted():
     assert "guardrails" in selection_line(None, "formal")
 
 
+def _row(step: int, shift: float, fluency_drop: float | None) -> dict:
+    share = {"value": 0.5, "low": 0.2, "high": 0.8, "n": 6}
+    return {"step": step, "bias_shift": {"value": shift}, "mmlu_drop_points": None, "drift": None,
+            "fluency_drop": fluency_drop, "reply_share": share}  # fmt: skip
+
+
+def test_the_fluency_budget_keeps_the_best_checkpoint_within_it():
+    from autocustom.train.callbacks import EvalCallback
+
+    history = [_row(1, 0.1, 0.05), _row(2, 0.3, 0.2), _row(3, 0.2, 0.08), _row(4, 0.4, None)]
+    budgeted, free = EvalCallback(max_fluency_drop=0.1), EvalCallback()
+    for row in history:
+        budgeted.decide(row, None, row["step"])
+        free.decide(row, None, row["step"])
+    assert free.best_step == 4 and free.budget_note() == ""
+    assert budgeted.best_step == 3 and budgeted.ruled_out == [2, 4]  # a missing figure is no pass
+    note = budgeted.budget_note()
+    assert "ruled out steps 2, 4" in note and "the kept step 3 is within it (fluency drop +0.080" in note
+    assert "replies toward the pole 50% [20%, 80%] (n=6)" in note
+    strict = EvalCallback(max_fluency_drop=0.01)
+    for row in history:
+        strict.decide(row, None, row["step"])
+    assert strict.best_step is None and "ruled out every evaluated checkpoint" in strict.budget_note()
+
+
+def test_a_run_with_a_fluency_budget_judges_its_replies(tmp_path, dataset, tiny_model_dir):
+    out = tmp_path / "run"
+    result = train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1, max_fluency_drop=9.0))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["fluency_drop"] is not None and r["reply_share"]["n"] > 0 for r in rows)
+    assert "ruled out no checkpoint" in result.selection
+    replies = result.extra["replies"]
+    assert replies["reply_share"]["n"] == result.plans["final"]["gen_questions"] > 0
+    assert result.plans["validation"]["judge"] == "contrast:base"
+
+
 def test_report_to_tensorboard_writes_the_loss_and_every_evaluation(tmp_path, dataset, tiny_model_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
