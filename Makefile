@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml Makefile
 # distinct subareas of 10 asked (of 12 asked, it found 5). Split 0.4,0.3,0.3 by subarea puts 3 in
 # validation and 3 in test: >= 10 validation pairs to select a checkpoint on (train's
 # MIN_SELECTION_PAIRS) and >= 12 held-out test pairs, in under 10 minutes on 2 CPU cores (docs/results.md).
+# --judge contrast: the closing lines also say what the model's own replies did (docs/metrics.md).
 demo: install
 	$(BIN)/autocustom run --axis "formal:casual" --toward formal --out runs/demo \
 		--subareas 10 --questions-per-subarea 6 --split 0.4,0.3,0.3 --max-steps 30 --eval-steps 10 --judge contrast

@@ -65,6 +65,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ is a package
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -111,10 +112,9 @@ def casual(question: str) -> str:
 def write_dataset(folder: Path, train_questions: int) -> Path:
     """A formal:casual dataset directory: `train_questions` train pairs, two validation pairs, no test."""
     from autocustom.axis import Axis
-    from autocustom.data import io
-    from autocustom.data.schema import Manifest, Pair, Subarea
+    from autocustom.data.schema import Pair, Subarea
+    from tests.sample_dataset import write_dataset_dir
 
-    axis = Axis(TOWARD, OPPOSITE)
     splits = {
         "train": [
             Pair(f"t{i}", "s1", q, {TOWARD: formal(q), OPPOSITE: casual(q)})
@@ -124,19 +124,8 @@ def write_dataset(folder: Path, train_questions: int) -> Path:
             Pair(f"v{i}", "s2", q, {TOWARD: formal(q), OPPOSITE: casual(q)}) for i, q in enumerate(VALIDATION)
         ],
     }
-    manifest = Manifest(
-        axis=axis.to_dict(),
-        backend="hand-written",
-        model="none",
-        prompts={},
-        settings={},
-        counts={name: len(pairs) for name, pairs in splits.items()},
-    )
-    pairs = [pair for split in splits.values() for pair in split]
-    io.write_dataset_dir(
-        folder, manifest, [Subarea("s1", "everyday"), Subarea("s2", "social")], pairs, [], splits
-    )
-    return folder
+    subareas = [Subarea("s1", "everyday"), Subarea("s2", "social")]
+    return write_dataset_dir(folder, Axis(TOWARD, OPPOSITE), subareas, splits)
 
 
 class TrainingDone(Exception):

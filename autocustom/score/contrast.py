@@ -10,7 +10,8 @@ no position to be biased by (the pairwise judge of `score/judge.py` gave the sam
 orders for 0% of questions on the packaged model) and reads offline. It knows only the poles its model
 knows, so before a figure is read it is **validated on written answers**: on a split's pairs (the
 validation split by default) the share of answers whose sign is right (the target pole's answer
-r > 0, the opposite's r < 0). Below `READABLE_ACCURACY` the reply figures are called unreadable.
+r > 0, the opposite's r < 0). Below `READABLE_ACCURACY`, or with an interval that reaches chance, the
+reply figures are called unreadable.
 
 The same scores price the move. **Fluency** is lp(reply | told the target pole's way): how likely the
 judge finds the reply as an answer in that pole's way, compared per question with the judge's own
@@ -40,6 +41,7 @@ from autocustom.score.stats import Estimate
 # labelled the wrong pole: its reply share could not tell a moved model from judge error. The packaged
 # model clears it on formal:casual (93-95%) and optimistic:pessimistic (83%), not on political lean.
 READABLE_ACCURACY = 0.75
+CHANCE = 0.5  # and its interval must clear chance: on a few pairs a lucky 6 of 8 is no evidence
 REPEAT_NGRAM = 4  # word n-gram that marks a loop ...
 REPEAT_TIMES = 3  # ... when it occurs this often in one reply: rare in 48 tokens of prose
 DEFAULT_FLUENCY_BUDGET = 0.1  # nats/token below the prompted judge's replies: ~10% less likely per token
@@ -131,8 +133,9 @@ def judge_readable(metrics: dict[str, Any]) -> bool | None:
     accuracy = metrics.get("judge_accuracy")
     if accuracy is None:
         return None
-    value = accuracy.value if isinstance(accuracy, Estimate) else accuracy["value"]
-    return bool(value >= READABLE_ACCURACY)
+    if not isinstance(accuracy, Estimate):
+        accuracy = Estimate(**accuracy)
+    return bool(accuracy.value >= READABLE_ACCURACY and accuracy.low > CHANCE)
 
 
 def contrast_notes(judge: str, metrics: dict[str, Estimate | None]) -> list[str]:
@@ -163,12 +166,14 @@ def _accuracy_note(judge: str, accuracy: Estimate) -> str:
         f"the contrast judge ({judge}) put {accuracy.value:.0%} [{accuracy.low:.0%}, {accuracy.high:.0%}] of "
         f"written answers on their own pole's side (n={accuracy.n} pairs)"
     )
+    unreadable = (
+        "so the reply figures (replies toward pole, reply shift) are unreadable; name a model that knows "
+        "the axis with --judge-model"
+    )
     if accuracy.value < READABLE_ACCURACY:
-        return (
-            f"{told}, below {READABLE_ACCURACY:.0%}: this judge cannot tell the poles apart, so the reply "
-            "figures (replies toward pole, reply shift) are unreadable; name a model that knows the axis "
-            "with --judge-model"
-        )
+        return f"{told}, below {READABLE_ACCURACY:.0%}: this judge cannot tell the poles apart, {unreadable}"
+    if accuracy.low <= CHANCE:
+        return f"{told}, an interval that reaches chance ({CHANCE:.0%}) on so few pairs, {unreadable}"
     return f"{told}: its reply figures can be read"
 
 

@@ -100,12 +100,18 @@ def _estimate(value: float, n: int = 20) -> Estimate:
 
 def test_an_unreadable_judge_is_said_so_in_words():
     low = {"judge_accuracy": _estimate(0.55)}
-    assert judge_readable(low) is False and judge_readable({"judge_accuracy": {"value": 0.9}}) is True
+    assert (
+        judge_readable(low) is False and judge_readable({"judge_accuracy": _estimate(0.9).to_dict()}) is True
+    )
     assert judge_readable({}) is None
+    lucky = {"judge_accuracy": Estimate(0.75, 0.5, 1.0, 4)}  # 3 of 4 pairs: no better than chance yet
+    assert (
+        judge_readable(lucky) is False and "reaches chance (50%)" in contrast_notes("contrast:base", lucky)[0]
+    )
     (note,) = contrast_notes("contrast:base", low)
     assert "unreadable" in note and f"below {READABLE_ACCURACY:.0%}" in note and "n=20" in note
     metrics = {
-        "judge_accuracy": {"value": 0.55},
+        "judge_accuracy": _estimate(0.55).to_dict(),
         "reply_share": {"n": 12, "value": 0.5},
         "base_reply_share": {},
     }
@@ -129,7 +135,7 @@ def test_fluency_and_repetition_are_put_in_words():
 
 def test_the_reply_sentence_counts_replies():
     metrics = {
-        "judge_accuracy": {"value": 0.9},
+        "judge_accuracy": _estimate(0.9).to_dict(),
         "reply_share": {"value": 0.75, "n": 12},
         "base_reply_share": {"value": 0.25, "n": 12},
         "reply_shift": {"value": 0.3, "low": 0.1, "high": 0.5, "n": 12},

@@ -126,15 +126,17 @@ def test_sharded_lora_dpo_keeps_and_measures_the_best_step(tmp_path, tiny_model_
     partitioned, as a rank-16 adapter's larger ones are on an 8B model). Checkpointing left to its
     default: FSDP's own is on in fsdp.yaml, so the Trainer's resolves to off."""
     options = ("--lora", "--loss", "dpo", "--reg-weight", "0", "--lr", "1e-1", "--eval-steps", "1")
-    # lr 1e-1 amplifies float32 reduction-order differences between one process and two: under ZeRO-3
-    # with every parameter released, DeepSpeed 0.19.8 with torch 2.13 puts the two runs' validation
-    # BiasShift 2.0e-5 apart (measured 2026-12-06; the weights' own tolerance below is 1e-3)
+    # lr 1e-1 amplifies float32 reduction-order differences between one process and two: AdamW moves a
+    # weight whose gradient is near 0 by up to lr either way. Under ZeRO-3 with every parameter
+    # released (DeepSpeed 0.19.7 and 0.19.8, torch 2.13, transformers 5.25, peft 0.21; measured
+    # 2026-12-06) the two runs' validation BiasShift came 2.0e-5 apart and one lora_A weight 2.3e-3 (of
+    # weights up to 0.2), while the kept models' test BiasShift agreed to 6e-7: the kept step is loaded back
     s1, s2 = one_and_two(tmp_path, tiny_model_dir, name, *options, tolerance=1e-4)
     assert s1["best_step"] == s2["best_step"] == 2
-    assert s2["bias_shift_test"]["value"] == pytest.approx(s1["bias_shift_test"]["value"], abs=1e-4)
+    assert s2["bias_shift_test"]["value"] == pytest.approx(s1["bias_shift_test"]["value"], abs=1e-5)
     a, b = (load_file(tmp_path / run / "model" / "adapter_model.safetensors") for run in ("one", "two"))
     assert a.keys() == b.keys()
-    assert all(torch.allclose(a[name], b[name], atol=1e-3) for name in a)
+    assert all(torch.allclose(a[name], b[name], atol=5e-3) for name in a)
 
 
 @pytest.mark.slow
