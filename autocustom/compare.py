@@ -48,12 +48,13 @@ from autocustom.layout import (
 from autocustom.models import LoadOptions
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.score.contrast import DEFAULT_FLUENCY_BUDGET
+from autocustom.score.differences import method_differences
 from autocustom.score.judge import JudgeOptions, is_contrast, judge_notes, open_judge
 from autocustom.score.measure import Measurement, Reference, measure
 from autocustom.score.plan import DEFAULT_BATCH_SIZE, EVAL_SEED, EvalPlan, make_plan
 from autocustom.score.shift_score import DEVICE_MAP_HELP, check_device_map
 from autocustom.score.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
-from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, estimate_from, paired_difference
+from autocustom.score.stats import DEFAULT_BOOTSTRAP, Estimate, estimate_from
 from autocustom.steering import layers_label
 
 log = logging.getLogger(__name__)
@@ -532,30 +533,6 @@ def _row(model_ref: str, method: str, condition: str, measured: Measurement) -> 
         model_ref, method, condition, padding_length(condition), metrics, margins.tolist(),
         None if replies is None else replies.tolist(),
     )  # fmt: skip
-
-
-def method_differences(rows: list[Row], n_boot: int, seed: int) -> list[dict[str, Any]]:
-    """Every later method minus every earlier one on the first model's plain rows, paired by item:
-    the difference of their BiasShift (margins: the base's cancel) and, where the contrast judge read
-    the replies, of their reply shift. A reader can then tell whether one method beats another, not
-    only the base."""
-    plain = [
-        r for r in rows if r.condition == PLAIN_CONDITION and r.model == rows[0].model and r.method != "base"
-    ]
-    differences = []
-    for later_index, later in enumerate(plain):
-        for earlier in plain[:later_index]:
-            difference: dict[str, Any] = {"a": later.method, "b": earlier.method}
-            for name, a, b in (
-                ("bias_shift", later.margins, earlier.margins),
-                ("reply_shift", later.replies, earlier.replies),
-            ):
-                both = a is not None and b is not None
-                difference[name] = (
-                    paired_difference(a, b, n_boot=n_boot, seed=seed).to_dict() if both else None
-                )
-            differences.append(difference)
-    return differences
 
 
 def _slug(reference: str) -> str:

@@ -205,7 +205,8 @@ def test_the_contrast_judge_columns_and_notes(dataset, tiny_model_dir, tmp_path)
 
 
 def test_methods_are_paired_item_by_item():
-    from autocustom.compare import Row, method_differences
+    from autocustom.compare import Row
+    from autocustom.score.differences import method_differences
 
     def row(method: str, margins: list[float], replies: list[float] | None, condition: str = "plain") -> Row:
         return Row("m", method, condition, 0, {}, margins, replies)
