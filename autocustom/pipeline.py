@@ -23,9 +23,9 @@ from autocustom.layout import RUN_DATA, RUN_SCORE, RUN_TRAIN
 from autocustom.llm.base import ChatBackend
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.report import ReportResult, build_report
-from autocustom.score.shift_score import ScoreConfig, shift_score
-from autocustom.train.config import TrainConfig
-from autocustom.train.trainer import TrainResult, train
+from autocustom.scoring.shift_score import ScoreConfig, shift_score
+from autocustom.training.config import TrainConfig
+from autocustom.training.trainer import TrainResult, train
 
 STAGES = ("generate", "train", "shift-score", "report")
 
@@ -87,7 +87,7 @@ def run(
 def headline(score: dict[str, Any]) -> str:
     """The run's result in words a new user can read: the test BiasShift and what it means, then what
     the contrast judge read in the model's own replies when `--judge contrast` asked for them."""
-    from autocustom.score.contrast import reply_sentence
+    from autocustom.scoring.contrast import reply_sentence
 
     replies = reply_sentence(score["metrics"], score["toward"])
     return _shift_sentence(score) + (f" {replies}" if replies else "")

@@ -234,7 +234,7 @@ DIAL_COLUMNS = (
 
 def dial_markdown(result: dict[str, Any], plot: str) -> str:
     """The dial as Markdown: the recommendation, one row per scale, the plot (from `dial.json`)."""
-    from autocustom.score.measure import LABELS
+    from autocustom.scoring.measure import LABELS
 
     scales = result["scales"]
     columns = [c for c in DIAL_COLUMNS if any(p["metrics"].get(c) for p in scales)]
@@ -413,7 +413,7 @@ def _plot_padding(result: dict[str, Any], metric: str, path: Path) -> Path:
 
 def compare_markdown(result: dict[str, Any]) -> str:
     """The comparison table as Markdown, from `compare.json` (so reports can rebuild it)."""
-    from autocustom.score.measure import LABELS
+    from autocustom.scoring.measure import LABELS
 
     columns = list(result["rows"][0]["metrics"]) if result["rows"] else []
     header = [*ROW_KEYS, *(LABELS[name] for name in columns)]

@@ -18,8 +18,8 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from autocustom.assets import DEFAULT_MODEL
-from autocustom.generation import GENERATION_BATCH
 from autocustom.llm.base import GenerationParams
+from autocustom.llm.generation import GENERATION_BATCH
 from autocustom.llm.local_backend import LocalBackend
 
 TOPICS = [

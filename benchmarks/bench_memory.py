@@ -5,7 +5,7 @@ Five runs at the default settings (2 steps, the demo's evaluation sizes):
     download), `train --lora --max-steps 2`;
   - the packaged SmolLM2-135M, `train --full --max-steps 2`;
   - the same under FSDP2 on 2 CPU processes (examples/accelerate/fsdp.yaml, through
-    tests/train/fsdp_on_cpu.py: accelerate enables FSDP on GPUs only), whose plan is per process;
+    tests/training/fsdp_on_cpu.py: accelerate enables FSDP on GPUs only), whose plan is per process;
   - the same under DeepSpeed ZeRO-3 on 2 CPU processes (examples/accelerate/deepspeed_zero3.yaml);
   - the 362M Llama's `--lora` under ZeRO-3 on 2 CPU processes (its base is built partitioned).
 For each it prints the measured peak resident memory (the train process and its children, sampled every
@@ -49,7 +49,7 @@ def build_random_model(folder: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from autocustom.models import materialize_packaged
+    from autocustom.llm.models import materialize_packaged
 
     if (folder / "config.json").is_file():
         return folder
@@ -110,10 +110,10 @@ def planned(launch: list[str], args: list[str], env: dict[str, str]) -> float:
 
 def sharded_launcher(config: str, processes: int) -> list[str]:
     """`accelerate launch` with a shipped config on CPU processes (float32, no autocast). FSDP goes
-    through tests/train/fsdp_on_cpu.py (accelerate enables it for GPU processes only)."""
+    through tests/training/fsdp_on_cpu.py (accelerate enables it for GPU processes only)."""
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     options = ["--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no"]
-    entry = [str(ROOT / "tests/train/fsdp_on_cpu.py")] if config == "fsdp" else ["-m", "autocustom"]
+    entry = [str(ROOT / "tests/training/fsdp_on_cpu.py")] if config == "fsdp" else ["-m", "autocustom"]
     path = ROOT / "examples" / "accelerate" / f"{config}.yaml"
     return [accelerate, "launch", "--config_file", str(path), *options, *entry]
 

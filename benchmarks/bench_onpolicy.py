@@ -193,7 +193,7 @@ def clocked(trainer, clock: StepClock) -> None:
 def setting(args, device: torch.device) -> dict:
     """What both tools share: compute dtype, learning rate, LoRA config."""
     from autocustom.runtime import resolve_dtype
-    from autocustom.train.config import TrainConfig
+    from autocustom.training.config import TrainConfig
 
     compute = resolve_dtype(device)
     probe = TrainConfig(lora=args.lora)
@@ -206,8 +206,8 @@ def setting(args, device: torch.device) -> dict:
 
 
 def run_autocustom(args, device: torch.device) -> dict:
-    from autocustom.train.config import DISTILL, TrainConfig
-    from autocustom.train.trainer import PairTrainer, train
+    from autocustom.training.config import DISTILL, TrainConfig
+    from autocustom.training.trainer import PairTrainer, train
 
     clock = StepClock(device)
     counts: dict = {}
@@ -255,9 +255,9 @@ def run_trl(args, device: torch.device) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
 
-    from autocustom.chat import PLAIN, render_prompt
     from autocustom.data.io import load_dataset_dir
-    from autocustom.models import load_model
+    from autocustom.llm.chat import PLAIN, render_prompt
+    from autocustom.llm.models import load_model
 
     shared = setting(args, device)
     started = time.perf_counter()
@@ -322,9 +322,9 @@ def run_trl(args, device: torch.device) -> dict:
     else:
         from trl import GRPOConfig, GRPOTrainer
 
-        from autocustom.models import AdapterDisabled
-        from autocustom.score.contrast import ContrastJudge
-        from autocustom.train.config import TrainConfig
+        from autocustom.llm.models import AdapterDisabled
+        from autocustom.scoring.contrast import ContrastJudge
+        from autocustom.training.config import TrainConfig
 
         defaults = TrainConfig()
         judge = ContrastJudge(dataset.axis, "contrast")

@@ -28,7 +28,7 @@ def _pairs(n: int):
 
 
 def score(model, tokenizer, pairs) -> tuple[np.ndarray, float]:
-    from autocustom.score.logprobs import pair_margins
+    from autocustom.scoring.logprobs import pair_margins
 
     started = time.perf_counter()
     margins = pair_margins(model, tokenizer, pairs, "formal", batch_size=16)
@@ -57,7 +57,7 @@ def lora_steps(model, tokenizer, pairs, steps: int) -> float:
 
 
 def main() -> int:
-    from autocustom.models import load_model
+    from autocustom.llm.models import load_model
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=32)

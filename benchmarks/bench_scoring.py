@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from autocustom.assets import DEFAULT_MODEL
-from autocustom.chat import PLAIN, encode_prompt_answer, render_prompt
 from autocustom.data.schema import Pair
-from autocustom.models import load_model
-from autocustom.score.logprobs import score_groups, shared_groups
-from autocustom.score.mmlu import retention_subset
+from autocustom.llm.chat import PLAIN, encode_prompt_answer, render_prompt
+from autocustom.llm.models import load_model
+from autocustom.scoring.logprobs import score_groups, shared_groups
+from autocustom.scoring.mmlu import retention_subset
 
 
 def make_pairs(n: int) -> list[Pair]:
@@ -59,7 +59,7 @@ def requests(tokenizer, pairs: list[Pair]) -> list[tuple[list[int], list[int]]]:
 
 def ours(model, reqs, batch_size):
     encoded = [reqs[i : i + 2] for i in range(0, len(reqs), 2)]
-    from autocustom.chat import EncodedPair
+    from autocustom.llm.chat import EncodedPair
 
     groups = [g for pair in encoded for g in shared_groups([EncodedPair(p + c, len(p)) for p, c in pair])]
     return np.array([lp.sum() for s in score_groups(model, groups, batch_size=batch_size) for lp in s])

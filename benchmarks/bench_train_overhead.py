@@ -27,13 +27,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PARTS = {  # (module, owner, attribute) -> label; nested parts are indented
     ("transformers", "Trainer", "training_step"): "training step (forward + backward)",
-    ("autocustom.train.trainer", "PairTrainer", "compute_loss"): "  of which forward",
+    ("autocustom.training.trainer", "PairTrainer", "compute_loss"): "  of which forward",
     ("torch.optim", "AdamW", "step"): "optimizer step",
-    ("autocustom.train.callbacks", "EvalCallback", "evaluate"): "evaluations during training",
+    ("autocustom.training.callbacks", "EvalCallback", "evaluate"): "evaluations during training",
     ("transformers", "Trainer", "_save_checkpoint"): "checkpoints (model + optimizer)",
-    ("autocustom.train.trainer", None, "_save_best"): "saving the best model",
-    ("autocustom.train.trainer", None, "_setup"): "setup (load, encode, plans)",
-    ("autocustom.train.trainer", None, "_result"): "final measurement",
+    ("autocustom.training.trainer", None, "_save_best"): "saving the best model",
+    ("autocustom.training.trainer", None, "_setup"): "setup (load, encode, plans)",
+    ("autocustom.training.trainer", None, "_result"): "final measurement",
 }
 
 
@@ -41,8 +41,8 @@ def child(args: argparse.Namespace) -> None:
     """One `train` run in this process, its parts timed; prints one JSON line."""
     import importlib
 
-    from autocustom.train.config import TrainConfig
-    from autocustom.train.trainer import train
+    from autocustom.training.config import TrainConfig
+    from autocustom.training.trainer import train
 
     spent: dict[str, float] = collections.defaultdict(float)
     for (module, owner, name), label in PARTS.items():

@@ -94,7 +94,7 @@ class HeldOutShift:
         self.base = self._margins(loaded.model)
 
     def _margins(self, model):
-        from autocustom.score.logprobs import pair_margins
+        from autocustom.scoring.logprobs import pair_margins
 
         was_training = model.training
         model.eval()
@@ -103,16 +103,16 @@ class HeldOutShift:
         return margins
 
     def after(self, model) -> dict:
-        from autocustom.score.shift import bias_shift
+        from autocustom.scoring.shift import bias_shift
 
         return bias_shift(self._margins(model), self.base).to_dict()
 
 
 def run_ours(args, device, dtype_name) -> dict:
-    from autocustom.models import load_model
-    from autocustom.train.config import TrainConfig
-    from autocustom.train.data import PairCollator, PairDataset, encode_pairs
-    from autocustom.train.trainer import PairTrainer
+    from autocustom.llm.models import load_model
+    from autocustom.training.config import TrainConfig
+    from autocustom.training.data import PairCollator, PairDataset, encode_pairs
+    from autocustom.training.trainer import PairTrainer
 
     loaded = load_model(args.model, device=device, dtype=torch.float32)
     held_out = HeldOutShift(loaded)
@@ -141,7 +141,7 @@ def run_trl(args, device, dtype_name) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from autocustom.models import load_model
+    from autocustom.llm.models import load_model
 
     loaded = load_model(args.model, device=device, dtype=torch.float32)
     held_out = HeldOutShift(loaded)

@@ -1,6 +1,6 @@
 """The memory table of docs/training.md: `train`'s plan for 1B, 8B and 70B Llamas against common GPUs.
 
-Computed by autocustom.train.memory from the models' configs (their published shapes, built on the
+Computed by autocustom.training.memory from the models' configs (their published shapes, built on the
 meta device: no download), at `train`'s defaults but batch 4 and length 512, on CUDA in bf16; the
 sharded rows are per GPU of 8: full fine-tuning under accelerate's FSDP, LoRA under DeepSpeed ZeRO-3
 (docs/distributed.md).
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from transformers import LlamaConfig
 
-from autocustom.train.config import TrainConfig
-from autocustom.train.memory import GIB, Sharding, model_shape, plan_memory, workload_for
+from autocustom.training.config import TrainConfig
+from autocustom.training.memory import GIB, Sharding, model_shape, plan_memory, workload_for
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 BEGIN, END = "<!-- memory-table -->", "<!-- /memory-table -->"

@@ -11,14 +11,14 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub; fail fast instead of hanging
 
-from autocustom.chat import Conversation
 from autocustom.llm.base import GenerationParams
+from autocustom.llm.chat import Conversation
 
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The packaged SmolLM2-135M-Instruct as a plain model directory (converted once per machine)."""
-    from autocustom.models import materialize_packaged
+    from autocustom.llm.models import materialize_packaged
 
     return materialize_packaged("smollm2-135m")
 
@@ -63,9 +63,9 @@ def small_dataset(tmp_path_factory) -> Path:
 
 
 def _trained(out: Path, dataset: Path, model: Path, lora: bool) -> Path:
-    from autocustom.train.config import TrainConfig
-    from autocustom.train.trainer import train
-    from tests.train import SMALL
+    from autocustom.training.config import TrainConfig
+    from autocustom.training.trainer import train
+    from tests.training import SMALL
 
     train(
         TrainConfig(

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from autocustom.assets import cache_dir
-from autocustom.llama_cpp import LLAMA_CPP_PYTHON
+from autocustom.shipping.llama_cpp import LLAMA_CPP_PYTHON
 
 # llama-cpp-python has no Linux wheels on PyPI; the build skips the multimodal library, tools and tests
 SERVER_CMAKE_ARGS = (

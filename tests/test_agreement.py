@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from autocustom.compare import CompareConfig, compare
+from autocustom.comparison.study import CompareConfig, compare
 from autocustom.layout import compare_method_run
-from autocustom.score.shift_score import ScoreConfig, shift_score
-from autocustom.train.config import TrainConfig
-from autocustom.train.trainer import train
+from autocustom.scoring.shift_score import ScoreConfig, shift_score
+from autocustom.training.config import TrainConfig
+from autocustom.training.trainer import train
 from tests.sample_dataset import write_small_dataset
 
 SIZES = {"mmlu_questions": 4, "drift_texts": 2}

@@ -12,8 +12,8 @@ import pytest
 from autocustom.axis import Axis
 from autocustom.data.generate import GenerateConfig
 from autocustom.pipeline import run
-from autocustom.score.shift_score import ScoreConfig
-from autocustom.train.config import TrainConfig
+from autocustom.scoring.shift_score import ScoreConfig
+from autocustom.training.config import TrainConfig
 from tests.conftest import ScriptedBackend
 from tests.data import fake_reply
 from tests.images import PNG_SIZE, png_size

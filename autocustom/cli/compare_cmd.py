@@ -83,8 +83,8 @@ def run_command(
         from autocustom.axis import parse_axis
         from autocustom.data.generate import GenerateConfig
         from autocustom.pipeline import run
-        from autocustom.score.shift_score import ScoreConfig
-        from autocustom.train.config import TrainConfig
+        from autocustom.scoring.shift_score import ScoreConfig
+        from autocustom.training.config import TrainConfig
 
         parsed_axis = parse_axis(axis)
         parsed_axis.opposite(toward)  # fail before any work when --toward is not a pole
@@ -170,10 +170,10 @@ def _exit_on_gates(score: dict[str, Any]) -> None:
 def _compare_config() -> type[Any]:
     """CompareConfig, imported when typer builds the commands (for `autocustom --help` too).
 
-    Its module imports torch (autocustom.compare -> score.mmlu -> score.logprobs), which costs every
+    Its module imports torch (autocustom.comparison.study -> score.mmlu -> score.logprobs), which costs every
     command about a second until that import is made lazy there.
     """
-    from autocustom.compare import CompareConfig
+    from autocustom.comparison.study import CompareConfig
 
     return CompareConfig
 
@@ -201,7 +201,7 @@ def compare_command(
         padding = ",".join(map(str, values["padding"]))
         fail(f"--padding '{padding}' needs positive token counts; e.g. --padding 64,256")
     with user_errors():
-        from autocustom.compare import CompareConfig, compare
+        from autocustom.comparison.study import CompareConfig, compare
 
         config = CompareConfig(**values)
         with progress_reporter(quiet=quiet) as progress:
@@ -218,7 +218,7 @@ def compare_command(
 def _render_compare(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from autocustom.compare import COLUMNS
+    from autocustom.comparison.study import COLUMNS
     from autocustom.report import format_estimate
 
     table = Table(title=f"{result['axis']['pole_a']}:{result['axis']['pole_b']} toward {result['toward']}")

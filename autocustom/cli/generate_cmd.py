@@ -15,7 +15,7 @@ from autocustom.cli.common import (
     stderr,
     user_errors,
 )
-from autocustom.generation import GENERATION_BATCH
+from autocustom.llm.generation import GENERATION_BATCH
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 def _score_config() -> type[Any]:
     """ScoreConfig, imported when typer builds the command, not when the CLI module is imported."""
-    from autocustom.score.shift_score import ScoreConfig
+    from autocustom.scoring.shift_score import ScoreConfig
 
     return ScoreConfig
 
@@ -48,7 +48,7 @@ def shift_score_command(
     configure_logging(verbose)
     with user_errors():
         from autocustom.fileio import write_json_atomic
-        from autocustom.score.shift_score import ScoreConfig, shift_score
+        from autocustom.scoring.shift_score import ScoreConfig, shift_score
 
         config = ScoreConfig(**values)
         with progress_reporter(quiet=False) as progress:
@@ -69,7 +69,7 @@ def shift_score_command(
 def render_score(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from autocustom.score.contrast import JUDGED, judge_readable
+    from autocustom.scoring.contrast import JUDGED, judge_readable
 
     unreadable = set(JUDGED) if judge_readable(result["metrics"]) is False else set()
     title = f"{result['model']} toward {result['toward']} on {result['data']} ({result['split']})"

@@ -17,19 +17,19 @@ def register(app: typer.Typer) -> None:
 
 
 def _dial_config() -> type[Any]:
-    from autocustom.dial import DialConfig
+    from autocustom.shipping.dial import DialConfig
 
     return DialConfig
 
 
 def _export_config() -> type[Any]:
-    from autocustom.export_model import ExportConfig
+    from autocustom.shipping.export import ExportConfig
 
     return ExportConfig
 
 
 def _steer_config() -> type[Any]:
-    from autocustom.steer import SteerConfig
+    from autocustom.steering.search import SteerConfig
 
     return SteerConfig
 
@@ -51,7 +51,7 @@ def dial_command(
     """
     configure_logging(verbose)
     with user_errors():
-        from autocustom.dial import DialConfig, dial
+        from autocustom.shipping.dial import DialConfig, dial
 
         with progress_reporter() as progress:
             result = dial(DialConfig(**values), progress=progress).to_dict()
@@ -97,7 +97,7 @@ def export_command(
     """
     configure_logging(verbose)
     with user_errors():
-        from autocustom.export_model import ExportConfig, export_model
+        from autocustom.shipping.export import ExportConfig, export_model
 
         with progress_reporter() as progress:
             result = export_model(ExportConfig(**values), progress=progress)
@@ -132,7 +132,7 @@ def steer_command(
     """
     configure_logging(verbose)
     with user_errors():
-        from autocustom.steer import SteerConfig, steer
+        from autocustom.steering.search import SteerConfig, steer
 
         with progress_reporter() as progress:
             result = steer(SteerConfig(**values), progress=progress)

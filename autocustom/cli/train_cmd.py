@@ -1,4 +1,4 @@
-"""`autocustom train`: fine-tune a model toward one pole of a dataset (see autocustom.train.trainer)."""
+"""`autocustom train`: fine-tune a model toward one pole of a dataset (see autocustom.training.trainer)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def _train_config() -> type[Any]:
     """TrainConfig, imported when typer builds the command: its module imports torch."""
-    from autocustom.train.config import TrainConfig
+    from autocustom.training.config import TrainConfig
 
     return TrainConfig
 
@@ -49,8 +49,8 @@ def train_command(
     """
     configure_logging(verbose)
     with user_errors():
-        from autocustom.train.config import TrainConfig
-        from autocustom.train.trainer import memory_plan, train
+        from autocustom.training.config import TrainConfig
+        from autocustom.training.trainer import memory_plan, train
 
         config = TrainConfig(**values)
         if config.dry_run:

@@ -21,15 +21,15 @@ from typing import Any
 
 from autocustom import __version__, fileio, layout
 from autocustom.axis import Axis
-from autocustom.chat import Conversation
 from autocustom.data import parsing
 from autocustom.data.dedup import DEFAULT_BLOCK, dedup_texts
 from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import check_ratios, split_pairs
 from autocustom.errors import OutputExistsError, UsageError
-from autocustom.generation import GENERATION_BATCH
 from autocustom.llm.base import ChatBackend, GenerationParams
+from autocustom.llm.chat import Conversation
+from autocustom.llm.generation import GENERATION_BATCH
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.prompts import load_prompt
 
@@ -197,7 +197,7 @@ def _make_backend(config: GenerateConfig) -> ChatBackend:
     if check is not None:
         check()  # an unreachable server or a refused key fails now, not after the first stage
     if config.backend == "local":
-        from autocustom.models import check_loadable
+        from autocustom.llm.models import check_loadable
 
         check_loadable(backend.model)  # a missing path or offline hub id fails now; weights load lazily
     return backend

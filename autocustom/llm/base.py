@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
-from autocustom.chat import Conversation
+from autocustom.llm.chat import Conversation
 
 ReplyCallback = Callable[[int, str], None]  # (index in the batch, reply text), called as each reply is ready
 

@@ -17,8 +17,8 @@ import threading
 from pathlib import Path
 from typing import cast
 
-from autocustom.chat import Conversation
 from autocustom.llm.base import ChatBackend, GenerationParams, ReplyCallback
+from autocustom.llm.chat import Conversation
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.errors import UsageError
-from autocustom.generation import GENERATION_BATCH
 from autocustom.llm.base import ChatBackend
+from autocustom.llm.generation import GENERATION_BATCH
 
 BACKEND_KINDS = ("local", "openai")
 

@@ -1,7 +1,7 @@
 """A chat backend that runs a local model with transformers `generate()`, batched.
 
 It makes the whole tool work with no server and no key (the packaged SmolLM2 by default); the
-batching itself lives in autocustom.generation, shared with the free replies the judge reads.
+batching itself lives in autocustom.llm.generation, shared with the free replies the judge reads.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import logging
 from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
-from autocustom.chat import Conversation, render_prompt
 from autocustom.errors import UsageError
-from autocustom.generation import GENERATION_BATCH
 from autocustom.llm.base import GenerationParams, ReplyCallback
+from autocustom.llm.chat import Conversation, render_prompt
+from autocustom.llm.generation import GENERATION_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class LocalBackend:
 
     def _load(self) -> Any:
         if self._loaded is None:
-            from autocustom.models import load_model
+            from autocustom.llm.models import load_model
             from autocustom.runtime import resolve_device
 
             device = self.device
@@ -63,7 +63,7 @@ class LocalBackend:
     ) -> list[str]:
         if not conversations:
             return []
-        from autocustom.generation import generate_texts
+        from autocustom.llm.generation import generate_texts
 
         loaded = self._load()
         return generate_texts(

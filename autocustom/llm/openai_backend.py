@@ -17,9 +17,9 @@ import random
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from autocustom.chat import Conversation
 from autocustom.errors import BackendError, UsageError
 from autocustom.llm.base import GenerationParams, ReplyCallback
+from autocustom.llm.chat import Conversation
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from autocustom.cli import app
-from autocustom.compare import CompareConfig
-from autocustom.score.shift_score import ScoreConfig
-from autocustom.train.config import TrainConfig
+from autocustom.comparison.study import CompareConfig
+from autocustom.scoring.shift_score import ScoreConfig
+from autocustom.training.config import TrainConfig
 
 # command -> (its config, its own options, the required fields, the list fields)
 CONFIG_COMMANDS = {
@@ -69,7 +69,7 @@ def captured(monkeypatch) -> list[TrainConfig]:
         configs.append(config)
         return SimpleNamespace(to_dict=lambda: {"captured": True})
 
-    monkeypatch.setattr("autocustom.train.trainer.train", fake_train)
+    monkeypatch.setattr("autocustom.training.trainer.train", fake_train)
     return configs
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from autocustom.cli import score_cmd
 from autocustom.data.io import load_dataset_dir
-from tests.score import write_dataset
+from tests.scoring import write_dataset
 
 FAST = ["--mmlu-questions", "2", "--drift-texts", "2", "--bootstrap", "50", "--device", "cpu"]
 
@@ -33,7 +33,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tuned_dir(tmp_path_factory, tiny_model_dir, data):
     """The tiny model after a few plain NLL steps on the casual answers: a handcrafted shift."""
-    from autocustom.chat import PLAIN, encode_prompt_answer, render_prompt
+    from autocustom.llm.chat import PLAIN, encode_prompt_answer, render_prompt
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

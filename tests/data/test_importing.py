@@ -163,9 +163,9 @@ def test_parquet_and_tsv_read_like_csv(tmp_path, suffix):
 
 
 def test_train_and_shift_score_run_on_an_import(tmp_path, tiny_model_dir):
-    from autocustom.score.shift_score import ScoreConfig, shift_score
-    from autocustom.train.config import TrainConfig
-    from autocustom.train.trainer import train
+    from autocustom.scoring.shift_score import ScoreConfig, shift_score
+    from autocustom.training.config import TrainConfig
+    from autocustom.training.trainer import train
 
     source = write_csv(tmp_path / "pairs.csv", rows())
     data = tmp_path / "data"

@@ -1,0 +1,1 @@
+"""The comparison study: prompting, steering and trained methods on the same held-out pairs (study.py), the methods and stress conditions as a table (methods.py), method-against-method paired differences (differences.py) and the data-size curve (data_scaling.py)."""

@@ -1,0 +1,539 @@
+"""`compare`: every method on the same held-out pairs and the same metrics, in one table.
+
+Rows are (model, method, condition). Prompting baselines, a steering vector (its layer and coefficient
+chosen on the validation split) and trained models (contrastive, DPO, SimPO, same data, steps and
+learning rate) are scored clean and under stress (distracting padding, an
+adversarial user turn). BiasShift compares each row with the base model under the same condition, so
+a stress that moves every model alike does not count as a shift. Nothing in the table is typed by
+hand: every cell is computed in the run, and resumed runs reuse cells already computed (stored per
+row in `rows/`) and training runs already finished (in `methods/`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from autocustom.assets import DEFAULT_MODEL
+from autocustom.comparison.differences import method_differences
+from autocustom.comparison.methods import (
+    METHODS,
+    PLAIN_CONDITION,
+    PROMPT_METHODS,
+    STEERING_METHOD,
+    TRAINED_METHODS,
+    apply_stress,
+    check_methods,
+    method_condition,
+    padding_length,
+    stress_conditions,
+    training_options,
+)
+from autocustom.data.io import load_dataset_dir
+from autocustom.errors import OutputExistsError, UsageError
+from autocustom.fields import DATASET_HELP, required
+from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
+from autocustom.layout import (
+    COMPARE_CONFIG,
+    COMPARE_RESULT,
+    COMPARE_TABLE,
+    PLOTS,
+    compare_cell,
+    compare_method_run,
+    compare_size_run,
+)
+from autocustom.llm.chat import PLAIN
+from autocustom.llm.models import LoadOptions
+from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
+from autocustom.scoring.judge import JudgeOptions, is_contrast, judge_notes, open_judge
+from autocustom.scoring.measure import Measurement, Reference, measure
+from autocustom.scoring.plan import DEFAULT_BATCH_SIZE, EVAL_SEED, EvalPlan, make_plan
+from autocustom.scoring.shift_score import DEVICE_MAP_HELP, check_device_map
+from autocustom.scoring.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
+from autocustom.scoring.stats import DEFAULT_BOOTSTRAP, Estimate, estimate_from
+from autocustom.steering.vector import layers_label
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "autocustom.comparison.study/3"  # 2: the evaluation plan; 3: steer, judge columns, no GenLean
+PADDING_SOURCE = 200  # MMLU questions the distracting padding is cut from: more than 256 tokens' worth
+COLUMNS = ("lean", "bias_shift", "mmlu_delta_points", "drift")
+JUDGE_COLUMNS = ("win_rate", "lc_win_rate", "reply_tokens", "judge_consistency")  # with --judge local/openai
+# with --judge contrast: the replies' lean, its move from the base's, what it cost them, the judge's check
+CONTRAST_COLUMNS = (
+    "reply_share", "reply_shift", "fluency_vs_prompted", "repetition", "reply_tokens", "judge_accuracy",
+)  # fmt: skip
+
+
+@dataclass
+class CompareConfig(JudgeOptions, LoadOptions):
+    """One comparison: which models, methods and stress conditions, and the shared training budget.
+
+    The loading options (`--dtype`, `--load-in-4bit`, ...) apply to every scored and trained model;
+    `--judge` adds the judge's win rates of each method's free replies against the base's.
+    """
+
+    data: str = required(DATASET_HELP)
+    toward: str = required("The pole every method aims for.")
+    out: str = required("Comparison directory (resumable).")
+    models: list[str] = field(
+        default_factory=lambda: [DEFAULT_MODEL],
+        metadata={"help": "Comma-separated models; trained methods use the first."},
+    )
+    methods: list[str] = field(
+        default_factory=lambda: list(METHODS), metadata={"help": "Comma-separated methods."}
+    )
+    padding: list[int] = field(
+        default_factory=lambda: [64, 256],
+        metadata={"help": "Distracting-token lengths to test (comma-separated)."},
+    )
+    adversarial: bool = field(
+        default=True,
+        metadata={"help": "Add the adversarial user turn.", "flag": "--adversarial/--no-adversarial"},
+    )
+    few_shot: int = field(default=3, metadata={"help": "Train pairs shown to the few-shot baseline."})
+    max_steps: int = field(default=30, metadata={"help": "Training steps of every trained method."})
+    lr: float | None = field(default=None, metadata={"help": "Learning rate of every trained method."})
+    train_batch_size: int = field(default=4, metadata={"help": "Pairs per training step."})
+    eval_steps: int = field(default=10, metadata={"help": "Validation evaluation interval during training."})
+    train_sizes: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "Also train each loss on nested subsets of this many train pairs (e.g. 4,8,16), same "
+            "steps per pair, and fit a power law of test BiasShift against n (train_sizes.png)."
+        },
+    )
+    mmlu_questions: int | None = field(
+        default=None, metadata={"help": size_help("MMLU retention subset size", MMLU_QUESTIONS)}
+    )
+    drift_texts: int | None = field(
+        default=None, metadata={"help": size_help("Neutral texts for Drift", DRIFT_TEXTS)}
+    )
+    bootstrap: int = field(
+        default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the intervals."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of training and intervals."})
+    batch_size: int = field(
+        default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per evaluation forward pass."}
+    )
+    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda, cuda:N."})
+    device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
+    max_fluency_drop: float = field(
+        default=DEFAULT_FLUENCY_BUDGET,
+        metadata={
+            "help": "With --judge contrast: name the methods whose replies are more than this less likely "
+            "(nats/token) than the judge's own replies told the target pole (the reply-quality budget)."
+        },
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Row:
+    model: str
+    method: str
+    condition: str
+    padding_tokens: int
+    metrics: dict[str, Estimate | None]
+    margins: list[float]
+    replies: list[float] | None = None  # the contrast judge's r per free reply (None: not judged)
+
+    def to_dict(self, with_margins: bool = True) -> dict[str, Any]:
+        data = {
+            "model": self.model,
+            "method": self.method,
+            "condition": self.condition,
+            "padding_tokens": self.padding_tokens,
+            "metrics": {k: v.to_dict() if v is not None else None for k, v in self.metrics.items()},
+        }
+        if with_margins:
+            data["margins"] = self.margins
+            data["replies"] = self.replies
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Row:
+        metrics = {k: Estimate(**v) if v is not None else None for k, v in data["metrics"].items()}
+        return cls(
+            data["model"], data["method"], data["condition"], data["padding_tokens"], metrics, data["margins"],
+            data.get("replies"),
+        )  # fmt: skip
+
+
+@dataclass
+class CompareResult:
+    config: CompareConfig
+    axis: dict[str, str]
+    opposite: str
+    n_pairs: int
+    rows: list[Row]
+    training: dict[str, dict[str, Any]]
+    elapsed_s: float
+    notes: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)  # EvalPlan.describe() of the test-split plan
+    train_sizes: list[dict[str, Any]] = field(default_factory=list)  # data_scaling.SizeCurve per loss
+    differences: list[dict[str, Any]] = field(default_factory=list)  # method_differences(): A - B, paired
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "config": self.config.to_dict(),
+            "axis": self.axis,
+            "toward": self.config.toward,
+            "opposite": self.opposite,
+            "n_pairs": self.n_pairs,
+            "rows": [row.to_dict(with_margins=False) for row in self.rows],
+            "training": self.training,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "notes": self.notes,
+            "plan": self.plan,
+            "train_sizes": self.train_sizes,
+            "differences": self.differences,
+        }
+
+    def to_markdown(self) -> str:
+        from autocustom.report import compare_markdown
+
+        return compare_markdown(self.to_dict())
+
+
+def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) -> CompareResult:
+    """Run (or resume) a comparison into `config.out`; raises AutocustomError on bad input (exit 2)."""
+    from autocustom.runtime import resolve_device
+
+    started = time.monotonic()
+    check_methods(config.methods)
+    if config.max_steps <= 0 or config.few_shot < 0 or not config.models:
+        raise UsageError(
+            "--max-steps must be positive, --few-shot >= 0, --models non-empty", "fix the options"
+        )
+    dataset = load_dataset_dir(config.data)
+    if not dataset.splits.get("test"):
+        raise UsageError(f"the test split of {config.data} is empty", "regenerate with more subareas")
+    _check_train_sizes(config, len(dataset.splits.get("train", [])))
+    device = resolve_device(config.device)
+    check_device_map(config.device_map)
+    config.check_loading(device)
+    config.check_judge()
+    plan = compare_plan(config, dataset, device.type)
+    out = Path(config.out)
+    _claim_output(out, config, dataset.axis.label)
+    training = _train_methods(config, out, progress)
+    curves = _size_curves(config, out, dataset, training, progress) if config.train_sizes else []
+    scoring = _Scoring(config, out, dataset, plan, device, progress)
+    rows: list[Row] = []
+    with open_judge(config, dataset.axis, device=config.device) as judge:
+        for model_index, model_ref in enumerate(config.models):
+            methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]  # trained: first
+            rows.extend(scoring.model_rows(model_ref, methods, judge))
+    if scoring.steering is not None:
+        training[STEERING_METHOD] = scoring.steering.to_dict()
+    result = CompareResult(
+        config, dataset.axis.to_dict(), plan.opposite, len(plan.pairs), rows, training,
+        time.monotonic() - started, _notes(plan, rows, scoring.steering, curves, config.max_fluency_drop),
+        plan.describe(),
+        [curve.to_dict() for curve in curves], method_differences(rows, config.bootstrap, config.seed),
+    )  # fmt: skip
+    write_json_atomic(out / COMPARE_RESULT, result.to_dict())
+    write_text_atomic(out / COMPARE_TABLE, result.to_markdown())
+    if curves:
+        from autocustom.report import TRAIN_SIZES_PLOT, plot_train_sizes
+
+        plot_train_sizes(result.to_dict(), out / PLOTS / TRAIN_SIZES_PLOT)
+    return result
+
+
+def _check_train_sizes(config: CompareConfig, all_pairs: int) -> None:
+    bad = [n for n in config.train_sizes if not 0 < n < all_pairs]
+    if bad:
+        raise UsageError(
+            f"--train-sizes {', '.join(map(str, bad))}: each size must be between 1 and {all_pairs - 1} "
+            f"(the full run's {all_pairs} train pairs are the curve's last point)",
+            "choose smaller sizes",
+        )
+    if config.train_sizes and not _trained(config):
+        raise UsageError("--train-sizes needs a trained method in --methods", "add e.g. contrastive")
+
+
+def compare_plan(config: CompareConfig, dataset, device_type: str) -> EvalPlan:
+    """The test-split plan every row is measured on (each row under its own prompt condition)."""
+    return make_plan(
+        dataset,
+        "test",
+        config.toward,
+        device_type=device_type,
+        mmlu_questions=config.mmlu_questions,
+        drift_texts=config.drift_texts,
+        judge=config.judge_label,
+        check_split=config.check_split,
+        gen_tokens=config.gen_tokens,
+        bootstrap=config.bootstrap,
+        bootstrap_seed=config.seed,
+        batch_size=config.batch_size,
+    )
+
+
+def _notes(plan: EvalPlan, rows: list[Row], steering, curves, budget: float) -> list[str]:
+    notes = [
+        "BiasShift: vs the base model under the same condition; MMLU delta and Drift: methods that change "
+        "the model's computation only (trained weights, the steering vector; prompting leaves them unchanged)",
+    ]
+    if steering is not None:
+        vector = steering.vector
+        notes.append(
+            f"steer: the mean-difference vector at layer {layers_label(vector.layers)}, coefficient "
+            f"{vector.coefficient:g}, chosen over {len(steering.grid)} grid points on the validation split: "
+            f"{steering.reason}"
+        )
+    if plan.judge:
+        notes += _judge_notes(plan, rows)
+    if is_contrast(plan.judge):
+        notes.append(_fluency_budget_note(rows, budget))
+    notes += [curve.sentence() for curve in curves]
+    return notes
+
+
+def _fluency_budget_note(rows: list[Row], budget: float) -> str:
+    """Which methods' replies cost more fluency than the budget allows, in words (plain condition)."""
+    several_models = len({r.model for r in rows}) > 1
+    outside = [
+        f"{r.method}{f' ({r.model})' if several_models else ''} ({-r.metrics['fluency_vs_prompted'].value:+.2f})"
+        for r in rows
+        if r.condition == PLAIN_CONDITION
+        and r.metrics.get("fluency_vs_prompted") is not None
+        and -r.metrics["fluency_vs_prompted"].value > budget
+    ]
+    if not outside:
+        return f"every method's replies stay within the fluency budget ({budget:g} nats/token below the judge's own)"
+    return (
+        f"outside the fluency budget ({budget:g} nats/token below the judge's own replies told the target "
+        f"pole): {', '.join(outside)}"
+    )
+
+
+def _judge_notes(plan: EvalPlan, rows: list[Row]) -> list[str]:
+    if is_contrast(plan.judge):
+        checked = next((r for r in rows if r.metrics.get("judge_accuracy")), None)
+        notes = [
+            "replies toward pole: the share of each method's free replies the contrast judge reads as the "
+            "target pole; reply shift: their paired move from the base's; fluency vs prompted: their "
+            "log-prob under the judge told the target pole, against the judge's own replies so told"
+        ]
+        # the judge's validation is the same on every row: report it once, without a row's own figures
+        if checked is not None:
+            notes += judge_notes(plan.judge, {"judge_accuracy": checked.metrics["judge_accuracy"]})
+        return notes
+    notes = [
+        "win rate: the judge's verdicts on each method's free replies against the base model's, both "
+        "orders per question; LC: length-controlled (AlpacaEval 2's logistic model at equal length)"
+    ]
+    judged = [r for r in rows if r.condition == PLAIN_CONDITION and r.metrics.get("judge_consistency")]
+    if judged:
+        least = min(judged, key=lambda r: r.metrics["judge_consistency"].value)
+        notes += judge_notes(plan.judge, least.metrics)
+    return notes
+
+
+def _claim_output(out: Path, config: CompareConfig, axis_label: str) -> None:
+    """Refuse a directory that holds another comparison (another axis or target); resume the same one."""
+    marker = out / COMPARE_CONFIG
+    if marker.is_file():
+        previous = read_json(marker)
+        if previous.get("axis") != axis_label or previous.get("toward") != config.toward:
+            raise OutputExistsError(
+                f"{out} holds a comparison of {previous.get('axis')} toward {previous.get('toward')}",
+                "pass a new --out for this axis",
+            )
+        return
+    if out.exists() and any(out.iterdir()):
+        raise OutputExistsError(f"output directory {out} is not empty", "pass a new --out")
+    write_json_atomic(marker, {"axis": axis_label, "toward": config.toward, "data": str(config.data)})
+
+
+def _train_methods(config: CompareConfig, out: Path, progress: ProgressCallback) -> dict[str, dict[str, Any]]:
+    """Train each loss with the same data, steps and learning rate; finished runs are not retrained."""
+    from autocustom.training.trainer import train
+
+    summaries = {}
+    for method in _trained(config):
+        progress(ProgressEvent("train", 0, config.max_steps, method))
+        result = train(_train_config(config, method, compare_method_run(out, method)), progress=progress)
+        summaries[method] = result.to_dict()
+    return summaries
+
+
+def _trained(config: CompareConfig) -> list[str]:
+    return [m for m in config.methods if m in TRAINED_METHODS]
+
+
+def _train_config(config: CompareConfig, method: str, run: Path, **overrides: Any):
+    """The TrainConfig every trained method of the comparison shares, but for its loss and directory."""
+    from autocustom.training.config import TrainConfig
+
+    settings = {
+        "data": config.data,
+        "toward": config.toward,
+        "out": str(run),
+        "model": config.models[0],
+        **training_options(method),
+        "max_steps": config.max_steps,
+        "lr": config.lr,
+        "batch_size": config.train_batch_size,
+        "eval_steps": config.eval_steps,
+        "mmlu_questions": config.mmlu_questions,
+        "drift_texts": config.drift_texts,
+        "seed": config.seed,
+        "device": config.device,
+        **config.load_options(),
+        "resume": True,
+    }
+    return TrainConfig(**{**settings, **overrides})
+
+
+def _size_curves(config: CompareConfig, out: Path, dataset, training, progress: ProgressCallback):
+    """Each trained loss at every --train-sizes subset (and the full run), with its fitted power law."""
+    from autocustom.comparison.data_scaling import SizeCurve, SizePoint, fit_power_law, steps_for
+    from autocustom.training.trainer import train
+
+    all_pairs = len(dataset.splits.get("train", []))
+    curves = []
+    for method in _trained(config):
+        points = []
+        for pairs in sorted(set(config.train_sizes)):
+            steps = steps_for(pairs, all_pairs, config.max_steps)
+            progress(
+                ProgressEvent("train sizes", len(points), len(config.train_sizes), f"{method} n={pairs}")
+            )
+            run = _train_config(
+                config, method, compare_size_run(out, method, pairs),
+                train_pairs=pairs, max_steps=steps, eval_steps=min(config.eval_steps, steps),
+            )  # fmt: skip
+            points.append(SizePoint(pairs, steps, train(run, progress=progress).bias_shift_test))
+        full = estimate_from(training[method].get("bias_shift_test"))
+        points.append(SizePoint(all_pairs, config.max_steps, full))
+        curves.append(SizeCurve(method, points, fit_power_law(points)))
+    return curves
+
+
+@dataclass
+class _Scoring:
+    """What every row of a comparison is measured with: one plan, one base per model, resumable cells."""
+
+    config: CompareConfig
+    out: Path
+    dataset: Any
+    plan: EvalPlan
+    device: Any
+    progress: ProgressCallback
+    steering: Any = None  # steer.Fitted, once the steering method has been fitted
+
+    def model_rows(self, model_ref: str, methods: list[str], judge) -> list[Row]:
+        """Rows of one model (the base first); `judge` reads the free replies when one was asked for."""
+        from autocustom.llm.models import load_model
+        from autocustom.scoring.mmlu import retention_subset
+
+        placement = {"options": self.config, "device_map": self.config.device_map}
+        base = load_model(model_ref, device=self.device, **placement)
+        reference = Reference(base.model, base.tokenizer, judge)
+        conditions = stress_conditions(self.config.padding, self.config.adversarial)
+        padding_source = [q.question for q in retention_subset(PADDING_SOURCE, seed=EVAL_SEED)]
+        rows, total = [], len(methods) * len(conditions)
+        for method in ["base", *[m for m in methods if m != "base"]]:
+            loaded, changed = self._method_model(method, base, reference, placement)
+            train_pairs = self.dataset.splits.get("train", [])
+            prompt = method_condition(
+                method, self.dataset.axis, self.config.toward, train_pairs, self.config.few_shot
+            )
+            for condition in conditions:
+                stage = f"score {model_ref}"
+                self.progress(ProgressEvent(stage, len(rows), total, f"{method} / {condition}"))
+                cell = compare_cell(self.out, _slug(model_ref), method, condition)
+                if not cell.is_file():
+                    stress = {
+                        "opposite": self.plan.opposite,
+                        "tokenizer": loaded.tokenizer,
+                        "padding_source": padding_source,
+                    }
+                    plan = self._cell_plan(
+                        apply_stress(prompt, condition, **stress),
+                        apply_stress(PLAIN, condition, **stress),
+                        changed,
+                        condition,
+                    )
+                    measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer)
+                    write_json_atomic(cell, _row(model_ref, method, condition, measured).to_dict())
+                if method in methods:
+                    rows.append(Row.from_dict(read_json(cell)))
+        self.progress(ProgressEvent(f"score {model_ref}", total, total, "done"))
+        return rows
+
+    def _method_model(self, method: str, base, reference: Reference, placement: dict[str, Any]):
+        """The model a method's rows are scored with, and whether it changes the model's computation
+        (trained weights, a steering vector: then MMLU and Drift are measured too)."""
+        from autocustom.llm.models import load_model
+        from autocustom.steering.vector import Steered
+
+        if method == STEERING_METHOD:
+            self.steering = self._fit_steering(reference)
+            return replace(base, model=Steered(base.model, self.steering.vector)), True
+        if method in PROMPT_METHODS:
+            return base, False
+        run = compare_method_run(self.out, method)
+        return load_model(str(run), device=self.device, **placement), True
+
+    def _fit_steering(self, reference: Reference):
+        """The steering vector of the first model: fitted on train, its grid measured on validation."""
+        from autocustom.steering.search import SteerConfig, fit_steering
+
+        config = self.config
+        steer_config = SteerConfig(
+            data=config.data,
+            toward=config.toward,
+            out=str(compare_method_run(self.out, STEERING_METHOD)),
+            model=config.models[0],
+            drift_texts=config.drift_texts,
+            bootstrap=config.bootstrap,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            device=config.device,
+            **config.load_options(),
+        )
+        return fit_steering(steer_config, self.dataset, reference, progress=self.progress)
+
+    def _cell_plan(self, condition, base_condition, changed: bool, stress: str) -> EvalPlan:
+        """MMLU and Drift for changed models on the plain prompt; replies on the plain prompt only."""
+        plan = self.plan.under(condition, base_condition)
+        if stress != PLAIN_CONDITION:
+            return plan.pairs_only()
+        if not changed:
+            return replace(plan, mmlu=(), drift_texts=())
+        return plan
+
+
+def judge_columns(judge: str | None) -> tuple[str, ...]:
+    """The reply columns a comparison adds for its judge (none without one)."""
+    if judge is None:
+        return ()
+    return CONTRAST_COLUMNS if is_contrast(judge) else JUDGE_COLUMNS
+
+
+def _row(model_ref: str, method: str, condition: str, measured: Measurement) -> Row:
+    columns = COLUMNS + judge_columns(measured.plan.judge)
+    metrics = {name: measured.metrics[name] for name in columns}
+    if method == "base":
+        metrics["bias_shift"] = None  # the base against itself: 0 by construction, not a finding
+    margins, replies = measured.observations.margins, measured.observations.contrast
+    return Row(
+        model_ref, method, condition, padding_length(condition), metrics, margins.tolist(),
+        None if replies is None else replies.tolist(),
+    )  # fmt: skip
+
+
+def _slug(reference: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in reference.strip("/"))

@@ -1,0 +1,410 @@
+"""`shift_score`: every metric of DESIGN.md section 4 for one model on one dataset split, and its gates.
+
+The report is plain data (`ScoreReport.to_dict()`, schema pinned in tests and documented in
+docs/metrics.md), so the CLI, CI scripts and notebooks all read the same figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autocustom.assets import DEFAULT_MODEL
+from autocustom.errors import UsageError
+from autocustom.fields import DATASET_HELP, required
+from autocustom.layout import recorded_toward
+from autocustom.llm.chat import PLAIN, PromptCondition
+from autocustom.llm.models import LoadOptions, recorded_base
+from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
+from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
+from autocustom.scoring.judge import CONTRAST, JudgeOptions, judge_notes, open_judge
+from autocustom.scoring.measure import METRICS, Reference, measure
+from autocustom.scoring.plan import DEFAULT_BATCH_SIZE, DEFAULT_TAIL, EvalPlan, make_plan
+from autocustom.scoring.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
+from autocustom.scoring.stats import DEFAULT_BOOTSTRAP, Estimate
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "autocustom.shift-score/3"  # 2: the evaluation plan; 3: the judge's win rates replace GenLean
+
+
+DEVICE_MAP_HELP = "auto: spread a model that does not fit one device over the GPUs and the CPU (accelerate)"
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's placement strategies
+
+
+def check_device_map(device_map: str | None) -> None:
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UsageError(f"unknown --device-map '{device_map}'", f"use one of: {', '.join(DEVICE_MAPS)}")
+
+
+@dataclass(kw_only=True)
+class MeasureOptions(JudgeOptions, LoadOptions):
+    """How a model is measured on a dataset split: the options `shift-score` and `dial` share.
+
+    The sizes default to None, which means the device's default of `score.sizes`. The loading options
+    (`--dtype`, `--load-in-4bit`, ...) come from `LoadOptions`, the judge of free replies from
+    `JudgeOptions`.
+    """
+
+    split: str = field(default="test", metadata={"help": "Split to score: train, validation or test."})
+    mmlu: bool = field(
+        default=True,
+        metadata={"help": "Measure MMLU accuracy on the retention subset.", "flag": "--mmlu/--no-mmlu"},
+    )
+    mmlu_questions: int | None = field(
+        default=None, metadata={"help": size_help("MMLU retention questions", MMLU_QUESTIONS)}
+    )
+    drift_texts: int | None = field(
+        default=None, metadata={"help": size_help("Neutral texts for Drift", DRIFT_TEXTS)}
+    )
+    tail: float = field(
+        default=DEFAULT_TAIL, metadata={"help": "Fraction of least-moved questions for TailShift."}
+    )
+    bootstrap: int = field(
+        default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the 95% intervals."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda or cuda:N."})
+    device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
+
+    def check(self, max_mmlu_drop: float | None = None) -> None:
+        """Refuse option values that cannot work (UsageError: exit 2, one line with the fix)."""
+        from autocustom.runtime import resolve_device
+
+        check_device_map(self.device_map)
+        self.check_loading(resolve_device(self.device))
+        self.check_judge()
+        if not 0 < self.tail <= 1:
+            raise UsageError(f"--tail {self.tail} must be in (0, 1]", "e.g. --tail 0.1")
+        if self.bootstrap < 0 or self.batch_size < 1:
+            raise UsageError("--bootstrap must be >= 0 and --batch-size >= 1", "fix the option values")
+        for name, value in (("--mmlu-questions", self.mmlu_questions), ("--drift-texts", self.drift_texts)):
+            if value is not None and value < 1:
+                raise UsageError(f"{name} {value} must be at least 1", f"pass {name} 1 or more")
+        if max_mmlu_drop is not None and not self.mmlu:
+            raise UsageError(
+                "--max-mmlu-drop cannot be checked with --no-mmlu", "drop one of the two options"
+            )
+
+    def plan(self, dataset, toward: str, device_type: str, condition: PromptCondition = PLAIN) -> EvalPlan:
+        """The evaluation plan these options measure (`shift-score`, `dial`, `export` and `run` share it)."""
+        return make_plan(
+            dataset,
+            self.split,
+            toward,
+            device_type=device_type,
+            mmlu_questions=self.mmlu_questions,
+            drift_texts=self.drift_texts,
+            mmlu=self.mmlu,
+            judge=self.judge_label,
+            check_split=self.check_split,
+            condition=condition,
+            gen_tokens=self.gen_tokens,
+            tail=self.tail,
+            bootstrap=self.bootstrap,
+            bootstrap_seed=self.seed,
+            batch_size=self.batch_size,
+        )
+
+
+@dataclass(kw_only=True)
+class ScoreConfig(MeasureOptions):
+    """What to score and the gates to apply; None for a gate means it is not checked."""
+
+    model: str = required("Run directory, HF model dir, peft adapter, hub id or packaged name.")
+    data: str = required(DATASET_HELP)
+    base: str | None = field(
+        default=None, metadata={"help": "Base model for BiasShift; default: the one recorded in the run."}
+    )
+    toward: str | None = field(
+        default=None, metadata={"help": "Target pole; default: the run's recorded target."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "Score the model with this system prompt (baseline)."}
+    )
+    few_shot: int = field(default=0, metadata={"help": "Prepend K train pairs answered as the target pole."})
+    min_shift: float | None = field(default=None, metadata={"help": "Gate: BiasShift >= this (nats/token)."})
+    min_lean: float | None = field(default=None, metadata={"help": "Gate: Lean >= this (in [-1, 1])."})
+    max_mmlu_drop: float | None = field(
+        default=None, metadata={"help": "Gate: MMLU drop vs base <= this (points)."}
+    )
+    max_drift: float | None = field(default=None, metadata={"help": "Gate: Drift <= this (nats/token)."})
+    max_fluency_drop: float | None = field(
+        default=None,
+        metadata={
+            "help": "Gate (--judge contrast): the replies' fluency below the judge's own replies when told "
+            f"the target pole <= this (nats/token; {DEFAULT_FLUENCY_BUDGET} is ~10% less likely per token)."
+        },
+    )
+    min_reply_share: float | None = field(
+        default=None,
+        metadata={"help": "Gate (--judge contrast): share of replies judged toward the pole >= this."},
+    )
+
+
+@dataclass
+class Gate:
+    name: str  # the CLI option, e.g. "min-shift"
+    metric: str
+    threshold: float
+    value: float | None
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "threshold": self.threshold,
+            "value": self.value,
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class ScoreReport:
+    model: str
+    base: str | None
+    data: str
+    split: str
+    axis: dict[str, str]
+    toward: str
+    opposite: str
+    condition: dict[str, Any]
+    device: str
+    settings: dict[str, Any]
+    metrics: dict[str, Estimate | None]
+    subareas: list[dict[str, Any]]
+    gates: list[Gate]
+    notes: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)  # EvalPlan.describe(): what was measured
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def failed_gates(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "base": self.base,
+            "data": self.data,
+            "split": self.split,
+            "axis": self.axis,
+            "toward": self.toward,
+            "opposite": self.opposite,
+            "condition": self.condition,
+            "device": self.device,
+            "settings": self.settings,
+            "metrics": {k: (v.to_dict() if v is not None else None) for k, v in self.metrics.items()},
+            "subareas": self.subareas,
+            "gates": [g.to_dict() for g in self.gates],
+            "passed": self.passed,
+            "notes": self.notes,
+            "plan": self.plan,
+        }
+
+
+def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress) -> ScoreReport:
+    """Score `config.model` on the dataset split; raises AutocustomError on bad input (exit 2)."""
+    from autocustom.data.io import load_dataset_dir
+    from autocustom.runtime import resolve_device, seed_everything
+
+    config.check(config.max_mmlu_drop)
+    _check_few_shot(config)
+    dataset = load_dataset_dir(config.data)
+    toward = _target_pole(config, dataset.axis)
+    base_ref = config.base or recorded_base(config.model)
+    _check_gate_inputs(config, base_ref)
+    device = resolve_device(config.device)
+    plan = config.plan(dataset, toward, device.type, _condition(config, dataset, toward))
+    seed_everything(config.seed)
+    loaded, base_model = _load(config, base_ref, device, progress)
+    with open_judge(config, dataset.axis, device=config.device) as judge:
+        reference = Reference(base_model, loaded.tokenizer, judge)
+        measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer, progress=progress)
+    report = ScoreReport(
+        model=config.model,
+        base=base_ref,
+        data=str(config.data),
+        split=config.split,
+        axis={"pole_a": dataset.axis.pole_a, "pole_b": dataset.axis.pole_b},
+        toward=toward,
+        opposite=plan.opposite,
+        condition={"system_prompt": config.system_prompt, "few_shot": config.few_shot},
+        device=str(device),
+        settings=_settings(config, plan, base_ref),
+        metrics=measured.metrics,
+        subareas=measured.subareas,
+        gates=_gates(config, measured.metrics),
+        notes=_notes(plan, base_ref) + judge_notes(plan.judge, measured.metrics),
+        plan=plan.describe(),
+    )
+    for gate in report.failed_gates():
+        log.info("gate %s failed: %s vs %s", gate.name, gate.value, gate.threshold)
+    return report
+
+
+def _target_pole(config: ScoreConfig, axis) -> str:
+    toward = config.toward or recorded_toward(config.model)
+    if toward is None:
+        raise UsageError(
+            f"no target pole: {config.model} is not a run directory that records one",
+            f"pass --toward with one of: {', '.join(axis.poles)}",
+        )
+    return toward
+
+
+def _load(config: ScoreConfig, base_ref: str | None, device, progress: ProgressCallback):
+    """The model and its base: the same weights when the two name one model, and a LoRA run's own base
+    with the adapter disabled when it is the base asked for (no second copy); None without a base."""
+    from autocustom.llm.models import AdapterDisabled, load_model, resolve_model_dir
+
+    steps = 2 if base_ref else 1
+    progress(ProgressEvent("load", 0, steps, config.model))
+    placement = {"options": config, "device_map": config.device_map}
+    loaded = load_model(config.model, device=device, **placement)
+    base_model = None
+    if base_ref is not None:
+        if _is_same_model(config.model, base_ref, resolve_model_dir):
+            base_model = loaded.model
+        elif hasattr(loaded.model, "disable_adapter") and loaded.base_reference == base_ref:
+            base_model = AdapterDisabled(loaded.model)
+        else:
+            base = load_model(base_ref, device=device, **placement)
+            _check_tokenizers(loaded.tokenizer, base.tokenizer, config.model, base_ref)
+            base_model = base.model
+    progress(ProgressEvent("load", steps, steps, "done"))
+    return loaded, base_model
+
+
+def _settings(config: ScoreConfig, plan: EvalPlan, base_ref: str | None) -> dict[str, Any]:
+    sizes = plan.sizes
+    return {
+        "bootstrap": config.bootstrap,
+        "seed": config.seed,
+        "tail": config.tail,
+        "mmlu_questions": len(plan.mmlu) or None,
+        "mmlu_questions_source": sizes.mmlu_source if plan.mmlu else None,
+        "drift_texts": len(plan.drift_texts) if base_ref else None,
+        "gen_tokens": config.gen_tokens if plan.gen_questions else None,
+        "judge": plan.judge,
+        "n_pairs": len(plan.pairs),
+    }
+
+
+def _notes(plan: EvalPlan, base_ref: str | None) -> list[str]:
+    notes = []
+    if base_ref is None:
+        notes.append(
+            "no base model recorded or given: BiasShift, TailShift, MMLU delta and Drift not applicable"
+        )
+    if plan.mmlu:
+        notes.append(f"MMLU on {len(plan.mmlu)} retention questions ({plan.sizes.mmlu_source})")
+    return notes
+
+
+def _check_few_shot(config: ScoreConfig) -> None:
+    if config.few_shot < 0:
+        raise UsageError(f"--few-shot {config.few_shot} must be >= 0", "pass --few-shot 0 or more")
+
+
+def _check_gate_inputs(config: ScoreConfig, base_ref: str | None) -> None:
+    for spec in GATES:
+        if _threshold(config, spec) is not None and spec.judge not in (None, config.judge):
+            raise UsageError(
+                f"--{spec.option} reads the {spec.judge} judge's figures", f"add --judge {spec.judge}"
+            )
+    if base_ref is not None:
+        return
+    needs_base = {m.name for m in METRICS if m.needs_base}
+    for spec in GATES:
+        if _threshold(config, spec) is not None and spec.metric in needs_base:
+            raise UsageError(
+                f"--{spec.option} needs a base model, and none is recorded for {config.model}",
+                f"pass --base MODEL (e.g. --base {DEFAULT_MODEL}), or use --min-lean, which needs none",
+            )
+
+
+def _is_same_model(model: str, base: str, resolve) -> bool:
+    """Same weights on disk (and no adapter on top): the base need not be loaded twice."""
+    try:
+        a, b = Path(resolve(model)), Path(resolve(base))
+    except Exception:
+        return False
+    return a.exists() and a.resolve() == b.resolve() and not (a / "adapter_config.json").is_file()
+
+
+def _check_tokenizers(tokenizer, base_tokenizer, model: str, base: str) -> None:
+    """BiasShift compares log-probs of the same tokens; different tokenizers make it meaningless."""
+    probe = ["Hello, world!", " The answer is 42.", "Quelle heure est-il ?"]
+    same = tokenizer.get_vocab() == base_tokenizer.get_vocab() and all(
+        tokenizer(t)["input_ids"] == base_tokenizer(t)["input_ids"] for t in probe
+    )
+    if not same:
+        raise UsageError(
+            f"base model {base} tokenizes text differently from {model}: BiasShift would compare "
+            "log-probs of different tokens and mean nothing",
+            "pass --base with the model this one was trained from",
+        )
+
+
+def _condition(config: ScoreConfig, dataset, toward: str) -> PromptCondition:
+    shots: tuple[tuple[str, str], ...] = ()
+    if config.few_shot:
+        train = dataset.splits.get("train", [])
+        if len(train) < config.few_shot:
+            raise UsageError(
+                f"--few-shot {config.few_shot} needs that many train pairs; the dataset has {len(train)}",
+                "lower --few-shot",
+            )
+        shots = tuple((p.question, p.answers[toward]) for p in train[: config.few_shot])
+    if not config.system_prompt and not shots:
+        return PLAIN
+    return PromptCondition(system=config.system_prompt, few_shot=shots)
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """A gate option: the metric it reads, and whether the figure must stay above or below it."""
+
+    option: str
+    metric: str
+    at_least: bool
+    sign: float = 1.0  # -1 for a drop, which is minus the delta
+    judge: str | None = None  # the --judge whose figure it reads
+
+
+GATES = (
+    GateSpec("min-shift", "bias_shift", at_least=True),
+    GateSpec("min-lean", "lean", at_least=True),
+    GateSpec("max-mmlu-drop", "mmlu_delta_points", at_least=False, sign=-1.0),
+    GateSpec("max-drift", "drift", at_least=False),
+    GateSpec("max-fluency-drop", "fluency_vs_prompted", at_least=False, sign=-1.0, judge=CONTRAST),
+    GateSpec("min-reply-share", "reply_share", at_least=True, judge=CONTRAST),
+)
+
+
+def _gates(config: ScoreConfig, metrics: dict[str, Estimate | None]) -> list[Gate]:
+    """Each gate compares the point estimate with its threshold; the interval is reported beside it."""
+    gates = []
+    for spec in GATES:
+        threshold = _threshold(config, spec)
+        if threshold is None:
+            continue
+        estimate = metrics[spec.metric]
+        value = None if estimate is None else spec.sign * estimate.value
+        passed = value is not None and (value >= threshold if spec.at_least else value <= threshold)
+        gates.append(Gate(spec.option, spec.metric, threshold, value, passed))
+    return gates
+
+
+def _threshold(config: ScoreConfig, spec: GateSpec) -> float | None:
+    return getattr(config, spec.option.replace("-", "_"))

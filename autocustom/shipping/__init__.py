@@ -1,0 +1,1 @@
+"""Shipping a run: the run at a strength (strength.py), the measured dial over strengths (dial.py), the export as merged HF, GGUF and Ollama (export.py) through llama.cpp's own tools (llama_cpp.py)."""
