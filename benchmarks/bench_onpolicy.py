@@ -207,7 +207,8 @@ def setting(args, device: torch.device) -> dict:
 
 def run_autocustom(args, device: torch.device) -> dict:
     from autocustom.training.config import DISTILL, TrainConfig
-    from autocustom.training.trainer import PairTrainer, train
+    from autocustom.training.pair_trainer import PairTrainer
+    from autocustom.training.trainer import train
 
     clock = StepClock(device)
     counts: dict = {}

@@ -27,12 +27,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PARTS = {  # (module, owner, attribute) -> label; nested parts are indented
     ("transformers", "Trainer", "training_step"): "training step (forward + backward)",
-    ("autocustom.training.trainer", "PairTrainer", "compute_loss"): "  of which forward",
+    ("autocustom.training.pair_trainer", "PairTrainer", "compute_loss"): "  of which forward",
     ("torch.optim", "AdamW", "step"): "optimizer step",
     ("autocustom.training.callbacks", "EvalCallback", "evaluate"): "evaluations during training",
     ("transformers", "Trainer", "_save_checkpoint"): "checkpoints (model + optimizer)",
-    ("autocustom.training.trainer", None, "_save_best"): "saving the best model",
-    ("autocustom.training.trainer", None, "_setup"): "setup (load, encode, plans)",
+    ("autocustom.training.pair_trainer", None, "save_best"): "saving the best model",
+    ("autocustom.training.trainer", None, "prepare"): "setup (load, encode, plans)",
     ("autocustom.training.trainer", None, "_result"): "final measurement",
 }
 

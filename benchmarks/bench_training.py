@@ -112,7 +112,7 @@ def run_ours(args, device, dtype_name) -> dict:
     from autocustom.llm.models import load_model
     from autocustom.training.config import TrainConfig
     from autocustom.training.data import PairCollator, PairDataset, encode_pairs
-    from autocustom.training.trainer import PairTrainer
+    from autocustom.training.pair_trainer import PairTrainer
 
     loaded = load_model(args.model, device=device, dtype=torch.float32)
     held_out = HeldOutShift(loaded)

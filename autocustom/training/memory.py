@@ -39,6 +39,7 @@ from typing import Any
 
 from autocustom.errors import UsageError
 from autocustom.training.config import DISTILL
+from autocustom.training.sharding import Sharding, launched_sharding
 
 GIB = 2**30
 ADAM_STATES = 2  # AdamW keeps exp_avg and exp_avg_sq, float32, per trainable parameter
@@ -76,120 +77,6 @@ class Workload:
     eval_positions: int  # scored positions of Drift's largest batch (its texts' continuation tokens)
     sampled_rows: int = 0  # on-policy: sequences one micro-step samples at once
     sampled_width: int = 0  # their tokens each: prompt and sampled reply (the KV cache's length)
-
-
-SHARDED_PARTS = ("weights", "gradients", "optimizer")  # ZeRO order: stage s shards the last s
-FULLY_SHARDED = (*SHARDED_PARTS, "reference")  # FSDP and ZeRO-3, whose reference autocustom shards too
-DEEPSPEED_REDUCE_BUCKET = 5 * 10**8  # DeepSpeed's default reduce_bucket_size (what accelerate's YAML gives)
-DEEPSPEED_MAX_LIVE = 10**9  # DeepSpeed's default stage3_max_live_parameters (accelerate's YAML has no key)
-
-
-@dataclass(frozen=True)
-class Sharding:
-    """How `accelerate launch` set this process up to split the training state over `processes`.
-
-    `parts` are the plan's parts each process holds 1/processes of: FSDP (full shard) and ZeRO-3 split
-    weights, gradients, optimizer state and (autocustom shards it too) the reference, ZeRO-2 gradients
-    and optimizer state, ZeRO-1 the optimizer. `loads`: where the models (the policy and reference, or
-    a LoRA base) are whole before they are sharded: "device", "host" (FSDP: the device only ever holds
-    shards) or "partitioned" (ZeRO-3: built partitioned, never whole). A 4-bit or 8-bit base loads
-    whole on the device whatever the sharding: bitsandbytes quantizes it there. `checkpoints_activations`:
-    FSDP's own activation checkpointing wraps each layer (the Trainer's must then stay off: it refuses
-    both).
-    """
-
-    strategy: str  # "fsdp" or "deepspeed-zero<stage>"
-    processes: int
-    parts: tuple[str, ...]
-    loads: str = "device"
-    checkpoints_activations: bool = False
-    reduce_bucket: int | None = DEEPSPEED_REDUCE_BUCKET  # ZeRO-3's gradient bucket; None: "auto" (hidden^2)
-    max_live: int = DEEPSPEED_MAX_LIVE  # ZeRO-3's gathered parameters kept between uses, elements
-
-    @classmethod
-    def fsdp(cls, processes: int, checkpoints_activations: bool = False) -> Sharding:
-        """accelerate's FSDP (full shard), with autocustom's host loading and sharded reference."""
-        return cls("fsdp", processes, FULLY_SHARDED, "host", checkpoints_activations)
-
-    @classmethod
-    def zero(
-        cls,
-        stage: int,
-        processes: int,
-        reduce_bucket: int | None = DEEPSPEED_REDUCE_BUCKET,
-        max_live: int = DEEPSPEED_MAX_LIVE,
-    ) -> Sharding | None:
-        """DeepSpeed's ZeRO at `stage` (None at 0: nothing sharded); stage 3 builds models partitioned."""
-        if stage == 3:
-            return cls(
-                "deepspeed-zero3",
-                processes,
-                FULLY_SHARDED,
-                "partitioned",
-                reduce_bucket=reduce_bucket,
-                max_live=max_live,
-            )
-        parts = SHARDED_PARTS[3 - stage :] if stage > 0 else ()
-        return cls(f"deepspeed-zero{stage}", processes, parts) if parts else None
-
-    def loads_for(self, quantized: bool) -> str:
-        """Where this run's models are whole before sharding: `loads`, but a 4-bit or 8-bit base always
-        on the device (bitsandbytes quantizes it as it moves it there)."""
-        return "device" if quantized else self.loads
-
-    def loads_whole(self, device: str, quantized: bool) -> bool:
-        """Whether loading holds whole models in this process's device memory before sharding them."""
-        where = self.loads_for(quantized)
-        return where == "device" or (where == "host" and device != "cuda")
-
-
-def launched_sharding() -> Sharding | None:
-    """The sharding the launcher's environment asks for, or None (one process, or DDP).
-
-    Read from the variables `accelerate launch` sets, not from accelerate's state: before the Trainer
-    builds its Accelerator, that state says MULTI_GPU under FSDP.
-    """
-    import os
-
-    from accelerate.utils import parse_flag_from_env
-
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if processes < 2:
-        return None
-    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
-        return Sharding.fsdp(processes, parse_flag_from_env("FSDP_ACTIVATION_CHECKPOINTING"))
-    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
-        zero = _deepspeed_json().get("zero_optimization", {})
-        bucket = zero.get("reduce_bucket_size", DEEPSPEED_REDUCE_BUCKET)
-        live = zero.get("stage3_max_live_parameters", DEEPSPEED_MAX_LIVE)
-        return Sharding.zero(
-            _zero_stage(zero),
-            processes,
-            None if bucket == "auto" else int(float(bucket)),
-            DEEPSPEED_MAX_LIVE if live == "auto" else int(float(live)),
-        )
-    return None
-
-
-def _deepspeed_json() -> dict[str, Any]:
-    """The launch's DeepSpeed JSON config (`deepspeed_config_file`), {} without one."""
-    import json
-    import os
-    from pathlib import Path
-
-    config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
-    return json.loads(Path(config_file).read_text()) if config_file and Path(config_file).is_file() else {}
-
-
-def _zero_stage(zero: dict[str, Any]) -> int:
-    """The ZeRO stage of the launch: the accelerate config's, else its DeepSpeed JSON's (`zero`).
-
-    0 when neither says: the plan is then unsharded, an upper bound, rather than a guess.
-    """
-    import os
-
-    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", zero.get("stage"))
-    return int(stage) if isinstance(stage, int | str) and str(stage).isdigit() else 0
 
 
 @dataclass
@@ -533,7 +420,7 @@ def _measured_lengths(config: Any, dataset: Any, device: Any) -> tuple[list, lis
     from autocustom.scoring.drift import MAX_LENGTH
     from autocustom.scoring.logprobs import encode_context_continuation
     from autocustom.training.data import encode_pairs
-    from autocustom.training.trainer import training_plan
+    from autocustom.training.plans import training_plan
 
     opposite = dataset.axis.opposite(config.toward)
     tokenizer = load_tokenizer(config.model)

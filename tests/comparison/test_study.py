@@ -103,12 +103,12 @@ def test_report_draws_lean_and_bias_shift_against_padding(finished):
 def test_rerun_resumes_without_retraining_or_rescoring(finished, monkeypatch):
     config, result = finished
     import autocustom.scoring.logprobs as logprobs
-    import autocustom.training.trainer as trainer
+    import autocustom.training.pair_trainer as pair_trainer
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished comparison must not train or score again")
 
-    monkeypatch.setattr(trainer, "PairTrainer", forbidden)
+    monkeypatch.setattr(pair_trainer, "PairTrainer", forbidden)
     monkeypatch.setattr(logprobs, "pair_margins", forbidden)
     again = compare(config)
     assert [r.to_dict() for r in again.rows] == [r.to_dict() for r in result.rows]

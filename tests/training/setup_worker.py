@@ -15,7 +15,9 @@ from accelerate import PartialState
 
 from autocustom.progress import no_progress
 from autocustom.training.config import TrainConfig
-from autocustom.training.trainer import _device, _partitioned, _setup, _training_args, _training_data
+from autocustom.training.pair_trainer import training_args
+from autocustom.training.setup import device_for, prepare, training_data
+from autocustom.training.sharding import partitioned
 
 
 def main(model_dir: str, data_dir: str, out: str) -> None:
@@ -23,13 +25,13 @@ def main(model_dir: str, data_dir: str, out: str) -> None:
         data=data_dir, toward="formal", out=out, model=model_dir, lora=True, loss="dpo", device="cpu"
     )
     state = PartialState(cpu=True)
-    dataset = _training_data(config)
-    device = _device(config, state)
+    dataset = training_data(config)
+    device = device_for(config, state)
     # registers DeepSpeed's config, as in train; transformers holds it by a weak reference: keep `args`
-    args = _training_args(config, Path(out), device, use_lora=True)
-    setup = _setup(config, dataset, device, True, no_progress)
+    args = training_args(config, Path(out), device, use_lora=True)
+    setup = prepare(config, dataset, device, True, no_progress)
     base = setup.model.get_base_model()
-    print(f"rank {state.process_index} of {args.world_size}: partitioned {_partitioned(base)}", flush=True)
+    print(f"rank {state.process_index} of {args.world_size}: partitioned {partitioned(base)}", flush=True)
 
 
 if __name__ == "__main__":

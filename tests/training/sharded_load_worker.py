@@ -18,12 +18,12 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM
 
-from autocustom.training.trainer import (
-    _fully_sharded,
-    _load_into_partitioned,
-    _load_into_sharded,
-    _partitioned,
-    _partitioned_engine,
+from autocustom.training.sharding import (
+    fully_sharded,
+    load_into_partitioned,
+    load_into_sharded,
+    partitioned,
+    partitioned_engine,
 )
 
 ZERO3_RELEASED = Path(__file__).with_name("zero3_released.json")
@@ -47,8 +47,8 @@ def main(model_dir: str, out: Path, adapter: bool, sharding: str) -> None:
         for layer in model.get_decoder().layers:
             fully_shard(layer)
         fully_shard(model)
-        assert _fully_sharded(model)
-        _load_into_sharded(model, out / "model", adapter=adapter)
+        assert fully_sharded(model)
+        load_into_sharded(model, out / "model", adapter=adapter)
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         loaded = get_model_state_dict(model, options=options)
     if dist.get_rank() == 0:
@@ -64,9 +64,9 @@ def load_into_zero3(model, folder: Path, adapter: bool) -> dict[str, torch.Tenso
     from transformers.integrations import HfDeepSpeedConfig
 
     registered = HfDeepSpeedConfig(json.loads(ZERO3_RELEASED.read_text()))  # what the Trainer's args register
-    engine = _partitioned_engine(model)
-    assert _partitioned(model) and registered.is_zero3()
-    _load_into_partitioned(model, folder, adapter=adapter)
+    engine = partitioned_engine(model)
+    assert partitioned(model) and registered.is_zero3()
+    load_into_partitioned(model, folder, adapter=adapter)
     loaded = {}
     for name, parameter in engine.module.named_parameters():
         with deepspeed.zero.GatheredParameters([parameter]):

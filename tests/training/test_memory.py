@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from autocustom.cli import app
 from autocustom.errors import UsageError
-from autocustom.training import memory
+from autocustom.training import memory, sharding
 from autocustom.training.config import TrainConfig
 from autocustom.training.memory import Workload, model_shape, plan_memory
 from tests.sample_dataset import write_small_dataset
@@ -150,9 +150,9 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
     shape = memory.ModelShape(8 * 10**9, 7 * 10**9, 4 * 10**7, 32, 4096, 4096, 14336, 128256)  # 8B
     light = Workload(rows=1, width=1, scored=1, eval_positions=1)  # the weights dominate: loading shows
     whole = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2)
-    fsdp = memory.Sharding.fsdp(8)
+    fsdp = sharding.Sharding.fsdp(8)
     sharded = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=fsdp)
-    for part in (*memory.SHARDED_PARTS, "reference"):
+    for part in (*sharding.SHARDED_PARTS, "reference"):
         assert sharded.parts[part] == -(-whole.parts[part] // 8)
     assert sharded.parts["loading"] == 0 and "fsdp over 8 processes" in sharded.table()
     lora = plan_memory(shape, light, lora=True, device="cuda", compute_bytes=2, sharding=fsdp)
@@ -168,17 +168,17 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
     whole_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4)
     at_load = sum(whole_cpu.parts[p] for p in ("weights", "reference", "runtime"))
     assert on_cpu.total == max(at_load, on_cpu.total - on_cpu.parts["loading"])  # the host is the device
-    zero3 = memory.Sharding.zero(3, 8)
+    zero3 = sharding.Sharding.zero(3, 8)
     deepspeed = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero3)
     buffers = deepspeed.parts.pop("buffers")
     assert deepspeed.parts == sharded.parts  # partitioned as FSDP shards, and never whole on the GPU
-    gathered = memory.DEEPSPEED_MAX_LIVE * 2 * 2  # 1e9 live bf16 weights, the policy's and the reference's
-    assert buffers == memory.DEEPSPEED_REDUCE_BUCKET * 2 + shape.parameters * 2 // 8 + gathered
+    gathered = sharding.DEEPSPEED_MAX_LIVE * 2 * 2  # 1e9 live bf16 weights, the policy's and the reference's
+    assert buffers == sharding.DEEPSPEED_REDUCE_BUCKET * 2 + shape.parameters * 2 // 8 + gathered
     zero3_cpu = plan_memory(shape, light, lora=False, device="cpu", compute_bytes=4, sharding=zero3)
     assert zero3_cpu.parts["loading"] == 0 < on_cpu.parts["loading"]
     zero3_lora = plan_memory(shape, light, lora=True, device="cuda", compute_bytes=2, sharding=zero3)
     assert zero3_lora.parts["loading"] == 0  # built partitioned, as full fine-tuning's models are
-    zero2 = memory.Sharding.zero(2, 8)
+    zero2 = sharding.Sharding.zero(2, 8)
     stage2 = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero2)
     assert (
         stage2.parts["weights"] == whole.parts["weights"]
@@ -192,11 +192,11 @@ def test_a_sharded_plan_splits_the_training_state_and_counts_the_load_where_it_h
     ("env", "strategy", "parts"),
     [
         ({}, None, None),
-        ({"ACCELERATE_USE_FSDP": "true"}, "fsdp", memory.FULLY_SHARDED),
+        ({"ACCELERATE_USE_FSDP": "true"}, "fsdp", sharding.FULLY_SHARDED),
         (
             {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
             "deepspeed-zero3",
-            memory.FULLY_SHARDED,
+            sharding.FULLY_SHARDED,
         ),
         (
             {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
@@ -212,10 +212,10 @@ def test_the_sharding_is_read_from_the_launchers_environment(monkeypatch, env, s
     monkeypatch.setenv("WORLD_SIZE", "4")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    found = memory.launched_sharding()
+    found = sharding.launched_sharding()
     assert (found and found.strategy, found and found.parts) == (strategy, parts)
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert memory.launched_sharding() is None  # one process shards nothing
+    assert sharding.launched_sharding() is None  # one process shards nothing
 
 
 LAUNCH_VARIABLES = (
@@ -247,7 +247,7 @@ def test_zero3_plans_deepspeeds_buffers_as_its_json_config_sets_them(
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config))
     shape = memory.ModelShape(8 * 10**9, 7 * 10**9, 4 * 10**7, 32, 4096, 4096, 14336, 128256)
     light = Workload(rows=1, width=1, scored=1, eval_positions=1)
-    zero3 = memory.launched_sharding()
+    zero3 = sharding.launched_sharding()
     gpu = plan_memory(shape, light, lora=False, device="cuda", compute_bytes=2, sharding=zero3)
     assert gpu.parts["buffers"] == elements * 2 + shape.parameters * 2 // 8 + gathered * 2 * 2
     lora = plan_memory(shape, light, lora=True, device="cpu", compute_bytes=4, sharding=zero3)
@@ -263,7 +263,7 @@ def test_the_zero_stage_of_a_deepspeed_json_config_is_read(monkeypatch, tmp_path
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config))
-    assert memory.launched_sharding().strategy == "deepspeed-zero3"
+    assert sharding.launched_sharding().strategy == "deepspeed-zero3"
 
 
 def test_fsdp_activation_checkpointing_counts_and_turns_the_trainers_off(

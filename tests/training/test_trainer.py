@@ -133,7 +133,7 @@ def test_resume_continues_to_the_same_result(tmp_path, dataset, tiny_model_dir):
 
 def test_selection_line_says_how_far_the_kept_checkpoint_can_be_trusted():
     from autocustom.scoring.stats import Estimate
-    from autocustom.training.trainer import selection_line
+    from autocustom.training.result import selection_line
 
     assert "not better than the base" in selection_line(Estimate(-0.02, -0.07, 0.03, 6), "formal")
     unsure = selection_line(Estimate(0.05, -0.01, 0.1, 6), "formal")

@@ -24,8 +24,9 @@ from autocustom.scoring.logprobs import pair_margins
 from autocustom.training.config import TrainConfig
 from autocustom.training.data import PairCollator, PairDataset, encode_pairs
 from autocustom.training.losses import contrastive_loss, dpo_loss, ipo_loss
+from autocustom.training.pair_trainer import PairTrainer, reference_logps
 from autocustom.training.regularizer import MMLURegularizer
-from autocustom.training.trainer import PairTrainer, _reference_logps, train
+from autocustom.training.trainer import train
 from tests.sample_dataset import write_small_dataset
 from tests.training import SMALL
 
@@ -221,7 +222,7 @@ def test_reference_logps_match_one_pair_at_a_time(tiny_model_dir, tokenizer, exa
     reference = fresh(tiny_model_dir)
     chosen = examples[:5]
     config = TrainConfig(data="unused", toward="formal", out="unused", eval_batch_size=3)  # chunks of 3 and 2
-    got = _reference_logps(reference, chosen, tokenizer, config)
+    got = reference_logps(reference, chosen, tokenizer, config)
     assert got.shape == (5, 2)
 
     def answer_sum(ids: list[int], prompt: int) -> float:
@@ -242,7 +243,7 @@ def test_reference_logps_match_one_pair_at_a_time(tiny_model_dir, tokenizer, exa
 def test_dpo_loss_is_log_2_when_the_policy_is_the_reference(tmp_path, tiny_model_dir, tokenizer, examples):
     reference = fresh(tiny_model_dir)
     config = TrainConfig(data="unused", toward="formal", out="unused", eval_batch_size=2)
-    ref = _reference_logps(reference, examples[:4], tokenizer, config)
+    ref = reference_logps(reference, examples[:4], tokenizer, config)
     policy = fresh(tiny_model_dir)
     trainer = pair_trainer(policy, tmp_path, reference=reference, loss="dpo", reg_weight=0.0)
     for i in range(4):  # a one-pair batch: its loss is that pair's loss
