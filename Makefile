@@ -43,6 +43,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache  # the layers of docs/architecture.md (pyproject.toml [tool.importlinter])
 
 format: install
 	$(BIN)/ruff format .

@@ -12,6 +12,22 @@ DATASET_HELP = "Dataset directory made by `autocustom generate`."
 TRAINED_HELP = "Training run directory (`train --out`), `run` directory or LoRA adapter."
 
 
-def required(help: str) -> Any:
+AXIS_HELP = 'Two poles "pole_a:pole_b", or a YAML axis file.'
+SPLIT_HELP = "train,validation,test fractions, by subarea."
+
+
+def required(help: str, **metadata: Any) -> Any:
     """A field with no default that the CLI demands (its dataclass default only means "not given")."""
-    return field(metadata={"help": help, "required": True})
+    return field(metadata={"help": help, "required": True, **metadata})
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A field the CLI offers as an option, with its default and help (cli/options.py reads them)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+def library_only(default: Any) -> Any:
+    """A field scripts may set and the command line does not offer."""
+    return field(default=default, metadata={"cli": False})

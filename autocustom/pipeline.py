@@ -16,8 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from autocustom.assets import DEFAULT_MODEL
+from autocustom.axis import Axis, parse_axis
 from autocustom.data.generate import GenerateConfig, GenerateResult, generate
 from autocustom.errors import OutputExistsError
+from autocustom.fields import AXIS_HELP, SPLIT_HELP, option, required
 from autocustom.fileio import read_json, write_json_atomic
 from autocustom.layout import RUN_DATA, RUN_SCORE, RUN_TRAIN
 from autocustom.llm.base import ChatBackend
@@ -25,9 +28,92 @@ from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.report import ReportResult, build_report
 from autocustom.scoring.shift_score import ScoreConfig, shift_score
 from autocustom.training.config import TrainConfig
-from autocustom.training.trainer import TrainResult, train
+from autocustom.training.result import TrainResult
 
 STAGES = ("generate", "train", "shift-score", "report")
+
+
+@dataclass
+class RunConfig:
+    """What `run` takes, one field per option of the command (cli/options.py): the few settings of each
+    stage a first run changes, with the sizes of a run that finishes on a CPU. `stages()` makes the
+    stage configs; a script that wants every setting builds those itself and calls `run`."""
+
+    axis: Axis = required(AXIS_HELP, cli_type=str)  # "formal:casual" or a YAML file, parsed on creation
+    toward: str = required("The pole to move the model toward.")
+    out: Path = required("Run directory (data/, train/, score.json, report.md).")
+    model: str = option(DEFAULT_MODEL, "Model to customize (and to score against).")
+    generator_model: str | None = option(None, "LLM that writes the data (default: --model for local).")
+    backend: str = option("local", "Data generation backend: local or openai.")
+    base_url: str | None = option(None, "OpenAI-compatible server (openai backend).")
+    concurrency: int = option(4, "Parallel requests (openai backend).")
+    subareas: int = option(6, "Subareas (topics) where the poles differ.")
+    questions_per_subarea: int = option(8, "Questions per subarea.")
+    # half the subareas train; validation and test each get a quarter: enough pairs to select and to score
+    split: tuple[float, float, float] = option((0.5, 0.25, 0.25), SPLIT_HELP, cli_type=list[float])
+    loss: str = option("contrastive", "contrastive, dpo, ipo or simpo.")
+    max_steps: int = option(60, "Optimizer steps (early stopping may end sooner).")
+    eval_steps: int = option(20, "Evaluate on validation every N steps.")
+    batch_size: int = option(4, "Pairs per training step.")
+    lr: float | None = option(None, "Learning rate (default 2e-5 full, 2e-4 LoRA).")
+    reg: str = option("nll", "MMLU regulariser: nll or kl.")
+    reg_weight: float = option(0.5, "Weight of the regulariser (0 = off).")
+    mmlu_questions: int | None = option(None, "MMLU retention subset size.")
+    drift_texts: int | None = option(None, "Neutral texts for Drift.")
+    min_shift: float | None = option(None, "Gate: test BiasShift at least this.")
+    min_lean: float | None = option(None, "Gate: test Lean at least this.")
+    judge: str | None = option(None, "contrast: also judge the model's own replies (reply share, fluency).")
+    seed: int = option(0, "Seed of every stage.")
+    device: str | None = option(None, "auto, cpu, cuda, cuda:N.")
+
+    def __post_init__(self) -> None:
+        self.axis = parse_axis(self.axis) if isinstance(self.axis, str) else self.axis
+        self.axis.opposite(self.toward)  # AxisError (exit 2) before any work when --toward is not a pole
+        self.out = Path(self.out)
+
+    def stages(self) -> tuple[GenerateConfig, TrainConfig, ScoreConfig]:
+        """The configs of generate, train and shift-score; `run` puts their paths in the run layout."""
+        generated = GenerateConfig(
+            axis=self.axis,
+            out=self.out,
+            subareas=self.subareas,
+            questions_per_subarea=self.questions_per_subarea,
+            split=self.split,
+            seed=self.seed,
+            backend=self.backend,
+            model=self.generator_model or (self.model if self.backend == "local" else None),
+            base_url=self.base_url,
+            concurrency=self.concurrency,
+            device=self.device,
+        )
+        shared = {"mmlu_questions": self.mmlu_questions, "drift_texts": self.drift_texts, "seed": self.seed}
+        trained = TrainConfig(
+            data=str(self.out),
+            toward=self.toward,
+            out=str(self.out),
+            model=self.model,
+            loss=self.loss,
+            max_steps=self.max_steps,
+            eval_steps=self.eval_steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            reg=self.reg,
+            reg_weight=self.reg_weight,
+            device=self.device,
+            **shared,
+        )
+        scored = ScoreConfig(
+            model=str(self.out),
+            data=str(self.out),
+            base=self.model,
+            toward=self.toward,
+            device=self.device,
+            min_shift=self.min_shift,
+            min_lean=self.min_lean,
+            judge=self.judge,
+            **shared,
+        )
+        return generated, trained, scored
 
 
 @dataclass
@@ -63,6 +149,8 @@ def run(
 
     `backend`, when given, writes the data instead of the one `generate_config` names (scripts, tests).
     """
+    from autocustom.training.trainer import train  # transformers' Trainer takes seconds: not at --help
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is a file", "pass a directory")

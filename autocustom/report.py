@@ -29,6 +29,7 @@ from autocustom.layout import (
     read_metrics,
     read_summary,
 )
+from autocustom.scoring.stats import format_estimate
 
 ROW_KEYS = ("model", "method", "condition")
 FIGSIZE = (8, 4.5)
@@ -454,10 +455,3 @@ def _differences_markdown(differences: list[dict[str, Any]]) -> list[str]:
 def _marked(estimate: dict[str, Any] | None) -> str:
     excludes_zero = estimate is not None and (estimate["low"] > 0 or estimate["high"] < 0)
     return format_estimate(estimate) + (" *" if excludes_zero else "")
-
-
-def format_estimate(data: dict[str, float] | None) -> str:
-    """value [low, high], or a dash where the figure does not apply."""
-    if not data:
-        return "–"
-    return f"{data['value']:+.3f} [{data['low']:+.3f}, {data['high']:+.3f}]"

@@ -158,13 +158,3 @@ def quiet_third_party_output() -> None:
         transformers.utils.logging.disable_progress_bar()
     except ImportError:
         pass
-
-
-def parse_float_list(text: str, option: str, count: int | None = None) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        fail(f"{option} '{text}' is not a comma-separated list of numbers; e.g. {option} 0.7,0.15,0.15")
-    if count is not None and len(values) != count:
-        fail(f"{option} '{text}' needs {count} numbers; e.g. {option} 0.7,0.15,0.15")
-    return values

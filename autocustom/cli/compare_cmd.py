@@ -7,7 +7,6 @@ from typing import Any
 
 import typer
 
-from autocustom.assets import DEFAULT_MODEL
 from autocustom.cli.common import (
     EXIT_GATE,
     EXIT_USAGE,
@@ -15,7 +14,6 @@ from autocustom.cli.common import (
     emit_json,
     fail,
     pairs_per_split,
-    parse_float_list,
     progress_reporter,
     stderr,
     stdout,
@@ -30,40 +28,16 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report_command)
 
 
+def _run_config() -> type[Any]:
+    """RunConfig, imported when typer builds the command: its module imports torch."""
+    from autocustom.pipeline import RunConfig
+
+    return RunConfig
+
+
+@config_options(_run_config)
 def run_command(
-    axis: str = typer.Option(..., "--axis", help='Two poles "pole_a:pole_b", or a YAML axis file.'),
-    toward: str = typer.Option(..., "--toward", help="The pole to move the model toward."),
-    out: Path = typer.Option(..., "--out", help="Run directory (data/, train/, score.json, report.md)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model to customize (and to score against)."),
-    generator_model: str | None = typer.Option(
-        None, "--generator-model", help="LLM that writes the data (default: --model for local)."
-    ),
-    backend: str = typer.Option("local", "--backend", help="Data generation backend: local or openai."),
-    base_url: str | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible server (openai backend)."
-    ),
-    concurrency: int = typer.Option(4, "--concurrency", help="Parallel requests (openai backend)."),
-    subareas: int = typer.Option(6, "--subareas", help="Subareas (topics) where the poles differ."),
-    questions_per_subarea: int = typer.Option(8, "--questions-per-subarea", help="Questions per subarea."),
-    split: str = typer.Option(
-        "0.5,0.25,0.25", "--split", help="train,validation,test fractions, by subarea."
-    ),
-    loss: str = typer.Option("contrastive", "--loss", help="contrastive, dpo, ipo or simpo."),
-    max_steps: int = typer.Option(60, "--max-steps", help="Optimizer steps (early stopping may end sooner)."),
-    eval_steps: int = typer.Option(20, "--eval-steps", help="Evaluate on validation every N steps."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Pairs per training step."),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 2e-5 full, 2e-4 LoRA)."),
-    reg: str = typer.Option("nll", "--reg", help="MMLU regulariser: nll or kl."),
-    reg_weight: float = typer.Option(0.5, "--reg-weight", help="Weight of the regulariser (0 = off)."),
-    mmlu_questions: int | None = typer.Option(None, "--mmlu-questions", help="MMLU retention subset size."),
-    drift_texts: int | None = typer.Option(None, "--drift-texts", help="Neutral texts for Drift."),
-    min_shift: float | None = typer.Option(None, "--min-shift", help="Gate: test BiasShift at least this."),
-    min_lean: float | None = typer.Option(None, "--min-lean", help="Gate: test Lean at least this."),
-    judge: str | None = typer.Option(
-        None, "--judge", help="contrast: also judge the model's own replies (reply share, fluency)."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of every stage."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    values: dict[str, Any],  # RunConfig's fields, one option each (see autocustom.cli.options)
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
@@ -78,61 +52,12 @@ def run_command(
     Exit 1 when a gate (--min-shift, --min-lean) fails.
     """
     configure_logging(verbose)
-    ratios = parse_float_list(split, "--split", count=3)
     with user_errors():
-        from autocustom.axis import parse_axis
-        from autocustom.data.generate import GenerateConfig
-        from autocustom.pipeline import run
-        from autocustom.scoring.shift_score import ScoreConfig
-        from autocustom.training.config import TrainConfig
+        from autocustom.pipeline import RunConfig, run
 
-        parsed_axis = parse_axis(axis)
-        parsed_axis.opposite(toward)  # fail before any work when --toward is not a pole
-        generate_config = GenerateConfig(
-            axis=parsed_axis,
-            out=out,
-            subareas=subareas,
-            questions_per_subarea=questions_per_subarea,
-            split=tuple(ratios),
-            seed=seed,
-            backend=backend,
-            model=generator_model or (model if backend == "local" else None),
-            base_url=base_url,
-            concurrency=concurrency,
-            device=device,
-        )
-        train_config = TrainConfig(
-            data=str(out),
-            toward=toward,
-            out=str(out),
-            model=model,
-            loss=loss,
-            max_steps=max_steps,
-            eval_steps=eval_steps,
-            batch_size=batch_size,
-            lr=lr,
-            reg=reg,
-            reg_weight=reg_weight,
-            mmlu_questions=mmlu_questions,
-            drift_texts=drift_texts,
-            seed=seed,
-            device=device,
-        )
-        score_config = ScoreConfig(
-            model=str(out),
-            data=str(out),
-            base=model,
-            toward=toward,
-            mmlu_questions=mmlu_questions,
-            drift_texts=drift_texts,
-            seed=seed,
-            device=device,
-            min_shift=min_shift,
-            min_lean=min_lean,
-            judge=judge,
-        )
+        config = RunConfig(**values)
         with progress_reporter(quiet=quiet) as progress:
-            result = run(out, generate_config, train_config, score_config, progress=progress).to_dict()
+            result = run(config.out, *config.stages(), progress=progress).to_dict()
     if json_output:
         emit_json(result)
     else:
@@ -219,7 +144,7 @@ def _render_compare(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     from autocustom.comparison.study import COLUMNS
-    from autocustom.report import format_estimate
+    from autocustom.scoring.stats import format_estimate
 
     table = Table(title=f"{result['axis']['pole_a']}:{result['axis']['pole_b']} toward {result['toward']}")
     for column in ("model", "method", "condition", *COLUMNS):

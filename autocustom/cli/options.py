@@ -5,6 +5,11 @@ field's default (typer shows it) and the field's `metadata["help"]`. The metadat
 
     "flag": "--lora/--full"   the option's spelling, for flags named other than `--field-name`
     "required": True          the dataclass default only means "not given"; the CLI demands a value
+    "argument": True          a positional argument instead of an option (`import SOURCE`)
+    "cli_type": str           the type the command line gives, where the field holds a parsed value
+                              (an `Axis` from "formal:casual", a split tuple from list[float]): the
+                              config's `__post_init__` parses it, so its errors are the config's own
+    "cli": False              not an option: set by the command or the library only
 
 and list fields (`list[str]`, `list[int]`, `list[float]`, optionally `| None`) are written on the command
 line as comma-separated text: "64,256"; empty text is None where the field allows None, else [].
@@ -59,7 +64,11 @@ class ConfigCommand:
         # required options first, so `--help` opens with what must be given (a config that inherits
         # shared options from a base class lists the base's fields first)
         fields = sorted(dataclasses.fields(config), key=lambda field: not field.metadata.get("required"))
-        return {field.name: _option(field, hints[field.name]) for field in fields}
+        return {
+            field.name: _option(field, field.metadata.get("cli_type", hints[field.name]))
+            for field in fields
+            if field.metadata.get("cli", True)
+        }
 
     @cached_property
     def __signature__(self) -> inspect.Signature:
@@ -84,14 +93,18 @@ def _option(field: dataclasses.Field[Any], hint: Any) -> inspect.Parameter:
     """The keyword parameter typer turns into this field's option."""
     item, nullable = _list_item(hint)
     default = ... if field.metadata.get("required") else _default(field)
-    if item is not None and isinstance(default, list):
+    if item is not None and isinstance(default, list | tuple):
         default = ",".join(map(str, default))  # the text that parses back into the default list
-    option = typer.Option(
-        default,
-        field.metadata.get("flag", "--" + field.name.replace("_", "-")),
-        help=field.metadata.get("help"),
-        callback=None if item is None else _list_parser(item, nullable),
-    )
+    callback = None if item is None else _list_parser(item, nullable)
+    if field.metadata.get("argument"):
+        option = typer.Argument(default, help=field.metadata.get("help"), callback=callback)
+    else:
+        option = typer.Option(
+            default,
+            field.metadata.get("flag", "--" + field.name.replace("_", "-")),
+            help=field.metadata.get("help"),
+            callback=callback,
+        )
     annotation = hint if item is None else str | None
     return inspect.Parameter(field.name, _KEYWORD, default=option, annotation=annotation)
 

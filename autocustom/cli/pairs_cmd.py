@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,10 +12,10 @@ from autocustom.cli.common import (
     emit_json,
     fail,
     pairs_per_split,
-    parse_float_list,
     stderr,
     user_errors,
 )
+from autocustom.cli.options import config_options
 
 
 def register(app: typer.Typer) -> None:
@@ -22,36 +23,21 @@ def register(app: typer.Typer) -> None:
     app.command("export-data")(export_data_command)
 
 
+def _import_config() -> type[Any]:
+    """ImportConfig, imported when typer builds the command."""
+    from autocustom.data.importing import ImportConfig
+
+    return ImportConfig
+
+
+@config_options(_import_config)
 def import_command(
-    source: str = typer.Argument(
-        ..., help="CSV/TSV, JSONL/JSON, Parquet, a save_to_disk directory or a hub id."
-    ),
-    axis: str = typer.Option(..., "--axis", help='Two poles "pole_a:pole_b", or a YAML axis file.'),
-    out: Path = typer.Option(..., "--out", help="Dataset directory to create (must not exist or be empty)."),
-    question_col: str | None = typer.Option(
-        None, "--question-col", help="Question column (default: question, prompt, instruction, input or q)."
-    ),
+    values: dict[str, Any],  # ImportConfig's fields, one option each (see autocustom.cli.options)
     pole_col: list[str] = typer.Option(
         [],
         "--pole-col",
         help="POLE=COLUMN: a pole's answer column (default: the column named like the pole).",
     ),
-    chosen_pole: str | None = typer.Option(
-        None, "--chosen-pole", help="prompt/chosen/rejected data: the pole `chosen` answers as."
-    ),
-    subarea_col: str | None = typer.Option(
-        None, "--subarea-col", help="Subarea column (default: subarea, topic or category; else clustered)."
-    ),
-    clusters: int | None = typer.Option(
-        None, "--clusters", help="Subareas to find by clustering (default sqrt(pairs/2), within 3..30)."
-    ),
-    dedup_threshold: float = typer.Option(
-        0.90, "--dedup-threshold", help="Cosine of a near-duplicate question."
-    ),
-    split: str = typer.Option(
-        "0.7,0.15,0.15", "--split", help="train,validation,test fractions, by subarea."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the clustering and the split."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
 ) -> None:
@@ -65,17 +51,11 @@ def import_command(
     both poles are recorded in OUT/dropped.jsonl with their file:line.
     """
     configure_logging(verbose)
-    ratios = parse_float_list(split, "--split", count=3)
     mapping = dict(_pole_column(text) for text in pole_col)
     with user_errors():
-        from autocustom.axis import parse_axis
         from autocustom.data.importing import ImportConfig, import_pairs
 
-        config = ImportConfig(
-            source=source, axis=parse_axis(axis), out=out, question_column=question_col, pole_columns=mapping,
-            chosen_pole=chosen_pole, subarea_column=subarea_col, clusters=clusters,
-            dedup_threshold=dedup_threshold, split=tuple(ratios), seed=seed,
-        )  # fmt: skip
+        config = ImportConfig(**values, pole_columns=mapping)
         result = import_pairs(config)
     if json_output:
         emit_json(result.to_dict())

@@ -64,7 +64,7 @@ def dial_command(
 def _render_dial(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from autocustom.report import format_estimate
+    from autocustom.scoring.stats import format_estimate
 
     table = Table(title=f"{result['model']} toward {result['toward']} ({result['split']} split)")
     for column in ("scale", "BiasShift", "Drift", "MMLU Δ (pts)", "Lean"):

@@ -51,15 +51,15 @@ from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.scoring.judge import JudgeOptions, is_contrast, judge_notes, open_judge
 from autocustom.scoring.measure import Measurement, Reference, measure
+from autocustom.scoring.options import DEVICE_MAP_HELP, check_device_map
 from autocustom.scoring.plan import DEFAULT_BATCH_SIZE, EVAL_SEED, EvalPlan, make_plan
-from autocustom.scoring.shift_score import DEVICE_MAP_HELP, check_device_map
 from autocustom.scoring.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
 from autocustom.scoring.stats import DEFAULT_BOOTSTRAP, Estimate, estimate_from
 from autocustom.steering.vector import layers_label
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "autocustom.comparison.study/3"  # 2: the evaluation plan; 3: steer, judge columns, no GenLean
+SCHEMA = "autocustom.compare/3"  # 2: the evaluation plan; 3: steer, judge columns, no GenLean
 PADDING_SOURCE = 200  # MMLU questions the distracting padding is cut from: more than 256 tokens' worth
 COLUMNS = ("lean", "bias_shift", "mmlu_delta_points", "drift")
 JUDGE_COLUMNS = ("win_rate", "lc_win_rate", "reply_tokens", "judge_consistency")  # with --judge local/openai

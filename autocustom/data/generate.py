@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from autocustom import __version__, fileio, layout
-from autocustom.axis import Axis
+from autocustom.axis import Axis, parse_axis
 from autocustom.data import parsing
 from autocustom.data.dedup import DEFAULT_BLOCK, dedup_texts
 from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import check_ratios, split_pairs
 from autocustom.errors import OutputExistsError, UsageError
+from autocustom.fields import AXIS_HELP, SPLIT_HELP, library_only, option, required
 from autocustom.llm.base import ChatBackend, GenerationParams
 from autocustom.llm.chat import Conversation
 from autocustom.llm.generation import GENERATION_BATCH
@@ -52,30 +53,35 @@ ROUND_SEED_STRIDE = 1000  # seeds of round r are seed + r*1000 + attempt: rounds
 
 @dataclass
 class GenerateConfig:
-    """Everything `generate` needs; the CLI maps its options one to one onto these fields."""
+    """Everything `generate` needs; its fields are the command's options (cli/options.py)."""
 
-    axis: Axis
-    out: Path
-    subareas: int = 8
-    questions_per_subarea: int = 10
-    dedup_threshold: float = 0.90  # cosine on MiniLM embeddings; 0.9 drops rewordings, keeps variants
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    seed: int = 0
-    backend: str = "local"
-    model: str | None = None  # None: the packaged smollm2-135m for local; required for openai
-    base_url: str | None = None
-    concurrency: int = 4
-    batch_size: int = GENERATION_BATCH
-    device: str | None = None
-    max_retries: int = 3  # new samples for an unusable reply before it is recorded as dropped
-    max_rounds: int = 4  # asks per list (first included) when the model returns too few distinct items
-    max_new_tokens: int = 200  # for list replies; a list of 10 questions is ~150 tokens
-    answer_max_new_tokens: int = 96  # answers of ~50 words; a small model rambles past any instruction
-    answer_words: int = 50  # the length both poles are instructed to match
-    temperature: float = 0.7
-    dedup_block: int = DEFAULT_BLOCK
+    axis: Axis = required(AXIS_HELP, cli_type=str)  # "formal:casual" or a YAML file, parsed on creation
+    out: Path = required("Dataset directory (created; the same command resumes it).", cli_type=Path)
+    subareas: int = option(8, "Subareas (topics) where the poles differ.")
+    questions_per_subarea: int = option(10, "Questions per subarea.")
+    # cosine on MiniLM embeddings; 0.9 drops rewordings, keeps variants
+    dedup_threshold: float = option(0.90, "Cosine at which a question is a near-duplicate.")
+    split: tuple[float, float, float] = option((0.7, 0.15, 0.15), SPLIT_HELP, cli_type=list[float])
+    seed: int = option(0, "Seed of the sampling and the split.")
+    backend: str = option("local", "local (transformers) or openai (any compatible server).")
+    model: str | None = option(  # None: the packaged smollm2-135m for local; required for openai
+        None, "Model: packaged name, path or hub id (local); served name (openai)."
+    )
+    base_url: str | None = option(None, "OpenAI-compatible server URL; key from OPENAI_API_KEY.")
+    concurrency: int = option(4, "Parallel requests (openai).")
+    batch_size: int = option(GENERATION_BATCH, "Prompts per generate() batch (local).")
+    device: str | None = option(None, "auto, cpu, cuda, cuda:N (local).")
+    max_retries: int = option(3, "New samples for an unusable reply before it is dropped.")
+    max_rounds: int = option(4, "Asks per list when the model returns too few distinct items.")
+    max_new_tokens: int = option(200, "Token limit of list replies.")  # a list of 10 questions is ~150
+    # answers of ~50 words; a small model rambles past any instruction
+    answer_max_new_tokens: int = option(96, "Token limit of answers.")
+    answer_words: int = library_only(50)  # the length both poles are instructed to match
+    temperature: float = option(0.7, "Sampling temperature.")
+    dedup_block: int = library_only(DEFAULT_BLOCK)
 
     def __post_init__(self) -> None:
+        self.axis = parse_axis(self.axis) if isinstance(self.axis, str) else self.axis
         self.out = Path(self.out)
         self.split = check_ratios(self.split)
         positive = {

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from autocustom import __version__
-from autocustom.axis import Axis
+from autocustom.axis import Axis, parse_axis
 from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.sources import Row, read_rows
 from autocustom.data.split import check_ratios, split_pairs
 from autocustom.errors import DataError
+from autocustom.fields import AXIS_HELP, SPLIT_HELP, option, required
 from autocustom.fileio import require_new_dir, staged_dir
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 
@@ -34,17 +35,33 @@ MIN_CLUSTERS, MAX_CLUSTERS = 3, 30  # 3: train, validation and test each get a t
 
 @dataclass
 class ImportConfig:
-    source: str
-    axis: Axis
-    out: Path
-    question_column: str | None = None
-    pole_columns: dict[str, str] = field(default_factory=dict)  # pole -> column
-    chosen_pole: str | None = None  # prompt/chosen/rejected data: the pole `chosen` answers as
-    subarea_column: str | None = None
-    clusters: int | None = None  # None: cluster_count(n)
-    dedup_threshold: float = DEFAULT_DEDUP
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    seed: int = 0
+    """Everything `import` needs; its fields are the command's options (cli/options.py)."""
+
+    source: str = required(
+        "CSV/TSV, JSONL/JSON, Parquet, a save_to_disk directory or a hub id.", argument=True
+    )
+    axis: Axis = required(AXIS_HELP, cli_type=str)  # "formal:casual" or a YAML file, parsed on creation
+    out: Path = required("Dataset directory to create (must not exist or be empty).")
+    question_column: str | None = option(
+        None, "Question column (default: question, prompt, instruction, input or q).", flag="--question-col"
+    )
+    # pole -> column; the command line gives it as repeated --pole-col POLE=COLUMN (cli/pairs_cmd.py)
+    pole_columns: dict[str, str] = field(default_factory=dict, metadata={"cli": False})
+    chosen_pole: str | None = option(None, "prompt/chosen/rejected data: the pole `chosen` answers as.")
+    subarea_column: str | None = option(
+        None, "Subarea column (default: subarea, topic or category; else clustered).", flag="--subarea-col"
+    )
+    clusters: int | None = option(  # None: cluster_count(n)
+        None, "Subareas to find by clustering (default sqrt(pairs/2), within 3..30)."
+    )
+    dedup_threshold: float = option(DEFAULT_DEDUP, "Cosine of a near-duplicate question.")
+    split: tuple[float, float, float] = option((0.7, 0.15, 0.15), SPLIT_HELP, cli_type=list[float])
+    seed: int = option(0, "Seed of the clustering and the split.")
+
+    def __post_init__(self) -> None:
+        self.axis = parse_axis(self.axis) if isinstance(self.axis, str) else self.axis
+        self.out = Path(self.out)
+        self.split = check_ratios(self.split)
 
 
 @dataclass
@@ -103,7 +120,6 @@ def import_pairs(config: ImportConfig, *, progress: ProgressCallback = no_progre
 
 
 def _check_config(config: ImportConfig) -> None:
-    check_ratios(config.split)
     for pole in [*config.pole_columns, *([config.chosen_pole] if config.chosen_pole else [])]:
         config.axis.opposite(pole)  # AxisError (exit 2) naming the poles when `pole` is not one
     require_new_dir(Path(config.out))

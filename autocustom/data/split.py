@@ -21,7 +21,7 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(r) for r in ratios)
     if len(values) != 3:
         raise UsageError(
-            f"a split needs 3 fractions (train, validation, test), got {len(values)}", SPLIT_EXAMPLE
+            f"a split needs 3 numbers (train, validation, test fractions), got {len(values)}", SPLIT_EXAMPLE
         )
     if any(v < 0 or math.isnan(v) for v in values) or values[0] <= 0:
         raise UsageError(f"split {values} has a negative fraction or no train share", f"e.g. {SPLIT_EXAMPLE}")

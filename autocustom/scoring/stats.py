@@ -24,6 +24,13 @@ class Estimate:
         return f"{self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
 
 
+def format_estimate(data: dict[str, float] | None) -> str:
+    """An estimate read from JSON as text: value [low, high], or a dash where the figure does not apply."""
+    if not data:
+        return "–"
+    return f"{data['value']:+.3f} [{data['low']:+.3f}, {data['high']:+.3f}]"
+
+
 def estimate_from(data: dict[str, float | int] | None) -> Estimate | None:
     """An Estimate read back from its `to_dict()` (a JSON file); None stays None."""
     return Estimate(**data) if data else None

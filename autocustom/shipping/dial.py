@@ -24,11 +24,11 @@ from autocustom.layout import DIAL, DIAL_CONFIG, DIAL_PLOT, DIAL_RESULT, DIAL_TA
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.scoring.judge import CONTRAST, open_judge
-from autocustom.scoring.shift_score import MeasureOptions
+from autocustom.scoring.options import MeasureOptions
 from autocustom.scoring.stats import Estimate, estimate_from
 from autocustom.shipping.strength import RunSource, find_run
 
-SCHEMA = "autocustom.shipping.dial/1"
+SCHEMA = "autocustom.dial/1"
 # 0 (the base) to 2 (twice the trained change): steering users report gibberish past about 2
 DEFAULT_SCALES = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
 # a bend smaller than this (in the [0, 1]-scaled units of both curves) is noise on a straight line

@@ -27,7 +27,7 @@ from autocustom.fields import TRAINED_HELP, required
 from autocustom.fileio import read_json, require_new_dir, staged_dir, write_json_atomic, write_text_atomic
 from autocustom.layout import DIAL_RESULT, EXPORT_CARD, EXPORT_RECORD, MODELFILE, dial_scale_file
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.scoring.shift_score import MeasureOptions
+from autocustom.scoring.options import MeasureOptions
 from autocustom.shipping.dial import DialConfig, DialResult, default_dial_dir, dial
 from autocustom.shipping.llama_cpp import OUTTYPES
 from autocustom.shipping.strength import RunSource, find_run
@@ -366,8 +366,8 @@ def _figures(dialled: DialResult, scale: float) -> dict[str, Any]:
 
 def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> str:
     """README.md of the export: what it is, how it was made, what was measured at this scale, how to run it."""
-    from autocustom.report import format_estimate
     from autocustom.scoring.measure import LABELS
+    from autocustom.scoring.stats import format_estimate
 
     run = source.run_config
     manifest = _manifest(dialled.data)

@@ -22,11 +22,11 @@ from autocustom.fields import DATASET_HELP, required
 from autocustom.fileio import read_json, write_json_atomic
 from autocustom.layout import STEER_CONFIG, STEER_GGUF, STEER_RESULT, STEER_VECTOR, steer_grid_file
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.scoring.shift_score import MeasureOptions
+from autocustom.scoring.options import MeasureOptions
 from autocustom.scoring.stats import Estimate
 from autocustom.steering.vector import Layers, SteeringVector, layers_label
 
-SCHEMA = "autocustom.steering.search/1"
+SCHEMA = "autocustom.steer/1"
 # multiples of the mean difference: 1 adds the average gap between the poles' activations; the
 # field's grids (AxBench, repeng) span about an order of magnitude, past which text degenerates
 DEFAULT_COEFFICIENTS = [0.5, 1.0, 2.0, 4.0, 8.0]

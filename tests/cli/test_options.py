@@ -113,7 +113,7 @@ def compared(monkeypatch) -> list[CompareConfig]:
         configs.append(config)
         return SimpleNamespace(to_dict=lambda: {"captured": True})
 
-    monkeypatch.setattr("autocustom.compare.compare", fake_compare)
+    monkeypatch.setattr("autocustom.comparison.study.compare", fake_compare)
     return configs
 
 
