@@ -205,8 +205,11 @@ def load_model(
     options: LoadOptions = DEFAULT_LOAD,
     device_map: str | None = None,
     trust_remote_code: bool = False,
+    tokenizer: Any = None,
 ) -> LoadedModel:
     """Load model + tokenizer in eval mode on `device`; tokenizer gets a pad token if it lacks one.
+
+    `tokenizer`: the reference's tokenizer, already loaded (`load_tokenizer`): it is used, not read again.
 
     `dtype` (a torch dtype) overrides `options.dtype`. `device_map` ("auto") spreads a model that does
     not fit one device over the GPUs and the CPU through accelerate; the model is then not moved.
@@ -234,14 +237,15 @@ def load_model(
                 options=options,
                 device_map=device_map,
                 trust_remote_code=trust_remote_code,
+                tokenizer=tokenizer,
             )
             model = PeftModel.from_pretrained(base.model, location)
-            tokenizer = _load_tokenizer(location, trust_remote_code, fallback=base.tokenizer)
+            tokenizer = tokenizer or _load_tokenizer(location, trust_remote_code, fallback=base.tokenizer)
             base_reference = base_reference or base_name
         else:
             gguf = _single_gguf(location)
             model = _from_pretrained(location, gguf, dtype, options, device, device_map, trust_remote_code)
-            tokenizer = _load_tokenizer(location, trust_remote_code, gguf_file=gguf)
+            tokenizer = tokenizer or _load_tokenizer(location, trust_remote_code, gguf_file=gguf)
     except ModelLoadError:
         raise
     except (OSError, ValueError, ImportError) as exc:

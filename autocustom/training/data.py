@@ -27,6 +27,25 @@ class EncodedExample:
     opposite_prompt: int
 
 
+@dataclass(frozen=True)
+class EncodedRun:
+    """A run's tokenizer and its train pairs, encoded once: the memory plan measures these rows before
+    any weight is loaded, and training trains on the same ones."""
+
+    tokenizer: Any
+    examples: list[EncodedExample]
+
+
+def encode_run(config: Any, dataset: Any) -> EncodedRun:
+    """`config`'s (a TrainConfig) train pairs, toward its pole, in its model's tokenizer."""
+    from autocustom.llm.models import load_tokenizer
+
+    tokenizer = load_tokenizer(config.model)
+    opposite = dataset.axis.opposite(config.toward)
+    examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
+    return EncodedRun(tokenizer, examples)
+
+
 def encode_pairs(
     tokenizer,
     pairs: Sequence[Pair],

@@ -39,6 +39,7 @@ from typing import Any
 
 from autocustom.errors import UsageError
 from autocustom.training.config import DISTILL
+from autocustom.training.data import EncodedRun, encode_run
 from autocustom.training.sharding import Sharding, launched_sharding
 
 GIB = 2**30
@@ -316,8 +317,12 @@ def available_bytes(device: Any) -> int | None:
     return int(psutil.virtual_memory().available)
 
 
-def plan_training(config: Any, dataset: Any = None, device: Any = None) -> MemoryPlan:
+def plan_training(
+    config: Any, dataset: Any = None, device: Any = None, run: EncodedRun | None = None
+) -> MemoryPlan:
     """The memory plan of `train(config)` from the model's config and the dataset's pairs; loads no weights.
+
+    `run`: the dataset's train pairs already encoded (`train` encodes them once, for this and for training).
 
     `options` of the plan also lists the changes of settings that would make a plan that does not fit
     fit this device (`fitting_changes`).
@@ -327,7 +332,7 @@ def plan_training(config: Any, dataset: Any = None, device: Any = None) -> Memor
 
     device = device if device is not None else resolve_device(config.device)
     shape = model_shape(load_config(config.model), config.lora_rank, config.lora_targets)
-    measured = _measured_lengths(config, dataset, device) if dataset is not None else None
+    measured = _measured_lengths(config, dataset, device, run) if dataset is not None else None
     available = available_bytes(device)
     sharding = launched_sharding()
     if sharding is not None and sharding.checkpoints_activations:
@@ -414,18 +419,17 @@ def _plan_for(config: Any, shape: ModelShape, measured, device: Any, available: 
     return plan
 
 
-def _measured_lengths(config: Any, dataset: Any, device: Any) -> tuple[list, list[int]]:
-    """The run's encoded training pairs, and the continuation lengths of the Drift texts it evaluates."""
-    from autocustom.llm.models import load_tokenizer
+def _measured_lengths(
+    config: Any, dataset: Any, device: Any, run: EncodedRun | None
+) -> tuple[list, list[int]]:
+    """The run's encoded training pairs (`run`'s, or encoded here), and the continuation lengths of the
+    Drift texts it evaluates."""
     from autocustom.scoring.drift import MAX_LENGTH
     from autocustom.scoring.logprobs import encode_context_continuation
-    from autocustom.training.data import encode_pairs
     from autocustom.training.plans import training_plan
 
-    opposite = dataset.axis.opposite(config.toward)
-    tokenizer = load_tokenizer(config.model)
-    examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
+    run = run or encode_run(config, dataset)
     # the final measurement's Drift texts (every plan of a run draws the same ones)
     texts = training_plan(config, dataset, "validation", getattr(device, "type", device)).drift_texts
-    encoded = [encode_context_continuation(tokenizer, p, c, MAX_LENGTH) for p, c in texts]
-    return examples, [len(e.input_ids) - e.prompt_length for e in encoded]
+    encoded = [encode_context_continuation(run.tokenizer, p, c, MAX_LENGTH) for p, c in texts]
+    return run.examples, [len(e.input_ids) - e.prompt_length for e in encoded]

@@ -17,7 +17,7 @@ from autocustom.progress import ProgressCallback, ProgressEvent
 from autocustom.scoring.measure import Reference
 from autocustom.scoring.plan import EvalPlan
 from autocustom.training.config import TrainConfig
-from autocustom.training.data import encode_pairs, nested_subset
+from autocustom.training.data import EncodedRun, nested_subset
 from autocustom.training.onpolicy import OnPolicyBatches, Sampling
 from autocustom.training.plans import reply_judge, selection_plan, training_plan
 from autocustom.training.regularizer import MMLURegularizer
@@ -82,9 +82,15 @@ def training_data(config: TrainConfig) -> Dataset:
 
 
 def prepare(
-    config: TrainConfig, dataset: Dataset, device: torch.device, use_lora: bool, progress: ProgressCallback
+    config: TrainConfig,
+    dataset: Dataset,
+    device: torch.device,
+    use_lora: bool,
+    run: EncodedRun,
+    progress: ProgressCallback,
 ) -> Setup:
-    """Load the policy once; under LoRA its base with the adapter disabled is the reference (no copy)."""
+    """Load the policy once; under LoRA its base with the adapter disabled is the reference (no copy).
+    `run`: the tokenizer and train pairs the memory plan already encoded."""
     from autocustom.runtime import limit_heap_growth, resolve_dtype, seed_everything
 
     limit_heap_growth(device)
@@ -98,9 +104,13 @@ def prepare(
     progress(ProgressEvent("load model", 0, 1, config.model))
     # full fine-tuning keeps float32 master weights (bf16 autocast on CUDA): AdamW's small steps vanish in bf16
     loaded = load_model(
-        config.model, device=load_on, dtype=compute if use_lora else torch.float32, options=config
+        config.model,
+        device=load_on,
+        dtype=compute if use_lora else torch.float32,
+        options=config,
+        tokenizer=run.tokenizer,
     )
-    tokenizer = loaded.tokenizer
+    tokenizer = run.tokenizer
     n_params = sum(numel(p) for p in loaded.model.parameters())  # before LoRA adds its own
     if use_lora:
         model = with_lora(loaded.model, config)
@@ -109,15 +119,15 @@ def prepare(
         model = loaded.model
         # without autocast (CPU) the policy computes in float32, so its reference must too
         reference_dtype = compute if device.type == "cuda" else torch.float32
-        base = load_model(config.model, device=load_on, dtype=reference_dtype, options=config).model
+        base = load_model(
+            config.model, device=load_on, dtype=reference_dtype, options=config, tokenizer=tokenizer
+        ).model
         base.requires_grad_(False)
         if fsdp:
             shard_frozen(base, device)
         elif partitioned(base):
             base = partitioned_engine(base)
     progress(ProgressEvent("load model", 1, 1, config.model))
-    opposite = dataset.axis.opposite(config.toward)
-    examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
     final_split = "test" if dataset.splits.get("test") else "validation"
     return Setup(
         device=device,
@@ -127,7 +137,7 @@ def prepare(
         compute_dtype=compute,
         use_lora=use_lora,
         n_params=n_params,
-        examples=examples,
+        examples=run.examples,
         regularizer=_regularizer(config, tokenizer),
         validation_plan=selection_plan(config, dataset, device.type),
         final_plan=training_plan(config, dataset, final_split, device.type),

@@ -40,6 +40,7 @@ from autocustom.scoring.measure import measure
 from autocustom.scoring.stats import estimate_from
 from autocustom.training.callbacks import EvalCallback, plain_estimate
 from autocustom.training.config import CHECKPOINT_MINUTES, TrainConfig
+from autocustom.training.data import EncodedRun, encode_run
 from autocustom.training.kept_model import (
     callback_state,
     checkpoint_step,
@@ -75,7 +76,8 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     dataset = training_data(config)
     device = device_for(config, distributed)
     config.check_loading(device)
-    memory = _check_memory(config, dataset, device)
+    run = encode_run(config, dataset)  # once: the memory plan measures these rows, training trains on them
+    memory = _check_memory(config, dataset, device, run)
     config = replace(
         config, gradient_checkpointing=memory.options["gradient_checkpointing"]
     )  # auto, resolved
@@ -85,7 +87,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     # before any model loads: under ZeRO-3 the arguments register DeepSpeed's config with transformers,
     # which then builds each model partitioned (deepspeed.zero.Init) instead of whole on every rank
     args = training_args(config, out, device, use_lora)
-    setup = prepare(config, dataset, device, use_lora, progress)
+    setup = prepare(config, dataset, device, use_lora, run, progress)
     checkpoint = last_checkpoint(out / CHECKPOINTS) if config.resume else None
     if distributed.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -150,11 +152,11 @@ def memory_plan(config: TrainConfig) -> MemoryPlan:
     return plan_training(config, dataset, device)
 
 
-def _check_memory(config: TrainConfig, dataset: Dataset, device: torch.device) -> MemoryPlan:
+def _check_memory(config: TrainConfig, dataset: Dataset, device: torch.device, run: EncodedRun) -> MemoryPlan:
     """Refuse, before any weight is loaded, a run whose memory plan (per process) does not fit the device."""
     from autocustom.training.memory import plan_training
 
-    plan = plan_training(config, dataset, device)
+    plan = plan_training(config, dataset, device, run)
     log.info("memory plan:\n%s", plan.table())
     if plan.fits is False:
         fixes = plan.options.get("would_fit") or []

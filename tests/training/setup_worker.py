@@ -15,6 +15,7 @@ from accelerate import PartialState
 
 from autocustom.progress import no_progress
 from autocustom.training.config import TrainConfig
+from autocustom.training.data import encode_run
 from autocustom.training.pair_trainer import training_args
 from autocustom.training.setup import device_for, prepare, training_data
 from autocustom.training.sharding import partitioned
@@ -29,7 +30,7 @@ def main(model_dir: str, data_dir: str, out: str) -> None:
     device = device_for(config, state)
     # registers DeepSpeed's config, as in train; transformers holds it by a weak reference: keep `args`
     args = training_args(config, Path(out), device, use_lora=True)
-    setup = prepare(config, dataset, device, True, no_progress)
+    setup = prepare(config, dataset, device, True, encode_run(config, dataset), no_progress)
     base = setup.model.get_base_model()
     print(f"rank {state.process_index} of {args.world_size}: partitioned {partitioned(base)}", flush=True)
 
