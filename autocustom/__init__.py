@@ -38,7 +38,7 @@ _EXPORTS = {
     "SteeringVector": "autocustom.steering.vector",
     "Steered": "autocustom.steering.vector",
     "compare": "autocustom.comparison.study",
-    "CompareConfig": "autocustom.comparison.study",
+    "CompareConfig": "autocustom.comparison.config",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -20,6 +20,7 @@ and functions here, so a file is named once.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ CALL_CACHE = "cache.sqlite"
 
 # training run directory
 RUN_CONFIG = "run_config.json"  # its presence marks a training run
+ADAPTER_CONFIG = "adapter_config.json"  # peft's file name: its presence marks a LoRA adapter
 RUN_MODEL = "model"  # the kept model (or LoRA adapter) and its tokenizer
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"  # its presence means "finished"
@@ -101,10 +103,64 @@ def write_run_config(path: str | Path, config: dict[str, Any]) -> None:
     write_json_atomic(Path(path) / RUN_CONFIG, config)
 
 
-def recorded_toward(path: str | Path) -> str | None:
-    """The target pole a training run was trained toward, or None when `path` is not a run."""
-    path = Path(path)
-    return read_run_config(path).get("toward") if is_run_dir(path) else None
+@dataclass(frozen=True)
+class RunSource:
+    """What a model reference records of how it was made: the one reader of a run's record.
+
+    A `train` directory (or a `run` directory, through its train/) records its base, axis and target
+    pole in run_config.json; a bare LoRA adapter records only its base (adapter_config.json); anything
+    else (a packaged name, a hub id, a plain model directory) records nothing, and every field is None.
+    """
+
+    reference: str  # what the user passed
+    weights: Path  # the directory holding the tuned weights or the adapter
+    run_config: dict[str, Any] = field(default_factory=dict)  # {} for a bare adapter or a plain model
+
+    @property
+    def lora(self) -> bool:
+        """The weights are a peft LoRA adapter."""
+        return (self.weights / ADAPTER_CONFIG).is_file()
+
+    @property
+    def trained(self) -> bool:
+        """A run or an adapter: something with a base to measure against and to scale from."""
+        return bool(self.run_config) or self.lora
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.weights.parent if self.run_config else None
+
+    @property
+    def base(self) -> str | None:
+        """The base model, as the user named it to `train` (or as the adapter names it)."""
+        if self.run_config:
+            return self.run_config.get("model")
+        if self.lora:
+            return read_json(self.weights / ADAPTER_CONFIG).get("base_model_name_or_path")
+        return None
+
+    @property
+    def toward(self) -> str | None:
+        return self.run_config.get("toward")
+
+    @property
+    def data(self) -> str | None:
+        """The dataset directory the run was trained on."""
+        return self.run_config.get("data")
+
+    @property
+    def axis(self) -> str | None:
+        """The axis label ("formal:casual") the run was trained on."""
+        return self.run_config.get("axis")
+
+
+def run_source(reference: str | Path) -> RunSource:
+    """The record of `reference`: a `train` directory, a `run` directory (its train/), an adapter, or none."""
+    path = Path(reference).expanduser()
+    for candidate in (path, path / RUN_TRAIN):
+        if is_run_dir(candidate):
+            return RunSource(str(reference), candidate / RUN_MODEL, read_run_config(candidate))
+    return RunSource(str(reference), path)
 
 
 def read_summary(path: str | Path) -> dict[str, Any] | None:

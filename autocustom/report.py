@@ -193,11 +193,7 @@ def plot_train_sizes(result: dict[str, Any], path: Path) -> Path:
     for index, curve in enumerate(result["train_sizes"]):
         points = [(p["pairs"], p["bias_shift"]) for p in curve["points"] if p["bias_shift"]]
         colour = f"C{index % 10}"
-        axis.errorbar(
-            [n for n, _ in points], [e["value"] for _, e in points],
-            yerr=[[e["value"] - e["low"] for _, e in points], [e["high"] - e["value"] for _, e in points]],
-            marker="o", capsize=3, linestyle="none", color=colour, label=curve["method"],
-        )  # fmt: skip
+        _errorbar(axis, points, marker="o", linestyle="none", color=colour, label=curve["method"])
         fit = curve["fit"]
         if fit["a"] is not None and points:
             grid = np.geomspace(points[0][0], points[-1][0], 50)
@@ -269,11 +265,7 @@ def plot_dial(result: dict[str, Any], path: Path) -> Path:
         (drift_axis, "drift", "tab:red", "s"),
     ):
         points = [(p["scale"], p["metrics"][metric]) for p in result["scales"] if p["metrics"].get(metric)]
-        axis.errorbar(
-            [s for s, _ in points], [e["value"] for _, e in points],
-            yerr=[[e["value"] - e["low"] for _, e in points], [e["high"] - e["value"] for _, e in points]],
-            marker=marker, capsize=3, color=colour, label=LABEL_OF_DIAL[metric],
-        )  # fmt: skip
+        _errorbar(axis, points, marker=marker, color=colour, label=LABEL_OF_DIAL[metric])
         axis.set_ylabel(f"{LABEL_OF_DIAL[metric]} (nats/token)", color=colour)
     chosen = result["recommendation"]["scale"]
     if chosen is not None:
@@ -287,6 +279,14 @@ def plot_dial(result: dict[str, Any], path: Path) -> Path:
 
 
 LABEL_OF_DIAL = {"bias_shift": "BiasShift", "drift": "Drift"}
+
+
+def _errorbar(axis, points: list[tuple[float, dict[str, Any]]], **style: Any) -> None:
+    """Estimates (read from JSON) at their x positions, with their 95% intervals as error bars."""
+    values = [estimate["value"] for _, estimate in points]
+    below = [estimate["value"] - estimate["low"] for _, estimate in points]
+    above = [estimate["high"] - estimate["value"] for _, estimate in points]
+    axis.errorbar([x for x, _ in points], values, yerr=[below, above], capsize=3, **style)
 
 
 def _figure():
@@ -315,10 +315,8 @@ def _plot_training(rows: list[dict[str, Any]], summary: dict[str, Any] | None, p
     shift_axis.plot(
         steps, [r["bias_shift"]["value"] for r in rows], marker="o", color="tab:blue", label="BiasShift"
     )
-    shift_axis.fill_between(
-        steps, [r["bias_shift"]["low"] for r in rows], [r["bias_shift"]["high"] for r in rows],
-        color="tab:blue", alpha=0.2,
-    )  # fmt: skip
+    low, high = [r["bias_shift"]["low"] for r in rows], [r["bias_shift"]["high"] for r in rows]
+    shift_axis.fill_between(steps, low, high, color="tab:blue", alpha=0.2)
     shift_axis.set_xlabel("optimizer step")
     shift_axis.set_ylabel("BiasShift, validation (nats/token)", color="tab:blue")
     handles = []
@@ -381,25 +379,20 @@ def _plot_padding(result: dict[str, Any], metric: str, path: Path) -> Path:
         return row["method"] if first_model else f"{row['method']} ({row['model']})"
 
     every = list(dict.fromkeys(name(row) for row in result["rows"]))  # same colour in both plots
-    series: dict[str, list[tuple[int, float, float, float]]] = {}
+    series: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for row in result["rows"]:
         estimate = row["metrics"].get(metric)
         if row["condition"] == "adversarial" or estimate is None:
             continue
-        series.setdefault(name(row), []).append(
-            (row["padding_tokens"], estimate["value"], estimate["low"], estimate["high"])
-        )
+        series.setdefault(name(row), []).append((row["padding_tokens"], estimate))
     longest = max((p[0] for points in series.values() for p in points), default=0)
     nudge = max(longest, 1) * 0.008
     for key, points in series.items():
-        points.sort()
+        points.sort(key=lambda point: point[0])
         index = every.index(key)
         offset = (index - (len(every) - 1) / 2) * nudge
-        axis.errorbar(
-            [p[0] + offset for p in points], [p[1] for p in points],
-            yerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]],
-            marker="o", capsize=3, label=key, color=f"C{index % 10}",
-        )  # fmt: skip
+        nudged = [(x + offset, estimate) for x, estimate in points]
+        _errorbar(axis, nudged, marker="o", label=key, color=f"C{index % 10}")
     title, label, limits = PADDING_METRICS[metric]
     axis.set_xlabel("distracting tokens before the question")
     axis.set_ylabel(label.format(toward=result["toward"]))

@@ -93,12 +93,9 @@ def _exit_on_gates(score: dict[str, Any]) -> None:
 
 
 def _compare_config() -> type[Any]:
-    """CompareConfig, imported when typer builds the commands (for `autocustom --help` too).
-
-    Its module imports torch (autocustom.comparison.study -> score.mmlu -> score.logprobs), which costs every
-    command about a second until that import is made lazy there.
-    """
-    from autocustom.comparison.study import CompareConfig
+    """CompareConfig, imported when typer builds the commands (for `autocustom --help` too): its module
+    holds the options alone, so building the command imports neither the study nor torch."""
+    from autocustom.comparison.config import CompareConfig
 
     return CompareConfig
 
@@ -126,7 +123,8 @@ def compare_command(
         padding = ",".join(map(str, values["padding"]))
         fail(f"--padding '{padding}' needs positive token counts; e.g. --padding 64,256")
     with user_errors():
-        from autocustom.comparison.study import CompareConfig, compare
+        from autocustom.comparison.config import CompareConfig
+        from autocustom.comparison.study import compare
 
         config = CompareConfig(**values)
         with progress_reporter(quiet=quiet) as progress:
@@ -143,7 +141,7 @@ def compare_command(
 def _render_compare(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from autocustom.comparison.study import COLUMNS
+    from autocustom.comparison.rows import COLUMNS
     from autocustom.scoring.stats import format_estimate
 
     table = Table(title=f"{result['axis']['pole_a']}:{result['axis']['pole_b']} toward {result['toward']}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autocustom.scoring.stats import Estimate
+from autocustom.scoring.stats import Estimate, estimate_dict
 
 REACH_FRACTION = 0.9  # "enough pairs": where the fit reaches 90% of the largest shift measured
 MIN_POINTS = 3  # a two-parameter curve through fewer points would fit anything
@@ -31,7 +31,7 @@ class SizePoint:
     bias_shift: Estimate | None  # test split, the kept model of that size's run
 
     def to_dict(self) -> dict[str, Any]:
-        shift = self.bias_shift.to_dict() if self.bias_shift is not None else None
+        shift = estimate_dict(self.bias_shift)
         return {"pairs": self.pairs, "steps": self.steps, "bias_shift": shift}
 
 

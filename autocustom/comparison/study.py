@@ -13,157 +13,41 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocustom.assets import DEFAULT_MODEL
+from autocustom.comparison.config import CompareConfig
 from autocustom.comparison.differences import method_differences
 from autocustom.comparison.methods import (
-    METHODS,
     PLAIN_CONDITION,
     PROMPT_METHODS,
     STEERING_METHOD,
     TRAINED_METHODS,
-    apply_stress,
     check_methods,
-    method_condition,
-    padding_length,
-    stress_conditions,
     training_options,
 )
+from autocustom.comparison.rows import Row, RowScoring
 from autocustom.data.io import load_dataset_dir
 from autocustom.errors import OutputExistsError, UsageError
-from autocustom.fields import DATASET_HELP, required
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 from autocustom.layout import (
     COMPARE_CONFIG,
     COMPARE_RESULT,
     COMPARE_TABLE,
     PLOTS,
-    compare_cell,
     compare_method_run,
     compare_size_run,
 )
-from autocustom.llm.chat import PLAIN
-from autocustom.llm.models import LoadOptions
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
-from autocustom.scoring.judge import JudgeOptions, is_contrast, judge_notes, open_judge
-from autocustom.scoring.measure import Measurement, Reference, measure
-from autocustom.scoring.options import DEVICE_MAP_HELP, check_device_map
-from autocustom.scoring.plan import DEFAULT_BATCH_SIZE, EVAL_SEED, EvalPlan, make_plan
-from autocustom.scoring.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
-from autocustom.scoring.stats import DEFAULT_BOOTSTRAP, Estimate, estimate_from
+from autocustom.scoring.judge import is_contrast, judge_notes, open_judge
+from autocustom.scoring.plan import EvalPlan, make_plan
+from autocustom.scoring.stats import estimate_from
 from autocustom.steering.vector import layers_label
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "autocustom.compare/3"  # 2: the evaluation plan; 3: steer, judge columns, no GenLean
-PADDING_SOURCE = 200  # MMLU questions the distracting padding is cut from: more than 256 tokens' worth
-COLUMNS = ("lean", "bias_shift", "mmlu_delta_points", "drift")
-JUDGE_COLUMNS = ("win_rate", "lc_win_rate", "reply_tokens", "judge_consistency")  # with --judge local/openai
-# with --judge contrast: the replies' lean, its move from the base's, what it cost them, the judge's check
-CONTRAST_COLUMNS = (
-    "reply_share", "reply_shift", "fluency_vs_prompted", "repetition", "reply_tokens", "judge_accuracy",
-)  # fmt: skip
-
-
-@dataclass
-class CompareConfig(JudgeOptions, LoadOptions):
-    """One comparison: which models, methods and stress conditions, and the shared training budget.
-
-    The loading options (`--dtype`, `--load-in-4bit`, ...) apply to every scored and trained model;
-    `--judge` adds the judge's win rates of each method's free replies against the base's.
-    """
-
-    data: str = required(DATASET_HELP)
-    toward: str = required("The pole every method aims for.")
-    out: str = required("Comparison directory (resumable).")
-    models: list[str] = field(
-        default_factory=lambda: [DEFAULT_MODEL],
-        metadata={"help": "Comma-separated models; trained methods use the first."},
-    )
-    methods: list[str] = field(
-        default_factory=lambda: list(METHODS), metadata={"help": "Comma-separated methods."}
-    )
-    padding: list[int] = field(
-        default_factory=lambda: [64, 256],
-        metadata={"help": "Distracting-token lengths to test (comma-separated)."},
-    )
-    adversarial: bool = field(
-        default=True,
-        metadata={"help": "Add the adversarial user turn.", "flag": "--adversarial/--no-adversarial"},
-    )
-    few_shot: int = field(default=3, metadata={"help": "Train pairs shown to the few-shot baseline."})
-    max_steps: int = field(default=30, metadata={"help": "Training steps of every trained method."})
-    lr: float | None = field(default=None, metadata={"help": "Learning rate of every trained method."})
-    train_batch_size: int = field(default=4, metadata={"help": "Pairs per training step."})
-    eval_steps: int = field(default=10, metadata={"help": "Validation evaluation interval during training."})
-    train_sizes: list[int] = field(
-        default_factory=list,
-        metadata={
-            "help": "Also train each loss on nested subsets of this many train pairs (e.g. 4,8,16), same "
-            "steps per pair, and fit a power law of test BiasShift against n (train_sizes.png)."
-        },
-    )
-    mmlu_questions: int | None = field(
-        default=None, metadata={"help": size_help("MMLU retention subset size", MMLU_QUESTIONS)}
-    )
-    drift_texts: int | None = field(
-        default=None, metadata={"help": size_help("Neutral texts for Drift", DRIFT_TEXTS)}
-    )
-    bootstrap: int = field(
-        default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the intervals."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of training and intervals."})
-    batch_size: int = field(
-        default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per evaluation forward pass."}
-    )
-    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda, cuda:N."})
-    device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
-    max_fluency_drop: float = field(
-        default=DEFAULT_FLUENCY_BUDGET,
-        metadata={
-            "help": "With --judge contrast: name the methods whose replies are more than this less likely "
-            "(nats/token) than the judge's own replies told the target pole (the reply-quality budget)."
-        },
-    )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Row:
-    model: str
-    method: str
-    condition: str
-    padding_tokens: int
-    metrics: dict[str, Estimate | None]
-    margins: list[float]
-    replies: list[float] | None = None  # the contrast judge's r per free reply (None: not judged)
-
-    def to_dict(self, with_margins: bool = True) -> dict[str, Any]:
-        data = {
-            "model": self.model,
-            "method": self.method,
-            "condition": self.condition,
-            "padding_tokens": self.padding_tokens,
-            "metrics": {k: v.to_dict() if v is not None else None for k, v in self.metrics.items()},
-        }
-        if with_margins:
-            data["margins"] = self.margins
-            data["replies"] = self.replies
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Row:
-        metrics = {k: Estimate(**v) if v is not None else None for k, v in data["metrics"].items()}
-        return cls(
-            data["model"], data["method"], data["condition"], data["padding_tokens"], metrics, data["margins"],
-            data.get("replies"),
-        )  # fmt: skip
 
 
 @dataclass
@@ -217,16 +101,14 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
     if not dataset.splits.get("test"):
         raise UsageError(f"the test split of {config.data} is empty", "regenerate with more subareas")
     _check_train_sizes(config, len(dataset.splits.get("train", [])))
+    config.check_sizes()
     device = resolve_device(config.device)
-    check_device_map(config.device_map)
-    config.check_loading(device)
-    config.check_judge()
     plan = compare_plan(config, dataset, device.type)
     out = Path(config.out)
     _claim_output(out, config, dataset.axis.label)
     training = _train_methods(config, out, progress)
     curves = _size_curves(config, out, dataset, training, progress) if config.train_sizes else []
-    scoring = _Scoring(config, out, dataset, plan, device, progress)
+    scoring = RowScoring(config, out, dataset, plan, device, progress)
     rows: list[Row] = []
     with open_judge(config, dataset.axis, device=config.device) as judge:
         for model_index, model_ref in enumerate(config.models):
@@ -235,11 +117,18 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
     if scoring.steering is not None:
         training[STEERING_METHOD] = scoring.steering.to_dict()
     result = CompareResult(
-        config, dataset.axis.to_dict(), plan.opposite, len(plan.pairs), rows, training,
-        time.monotonic() - started, _notes(plan, rows, scoring.steering, curves, config.max_fluency_drop),
-        plan.describe(),
-        [curve.to_dict() for curve in curves], method_differences(rows, config.bootstrap, config.seed),
-    )  # fmt: skip
+        config=config,
+        axis=dataset.axis.to_dict(),
+        opposite=plan.opposite,
+        n_pairs=len(plan.pairs),
+        rows=rows,
+        training=training,
+        elapsed_s=time.monotonic() - started,
+        notes=_notes(plan, rows, scoring.steering, curves, config.max_fluency_drop),
+        plan=plan.describe(),
+        train_sizes=[curve.to_dict() for curve in curves],
+        differences=method_differences(rows, config.bootstrap, config.seed),
+    )
     write_json_atomic(out / COMPARE_RESULT, result.to_dict())
     write_text_atomic(out / COMPARE_TABLE, result.to_markdown())
     if curves:
@@ -411,129 +300,15 @@ def _size_curves(config: CompareConfig, out: Path, dataset, training, progress: 
                 ProgressEvent("train sizes", len(points), len(config.train_sizes), f"{method} n={pairs}")
             )
             run = _train_config(
-                config, method, compare_size_run(out, method, pairs),
-                train_pairs=pairs, max_steps=steps, eval_steps=min(config.eval_steps, steps),
-            )  # fmt: skip
+                config,
+                method,
+                compare_size_run(out, method, pairs),
+                train_pairs=pairs,
+                max_steps=steps,
+                eval_steps=min(config.eval_steps, steps),
+            )
             points.append(SizePoint(pairs, steps, train(run, progress=progress).bias_shift_test))
         full = estimate_from(training[method].get("bias_shift_test"))
         points.append(SizePoint(all_pairs, config.max_steps, full))
         curves.append(SizeCurve(method, points, fit_power_law(points)))
     return curves
-
-
-@dataclass
-class _Scoring:
-    """What every row of a comparison is measured with: one plan, one base per model, resumable cells."""
-
-    config: CompareConfig
-    out: Path
-    dataset: Any
-    plan: EvalPlan
-    device: Any
-    progress: ProgressCallback
-    steering: Any = None  # steer.Fitted, once the steering method has been fitted
-
-    def model_rows(self, model_ref: str, methods: list[str], judge) -> list[Row]:
-        """Rows of one model (the base first); `judge` reads the free replies when one was asked for."""
-        from autocustom.llm.models import load_model
-        from autocustom.scoring.mmlu import retention_subset
-
-        placement = {"options": self.config, "device_map": self.config.device_map}
-        base = load_model(model_ref, device=self.device, **placement)
-        reference = Reference(base.model, base.tokenizer, judge)
-        conditions = stress_conditions(self.config.padding, self.config.adversarial)
-        padding_source = [q.question for q in retention_subset(PADDING_SOURCE, seed=EVAL_SEED)]
-        rows, total = [], len(methods) * len(conditions)
-        for method in ["base", *[m for m in methods if m != "base"]]:
-            loaded, changed = self._method_model(method, base, reference, placement)
-            train_pairs = self.dataset.splits.get("train", [])
-            prompt = method_condition(
-                method, self.dataset.axis, self.config.toward, train_pairs, self.config.few_shot
-            )
-            for condition in conditions:
-                stage = f"score {model_ref}"
-                self.progress(ProgressEvent(stage, len(rows), total, f"{method} / {condition}"))
-                cell = compare_cell(self.out, _slug(model_ref), method, condition)
-                if not cell.is_file():
-                    stress = {
-                        "opposite": self.plan.opposite,
-                        "tokenizer": loaded.tokenizer,
-                        "padding_source": padding_source,
-                    }
-                    plan = self._cell_plan(
-                        apply_stress(prompt, condition, **stress),
-                        apply_stress(PLAIN, condition, **stress),
-                        changed,
-                        condition,
-                    )
-                    measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer)
-                    write_json_atomic(cell, _row(model_ref, method, condition, measured).to_dict())
-                if method in methods:
-                    rows.append(Row.from_dict(read_json(cell)))
-        self.progress(ProgressEvent(f"score {model_ref}", total, total, "done"))
-        return rows
-
-    def _method_model(self, method: str, base, reference: Reference, placement: dict[str, Any]):
-        """The model a method's rows are scored with, and whether it changes the model's computation
-        (trained weights, a steering vector: then MMLU and Drift are measured too)."""
-        from autocustom.llm.models import load_model
-        from autocustom.steering.vector import Steered
-
-        if method == STEERING_METHOD:
-            self.steering = self._fit_steering(reference)
-            return replace(base, model=Steered(base.model, self.steering.vector)), True
-        if method in PROMPT_METHODS:
-            return base, False
-        run = compare_method_run(self.out, method)
-        return load_model(str(run), device=self.device, **placement), True
-
-    def _fit_steering(self, reference: Reference):
-        """The steering vector of the first model: fitted on train, its grid measured on validation."""
-        from autocustom.steering.search import SteerConfig, fit_steering
-
-        config = self.config
-        steer_config = SteerConfig(
-            data=config.data,
-            toward=config.toward,
-            out=str(compare_method_run(self.out, STEERING_METHOD)),
-            model=config.models[0],
-            drift_texts=config.drift_texts,
-            bootstrap=config.bootstrap,
-            seed=config.seed,
-            batch_size=config.batch_size,
-            device=config.device,
-            **config.load_options(),
-        )
-        return fit_steering(steer_config, self.dataset, reference, progress=self.progress)
-
-    def _cell_plan(self, condition, base_condition, changed: bool, stress: str) -> EvalPlan:
-        """MMLU and Drift for changed models on the plain prompt; replies on the plain prompt only."""
-        plan = self.plan.under(condition, base_condition)
-        if stress != PLAIN_CONDITION:
-            return plan.pairs_only()
-        if not changed:
-            return replace(plan, mmlu=(), drift_texts=())
-        return plan
-
-
-def judge_columns(judge: str | None) -> tuple[str, ...]:
-    """The reply columns a comparison adds for its judge (none without one)."""
-    if judge is None:
-        return ()
-    return CONTRAST_COLUMNS if is_contrast(judge) else JUDGE_COLUMNS
-
-
-def _row(model_ref: str, method: str, condition: str, measured: Measurement) -> Row:
-    columns = COLUMNS + judge_columns(measured.plan.judge)
-    metrics = {name: measured.metrics[name] for name in columns}
-    if method == "base":
-        metrics["bias_shift"] = None  # the base against itself: 0 by construction, not a finding
-    margins, replies = measured.observations.margins, measured.observations.contrast
-    return Row(
-        model_ref, method, condition, padding_length(condition), metrics, margins.tolist(),
-        None if replies is None else replies.tolist(),
-    )  # fmt: skip
-
-
-def _slug(reference: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in reference.strip("/"))

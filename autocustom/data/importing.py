@@ -149,9 +149,10 @@ def column_mapping(config: ImportConfig, rows: list[Row]) -> Mapping:
         hit = next((found[u] for u in usual if u in found), None)
         if hit is None and required:
             raise DataError(
-                config.source, f"has no {what} column (looked for {', '.join(usual)})",
+                config.source,
+                f"has no {what} column (looked for {', '.join(usual)})",
                 f"name it with --{what}-col; columns there are: {', '.join(columns)}",
-            )  # fmt: skip
+            )
         return hit
 
     question = pick(config.question_column, QUESTION_COLUMNS, "question")

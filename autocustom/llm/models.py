@@ -22,7 +22,7 @@ from typing import Any
 
 from autocustom.assets import PACKAGED_MODELS, cache_dir
 from autocustom.errors import ModelLoadError
-from autocustom.layout import RUN_MODEL, is_run_dir, read_run_config
+from autocustom.layout import ADAPTER_CONFIG, run_source
 
 log = logging.getLogger(__name__)
 
@@ -121,24 +121,14 @@ class LoadedModel:
     base_reference: str | None  # the base model recorded for a run or adapter, when known
 
 
-def recorded_base(reference: str) -> str | None:
-    """The base model a run directory or adapter was trained from, as the user named it."""
-    path = Path(reference)
-    if is_run_dir(path):
-        return read_run_config(path)["model"]
-    adapter = path / "adapter_config.json"
-    if adapter.is_file():
-        return json.loads(adapter.read_text()).get("base_model_name_or_path")
-    return None
-
-
 def resolve_model_dir(reference: str) -> str:
     """A local directory or hub id that `from_pretrained` can read for `reference` (no adapter logic)."""
     if reference in PACKAGED_MODELS:
         return str(materialize_packaged(reference))
     path = Path(reference).expanduser()
-    if is_run_dir(path):
-        return str(path / RUN_MODEL)
+    source = run_source(path)
+    if source.run_config:  # a train or run directory: its kept model
+        return str(source.weights)
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"model path {path} is a file", "pass the model's directory")
@@ -154,7 +144,7 @@ def resolve_model_dir(reference: str) -> str:
 def resolve_base_dir(reference: str) -> str:
     """The model directory (or hub id) whose config describes `reference`: an adapter's base for an adapter."""
     location = resolve_model_dir(reference)
-    adapter = Path(location) / "adapter_config.json"
+    adapter = Path(location) / ADAPTER_CONFIG
     if adapter.is_file():
         base = json.loads(adapter.read_text()).get("base_model_name_or_path")
         if not base:
@@ -221,8 +211,8 @@ def load_model(
     device = torch.device(device if device is not None else resolve_device(None))
     dtype = dtype if dtype is not None else resolve_dtype(device, options.dtype)
     location = resolve_model_dir(reference)
-    adapter_config = Path(location) / "adapter_config.json"
-    base_reference = recorded_base(reference)
+    adapter_config = Path(location) / ADAPTER_CONFIG
+    base_reference = run_source(reference).base
     try:
         if adapter_config.is_file():
             from peft import PeftModel

@@ -22,7 +22,7 @@ from autocustom.llm.chat import PromptCondition
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.plan import EvalPlan
 from autocustom.scoring.shift import bias_shift, lean, per_subarea, tail_shift
-from autocustom.scoring.stats import Estimate, bootstrap, paired_difference
+from autocustom.scoring.stats import Estimate, bootstrap, metrics_dict, paired_difference
 from autocustom.scoring.winrate import length_controlled_win_rate, position_consistency, win_rate
 
 
@@ -120,7 +120,7 @@ class Measurement:
     subareas: list[dict[str, Any]] = field(default_factory=list)
 
     def metrics_dict(self) -> dict[str, dict[str, float | int] | None]:
-        return {k: v.to_dict() if v is not None else None for k, v in self.metrics.items()}
+        return metrics_dict(self.metrics)
 
 
 class Reference:

@@ -26,27 +26,18 @@ def check_device_map(device_map: str | None) -> None:
 
 
 @dataclass(kw_only=True)
-class MeasureOptions(JudgeOptions, LoadOptions):
-    """How a model is measured on a dataset split: the options `shift-score` and `dial` share.
-
-    The sizes default to None, which means the device's default of `score.sizes`. The loading options
-    (`--dtype`, `--load-in-4bit`, ...) come from `LoadOptions`, the judge of free replies from
+class MeasureSizes(JudgeOptions, LoadOptions):
+    """The sizes, seed, device and judge of a measurement: what `MeasureOptions` and compare's config
+    share. The sizes default to None, which means the device's default of `scoring.sizes`. The loading
+    options (`--dtype`, `--load-in-4bit`, ...) come from `LoadOptions`, the judge of free replies from
     `JudgeOptions`.
     """
 
-    split: str = field(default="test", metadata={"help": "Split to score: train, validation or test."})
-    mmlu: bool = field(
-        default=True,
-        metadata={"help": "Measure MMLU accuracy on the retention subset.", "flag": "--mmlu/--no-mmlu"},
-    )
     mmlu_questions: int | None = field(
         default=None, metadata={"help": size_help("MMLU retention questions", MMLU_QUESTIONS)}
     )
     drift_texts: int | None = field(
         default=None, metadata={"help": size_help("Neutral texts for Drift", DRIFT_TEXTS)}
-    )
-    tail: float = field(
-        default=DEFAULT_TAIL, metadata={"help": "Fraction of least-moved questions for TailShift."}
     )
     bootstrap: int = field(
         default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the 95% intervals."}
@@ -56,20 +47,39 @@ class MeasureOptions(JudgeOptions, LoadOptions):
     device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda or cuda:N."})
     device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
 
-    def check(self, max_mmlu_drop: float | None = None) -> None:
-        """Refuse option values that cannot work (UsageError: exit 2, one line with the fix)."""
+    def check_sizes(self) -> None:
+        """Refuse sizes, devices and judges that cannot work, before any work (UsageError: exit 2)."""
         from autocustom.runtime import resolve_device
 
         check_device_map(self.device_map)
         self.check_loading(resolve_device(self.device))
         self.check_judge()
-        if not 0 < self.tail <= 1:
-            raise UsageError(f"--tail {self.tail} must be in (0, 1]", "e.g. --tail 0.1")
         if self.bootstrap < 0 or self.batch_size < 1:
             raise UsageError("--bootstrap must be >= 0 and --batch-size >= 1", "fix the option values")
         for name, value in (("--mmlu-questions", self.mmlu_questions), ("--drift-texts", self.drift_texts)):
             if value is not None and value < 1:
                 raise UsageError(f"{name} {value} must be at least 1", f"pass {name} 1 or more")
+
+
+@dataclass(kw_only=True)
+class MeasureOptions(MeasureSizes):
+    """How a model is measured on a dataset split: the options `shift-score`, `dial`, `steer` and
+    `export` share."""
+
+    split: str = field(default="test", metadata={"help": "Split to score: train, validation or test."})
+    mmlu: bool = field(
+        default=True,
+        metadata={"help": "Measure MMLU accuracy on the retention subset.", "flag": "--mmlu/--no-mmlu"},
+    )
+    tail: float = field(
+        default=DEFAULT_TAIL, metadata={"help": "Fraction of least-moved questions for TailShift."}
+    )
+
+    def check(self, max_mmlu_drop: float | None = None) -> None:
+        """Refuse option values that cannot work (UsageError: exit 2, one line with the fix)."""
+        self.check_sizes()
+        if not 0 < self.tail <= 1:
+            raise UsageError(f"--tail {self.tail} must be in (0, 1]", "e.g. --tail 0.1")
         if max_mmlu_drop is not None and not self.mmlu:
             raise UsageError(
                 "--max-mmlu-drop cannot be checked with --no-mmlu", "drop one of the two options"

@@ -14,16 +14,15 @@ from typing import Any
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.errors import UsageError
 from autocustom.fields import DATASET_HELP, required
-from autocustom.layout import recorded_toward
+from autocustom.layout import ADAPTER_CONFIG, run_source
 from autocustom.llm.chat import PLAIN, PromptCondition
-from autocustom.llm.models import recorded_base
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.scoring.judge import CONTRAST, judge_notes, open_judge
 from autocustom.scoring.measure import METRICS, Reference, measure
 from autocustom.scoring.options import MeasureOptions
 from autocustom.scoring.plan import EvalPlan
-from autocustom.scoring.stats import Estimate
+from autocustom.scoring.stats import Estimate, metrics_dict
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ class ScoreReport:
             "condition": self.condition,
             "device": self.device,
             "settings": self.settings,
-            "metrics": {k: (v.to_dict() if v is not None else None) for k, v in self.metrics.items()},
+            "metrics": metrics_dict(self.metrics),
             "subareas": self.subareas,
             "gates": [g.to_dict() for g in self.gates],
             "passed": self.passed,
@@ -139,7 +138,7 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
     _check_few_shot(config)
     dataset = load_dataset_dir(config.data)
     toward = _target_pole(config, dataset.axis)
-    base_ref = config.base or recorded_base(config.model)
+    base_ref = config.base or run_source(config.model).base
     _check_gate_inputs(config, base_ref)
     device = resolve_device(config.device)
     plan = config.plan(dataset, toward, device.type, _condition(config, dataset, toward))
@@ -171,7 +170,7 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
 
 
 def _target_pole(config: ScoreConfig, axis) -> str:
-    toward = config.toward or recorded_toward(config.model)
+    toward = config.toward or run_source(config.model).toward
     if toward is None:
         raise UsageError(
             f"no target pole: {config.model} is not a run directory that records one",
@@ -257,7 +256,7 @@ def _is_same_model(model: str, base: str, resolve) -> bool:
         a, b = Path(resolve(model)), Path(resolve(base))
     except Exception:
         return False
-    return a.exists() and a.resolve() == b.resolve() and not (a / "adapter_config.json").is_file()
+    return a.exists() and a.resolve() == b.resolve() and not (a / ADAPTER_CONFIG).is_file()
 
 
 def _check_tokenizers(tokenizer, base_tokenizer, model: str, base: str) -> None:

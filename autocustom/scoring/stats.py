@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,6 +34,22 @@ def format_estimate(data: dict[str, float] | None) -> str:
 def estimate_from(data: dict[str, float | int] | None) -> Estimate | None:
     """An Estimate read back from its `to_dict()` (a JSON file); None stays None."""
     return Estimate(**data) if data else None
+
+
+def estimate_dict(estimate: Estimate | None) -> dict[str, float | int] | None:
+    """An Estimate as JSON writes it (`estimate_from` reads it back); None (a figure that does not
+    apply) stays None. Every result file writes its estimates through this and `metrics_dict`."""
+    return estimate.to_dict() if estimate is not None else None
+
+
+def metrics_dict(metrics: Mapping[str, Estimate | None]) -> dict[str, dict[str, float | int] | None]:
+    """A table of named estimates (a measurement's `metrics`) as JSON writes it."""
+    return {name: estimate_dict(estimate) for name, estimate in metrics.items()}
+
+
+def metrics_from(data: Mapping[str, dict[str, float | int] | None]) -> dict[str, Estimate | None]:
+    """`metrics_dict`'s output read back."""
+    return {name: estimate_from(value) for name, value in data.items()}
 
 
 def bootstrap(

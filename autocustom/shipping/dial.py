@@ -20,13 +20,21 @@ import numpy as np
 from autocustom.errors import OutputExistsError, UsageError
 from autocustom.fields import DATASET_HELP, TRAINED_HELP, required
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
-from autocustom.layout import DIAL, DIAL_CONFIG, DIAL_PLOT, DIAL_RESULT, DIAL_TABLE, dial_scale_file
+from autocustom.layout import (
+    DIAL,
+    DIAL_CONFIG,
+    DIAL_PLOT,
+    DIAL_RESULT,
+    DIAL_TABLE,
+    RunSource,
+    dial_scale_file,
+)
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.scoring.judge import CONTRAST, open_judge
 from autocustom.scoring.options import MeasureOptions
-from autocustom.scoring.stats import Estimate, estimate_from
-from autocustom.shipping.strength import RunSource, find_run
+from autocustom.scoring.stats import Estimate, metrics_dict, metrics_from
+from autocustom.shipping.strength import find_run
 
 SCHEMA = "autocustom.dial/1"
 # 0 (the base) to 2 (twice the trained change): steering users report gibberish past about 2
@@ -142,10 +150,7 @@ class DialResult:
             "toward": self.toward,
             "lora": self.lora,
             "budgets": self.budgets,
-            "scales": [
-                {"scale": p.scale, "metrics": {k: v.to_dict() if v else None for k, v in p.metrics.items()}}
-                for p in self.points
-            ],
+            "scales": [{"scale": p.scale, "metrics": metrics_dict(p.metrics)} for p in self.points],
             "recommendation": self.recommendation.to_dict(),
             "plan": self.plan,
             "reused": self.reused,
@@ -289,13 +294,13 @@ def _knee(points: list[DialPoint], moved: list[DialPoint]) -> Recommendation:
 
 
 def _toward(config: DialConfig, source: RunSource, axis) -> str:
-    recorded = source.run_config.get("axis")
+    recorded = source.axis
     if recorded is not None and recorded != axis.label:
         raise UsageError(
             f"{config.model} was trained on the axis {recorded}, but {config.data} is the axis {axis.label}",
             "pass the dataset the run was trained on (its run_config.json names it under `data`)",
         )
-    toward = config.toward or source.run_config.get("toward")
+    toward = config.toward or source.toward
     if toward is None:
         raise UsageError(
             f"{config.model} records no target pole", f"pass --toward ({' or '.join(axis.poles)})"
@@ -304,9 +309,7 @@ def _toward(config: DialConfig, source: RunSource, axis) -> str:
 
 
 def _base_reference(source: RunSource) -> str:
-    from autocustom.llm.models import recorded_base
-
-    base = source.run_config.get("model") or recorded_base(str(source.weights))
+    base = source.base
     if not base:
         raise UsageError(
             f"{source.reference} names no base model", "re-save the adapter with its base_model_name_or_path"
@@ -377,7 +380,7 @@ def _measure_scales(
 
 def _read_point(path: Path) -> DialPoint:
     data = read_json(path)
-    return DialPoint(float(data["scale"]), {k: estimate_from(v) for k, v in data["metrics"].items()})
+    return DialPoint(float(data["scale"]), metrics_from(data["metrics"]))
 
 
 def _write(result: DialResult) -> None:

@@ -25,12 +25,13 @@ import numpy as np
 from autocustom.errors import AutocustomError, UsageError
 from autocustom.fields import TRAINED_HELP, required
 from autocustom.fileio import read_json, require_new_dir, staged_dir, write_json_atomic, write_text_atomic
-from autocustom.layout import DIAL_RESULT, EXPORT_CARD, EXPORT_RECORD, MODELFILE, dial_scale_file
+from autocustom.layout import DIAL_RESULT, EXPORT_CARD, EXPORT_RECORD, MODELFILE, RunSource, dial_scale_file
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.options import MeasureOptions
+from autocustom.scoring.stats import metrics_dict
 from autocustom.shipping.dial import DialConfig, DialResult, default_dial_dir, dial
 from autocustom.shipping.llama_cpp import OUTTYPES
-from autocustom.shipping.strength import RunSource, find_run
+from autocustom.shipping.strength import find_run
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def _converter(config: ExportConfig) -> Path:
 
 def _dial_at_scale(config: ExportConfig, source: RunSource, progress: ProgressCallback) -> DialResult:
     """The dial with the exported scale among its scales: read back where measured, else measured now."""
-    data = config.data or source.run_config.get("data")
+    data = config.data or source.data
     if not data:
         raise UsageError(
             f"{config.model} records no dataset", "pass --data DIR (the dataset it was trained on)"
@@ -361,7 +362,7 @@ def _token_logprobs(model, tokenizer, config: ExportConfig, dialled: DialResult)
 
 def _figures(dialled: DialResult, scale: float) -> dict[str, Any]:
     point = next(p for p in dialled.points if p.scale == scale)
-    return {name: estimate.to_dict() if estimate else None for name, estimate in point.metrics.items()}
+    return metrics_dict(point.metrics)
 
 
 def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from autocustom.assets import cache_dir
 from autocustom.errors import AutocustomError, UsageError
+from autocustom.layout import ADAPTER_CONFIG
 
 LLAMA_CPP_PYTHON = "0.3.36"  # its sdist's vendor/llama.cpp holds the converters and their gguf-py
 CONVERTER = "convert_hf_to_gguf.py"
@@ -214,8 +215,8 @@ def convert_lora(
     """
     _check_outtype(outtype)
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise UsageError(f"{adapter_dir} holds no adapter_config.json", "pass a peft LoRA adapter directory")
+    if not (adapter_dir / ADAPTER_CONFIG).is_file():
+        raise UsageError(f"{adapter_dir} holds no {ADAPTER_CONFIG}", "pass a peft LoRA adapter directory")
     base_dir = _model_dir(base_dir, "base model")
     llama_dir = find_llama_cpp(llama_cpp)
     script = [str(llama_dir / LORA_CONVERTER), "--base", str(base_dir), str(adapter_dir)]

@@ -12,31 +12,12 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autocustom.errors import ModelLoadError, UsageError
-from autocustom.layout import RUN_MODEL, RUN_TRAIN, is_run_dir, read_run_config
-
-ADAPTER_CONFIG = "adapter_config.json"  # peft's file name: its presence marks a LoRA adapter
-
-
-@dataclass
-class RunSource:
-    """Where a trained model lies: its weights (or adapter) directory, and its run's record if any."""
-
-    reference: str  # what the user passed
-    weights: Path  # the directory holding the tuned weights or the adapter
-    run_config: dict[str, Any] = field(default_factory=dict)  # {} for a bare adapter
-
-    @property
-    def lora(self) -> bool:
-        return (self.weights / ADAPTER_CONFIG).is_file()
-
-    @property
-    def run_dir(self) -> Path | None:
-        return self.weights.parent if self.run_config else None
+from autocustom.layout import RunSource, run_source
 
 
 def find_run(reference: str) -> RunSource:
@@ -44,12 +25,9 @@ def find_run(reference: str) -> RunSource:
 
     Anything else (a plain model, a missing path) has no base to scale from: UsageError, exit 2.
     """
-    path = Path(reference).expanduser()
-    for candidate in (path, path / RUN_TRAIN):
-        if is_run_dir(candidate):
-            return RunSource(reference, candidate / RUN_MODEL, read_run_config(candidate))
-    if (path / ADAPTER_CONFIG).is_file():
-        return RunSource(reference, path)
+    source = run_source(reference)
+    if source.trained:
+        return source
     raise UsageError(
         f"{reference} is not a training run or a LoRA adapter, so it has no base to scale from",
         "pass the --out directory of `autocustom train` (it holds run_config.json and model/), "

@@ -23,7 +23,7 @@ from autocustom.fileio import read_json, write_json_atomic
 from autocustom.layout import STEER_CONFIG, STEER_GGUF, STEER_RESULT, STEER_VECTOR, steer_grid_file
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.options import MeasureOptions
-from autocustom.scoring.stats import Estimate
+from autocustom.scoring.stats import Estimate, metrics_dict, metrics_from
 from autocustom.steering.vector import Layers, SteeringVector, layers_label
 
 SCHEMA = "autocustom.steer/1"
@@ -88,12 +88,12 @@ class GridPoint:
         return {
             "layers": list(self.layers),
             "coefficient": self.coefficient,
-            "metrics": {k: v.to_dict() if v is not None else None for k, v in self.metrics.items()},
+            "metrics": metrics_dict(self.metrics),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridPoint:
-        metrics = {k: Estimate(**v) if v is not None else None for k, v in data["metrics"].items()}
+        metrics = metrics_from(data["metrics"])
         return cls(tuple(data["layers"]), float(data["coefficient"]), metrics)
 
 
@@ -136,7 +136,7 @@ class SteerResult:
             "toward": self.toward,
             **self.fitted.to_dict(),
             "split": self.split,
-            "metrics": {k: v.to_dict() if v is not None else None for k, v in self.metrics.items()},
+            "metrics": metrics_dict(self.metrics),
             "plan": self.plan,
             "files": {"vector": str(self.out / STEER_VECTOR), "gguf": str(self.out / STEER_GGUF)},
         }
@@ -171,9 +171,15 @@ def steer(config: SteerConfig, *, progress: ProgressCallback = no_progress) -> S
     progress(ProgressEvent("measure", 0, 1, config.split))
     measured = measure(Steered(loaded.model, fitted.vector), reference, plan)
     result = SteerResult(
-        Path(config.out), config.model, dataset.axis.to_dict(), config.toward, fitted,
-        config.split, measured.metrics, plan.describe(),
-    )  # fmt: skip
+        out=Path(config.out),
+        model=config.model,
+        axis=dataset.axis.to_dict(),
+        toward=config.toward,
+        fitted=fitted,
+        split=config.split,
+        metrics=measured.metrics,
+        plan=plan.describe(),
+    )
     write_json_atomic(Path(config.out) / STEER_RESULT, result.to_dict())
     return result
 

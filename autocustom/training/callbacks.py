@@ -22,7 +22,7 @@ from transformers.trainer_callback import ExportableState
 from autocustom.layout import append_metrics
 from autocustom.progress import ProgressCallback, ProgressEvent
 from autocustom.scoring.measure import Measurement
-from autocustom.scoring.stats import Estimate
+from autocustom.scoring.stats import Estimate, estimate_dict
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class EvalCallback(TrainerCallback, ExportableState):
                 "step": step,
                 "epoch": round(float(epoch or 0.0), 4),
                 "train_loss": float(np.mean(losses)) if losses else None,
-                **{key: plain_estimate(metrics[name]) for key, name in ROW_METRICS.items()},
+                **{key: estimate_dict(metrics[name]) for key, name in ROW_METRICS.items()},
                 "mmlu_drop_points": _drop(metrics["mmlu_delta_points"]),
                 "fluency_drop": _drop(metrics["fluency_vs_prompted"]),
                 "elapsed": round(self.elapsed(), 2),
@@ -235,11 +235,6 @@ def _agreed(row: dict[str, Any]) -> dict[str, Any]:
     if PartialState().num_processes < 2:
         return row
     return broadcast_object_list([row], from_process=0)[0]
-
-
-def plain_estimate(estimate: Estimate | None) -> dict[str, float | int] | None:
-    """An estimate as JSON writes it (None stays None)."""
-    return estimate.to_dict() if estimate is not None else None
 
 
 def _drop(delta: Estimate | None) -> float | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from autocustom.scoring.stats import Estimate, estimate_from
+from autocustom.scoring.stats import Estimate, estimate_dict, estimate_from
 
 SUMMARY_SCHEMA = "autocustom.train-summary/2"  # 2: final figures measured on the kept model; plans recorded
 
@@ -51,7 +51,7 @@ class TrainResult:
         data = {"schema": SUMMARY_SCHEMA, **asdict(self)}
         for key in ESTIMATES:
             value = getattr(self, key)
-            data[key] = value.to_dict() if value is not None else None
+            data[key] = estimate_dict(value)
         return data
 
     @classmethod

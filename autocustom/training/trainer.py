@@ -37,8 +37,8 @@ from autocustom.layout import (
 )
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.measure import measure
-from autocustom.scoring.stats import estimate_from
-from autocustom.training.callbacks import EvalCallback, plain_estimate
+from autocustom.scoring.stats import estimate_dict, estimate_from
+from autocustom.training.callbacks import EvalCallback
 from autocustom.training.config import CHECKPOINT_MINUTES, TrainConfig
 from autocustom.training.data import EncodedRun, encode_run
 from autocustom.training.kept_model import (
@@ -217,7 +217,7 @@ def _result(
         tokenizer=setup.tokenizer,
     ).metrics
     if setup.final_plan.judge:  # --max-fluency-drop: the kept model's own replies on the final split
-        extra["replies"] = {name: plain_estimate(final[name]) for name in REPLY_FIGURES}
+        extra["replies"] = {name: estimate_dict(final[name]) for name in REPLY_FIGURES}
     row = callback.best_row
     best = estimate_from(row["bias_shift"]) if row else None
     return TrainResult(

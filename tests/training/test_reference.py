@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from autocustom.llm.models import load_model
-from autocustom.training import trainer
+from autocustom.training import setup, trainer
 from autocustom.training.config import TrainConfig
 from tests.sample_dataset import write_small_dataset
 from tests.training import SMALL
@@ -51,7 +51,7 @@ def _separate_copy(model: Path):
 def test_adapter_disabled_reference_equals_a_separate_float32_copy(monkeypatch, tmp_path, smollm2_dir):
     dataset = write_small_dataset(tmp_path / "data", per_subarea=2)
     shared_rows, shared = _run(dataset, tmp_path / "shared", smollm2_dir)
-    monkeypatch.setattr(trainer, "AdapterDisabled", _separate_copy(smollm2_dir))
+    monkeypatch.setattr(setup, "AdapterDisabled", _separate_copy(smollm2_dir))
     copy_rows, copy = _run(dataset, tmp_path / "copy", smollm2_dir)
     assert [r["train_loss"] for r in shared_rows] == pytest.approx(
         [r["train_loss"] for r in copy_rows], abs=1e-4
