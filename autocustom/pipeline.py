@@ -26,6 +26,7 @@ from autocustom.layout import RUN_DATA, RUN_SCORE, RUN_TRAIN
 from autocustom.llm.base import ChatBackend
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.report import ReportResult, build_report
+from autocustom.scoring.judge import DEFAULT_GEN_TOKENS
 from autocustom.scoring.shift_score import ScoreConfig, shift_score
 from autocustom.training.config import TrainConfig
 from autocustom.training.result import TrainResult
@@ -63,6 +64,7 @@ class RunConfig:
     min_shift: float | None = option(None, "Gate: test BiasShift at least this.")
     min_lean: float | None = option(None, "Gate: test Lean at least this.")
     judge: str | None = option(None, "contrast: also judge the model's own replies (reply share, fluency).")
+    gen_tokens: int = option(DEFAULT_GEN_TOKENS, "Max new tokens per reply for --judge.")
     seed: int = option(0, "Seed of every stage.")
     device: str | None = option(None, "auto, cpu, cuda, cuda:N.")
 
@@ -111,6 +113,7 @@ class RunConfig:
             min_shift=self.min_shift,
             min_lean=self.min_lean,
             judge=self.judge,
+            gen_tokens=self.gen_tokens,
             **shared,
         )
         return generated, trained, scored

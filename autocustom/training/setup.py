@@ -103,13 +103,8 @@ def prepare(
     load_on = torch.device("cpu") if fsdp else device
     progress(ProgressEvent("load model", 0, 1, config.model))
     # full fine-tuning keeps float32 master weights (bf16 autocast on CUDA): AdamW's small steps vanish in bf16
-    loaded = load_model(
-        config.model,
-        device=load_on,
-        dtype=compute if use_lora else torch.float32,
-        options=config,
-        tokenizer=run.tokenizer,
-    )
+    dtype = compute if use_lora else torch.float32
+    loaded = load_model(config.model, device=load_on, dtype=dtype, options=config, tokenizer=run.tokenizer)
     tokenizer = run.tokenizer
     n_params = sum(numel(p) for p in loaded.model.parameters())  # before LoRA adds its own
     if use_lora:

@@ -78,9 +78,8 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     config.check_loading(device)
     run = encode_run(config, dataset)  # once: the memory plan measures these rows, training trains on them
     memory = _check_memory(config, dataset, device, run)
-    config = replace(
-        config, gradient_checkpointing=memory.options["gradient_checkpointing"]
-    )  # auto, resolved
+    checkpointing = memory.options["gradient_checkpointing"]  # "auto" resolved by the plan
+    config = replace(config, gradient_checkpointing=checkpointing)
     distributed.wait_for_everyone()  # every rank has checked --out before rank 0 writes into it
     started = time.monotonic()
     use_lora = memory.options["lora"]

@@ -79,7 +79,7 @@ def test_trained_rows_differ_from_the_base(finished):
 def test_outputs_are_written_and_the_table_comes_from_them(finished):
     config, result = finished
     written = json.loads((Path(config.out) / "compare.json").read_text())
-    assert written["schema"] == "autocustom.comparison.study/3"
+    assert written["schema"] == "autocustom.compare/3"
     assert written["plan"]["pair_ids"] == [
         row["id"] for row in map(json.loads, (Path(config.data) / "test.jsonl").read_text().splitlines())
     ]

@@ -58,7 +58,7 @@ def test_scale_0_is_the_base_and_scale_1_the_run_as_shift_score_measures_them(
     )
     assert result.lora is (run == "lora_run")
     written = json.loads((tmp_path / "d" / DIAL_RESULT).read_text())
-    assert written["schema"] == "autocustom.shipping.dial/1"
+    assert written["schema"] == "autocustom.dial/1"
     assert [p["scale"] for p in written["scales"]] == [0, 1, 2]
     assert png_size(tmp_path / "d" / DIAL_PLOT) == PNG_SIZE
     assert "Recommended" in (tmp_path / "d" / DIAL_TABLE).read_text()
