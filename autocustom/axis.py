@@ -17,6 +17,15 @@ AXIS_YAML_EXAMPLE = "poles: [{name: formal, description: ...}, {name: casual, de
 
 
 @dataclass(frozen=True)
+class Poles:
+    """A target pole and its opposite, checked against their axis once (`Axis.toward`) and passed along
+    from there: no later step looks the opposite up again, or can be handed a pole of another axis."""
+
+    toward: str
+    opposite: str
+
+
+@dataclass(frozen=True)
 class Axis:
     pole_a: str
     pole_b: str
@@ -37,6 +46,10 @@ class Axis:
             f"'{pole}' is not a pole of the axis {self.label}",
             f"use one of: {self.pole_a}, {self.pole_b}",
         )
+
+    def toward(self, pole: str) -> Poles:
+        """`pole` as a target, with its opposite; AxisError naming the valid poles when it is neither."""
+        return Poles(pole, self.opposite(pole))
 
     def description(self, pole: str) -> str:
         self.opposite(pole)

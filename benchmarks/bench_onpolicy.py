@@ -323,6 +323,7 @@ def run_trl(args, device: torch.device) -> dict:
     else:
         from trl import GRPOConfig, GRPOTrainer
 
+        from autocustom.axis import Poles
         from autocustom.llm.models import AdapterDisabled
         from autocustom.scoring.contrast import ContrastJudge
         from autocustom.training.config import TrainConfig
@@ -336,7 +337,9 @@ def run_trl(args, device: torch.device) -> dict:
             """autocustom's reward: r = lp(reply | told toward) - lp(reply | told opposite), frozen base."""
             replies = [c.strip() for c in completions]  # as autocustom's generate_texts returns them
             with torch.no_grad():
-                scores, _ = judge.reply_scores(scorer[0], list(question), replies, TOWARD, **batching)
+                scores, _ = judge.reply_scores(
+                    scorer[0], list(question), replies, Poles(TOWARD, OPPOSITE), **batching
+                )
             return scores.tolist()
 
         rows = [{"prompt": prompt[q], "question": q} for q in train_questions]

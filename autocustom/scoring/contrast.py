@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from autocustom.axis import Axis
+from autocustom.axis import Axis, Poles
 from autocustom.data.schema import Pair
 from autocustom.llm.chat import PromptCondition, render_prompt
 from autocustom.scoring.stats import Estimate
@@ -75,21 +75,19 @@ class ContrastJudge:
         return self.model, self.tokenizer
 
     def reply_scores(
-        self, scorer, questions: Sequence[str], replies: Sequence[str], toward: str, **batching: int
+        self, scorer, questions: Sequence[str], replies: Sequence[str], poles: Poles, **batching: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(r, fluency) per reply: the contrast score toward `toward`, and lp under `toward`'s instruction."""
-        lp_toward = _reply_logprobs(scorer, self.axis, questions, replies, toward, **batching)
-        lp_opposite = _reply_logprobs(
-            scorer, self.axis, questions, replies, self.axis.opposite(toward), **batching
-        )
+        """(r, fluency) per reply: the contrast score toward `poles.toward`, and lp under its instruction."""
+        lp_toward = _reply_logprobs(scorer, self.axis, questions, replies, poles.toward, **batching)
+        lp_opposite = _reply_logprobs(scorer, self.axis, questions, replies, poles.opposite, **batching)
         return lp_toward - lp_opposite, lp_toward
 
-    def check(self, scorer, pairs: Sequence[Pair], toward: str, **batching: int) -> np.ndarray:
+    def check(self, scorer, pairs: Sequence[Pair], poles: Poles, **batching: int) -> np.ndarray:
         """Per written pair, the share of its two answers the judge puts on the right side (0, 0.5 or 1)."""
         from autocustom.scoring.logprobs import pair_logprobs
 
         model, tokenizer = scorer
-        opposite = self.axis.opposite(toward)
+        toward, opposite = poles.toward, poles.opposite
         told_toward = pair_logprobs(
             model, tokenizer, list(pairs), toward, condition=pole_condition(self.axis, toward), **batching
         )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autocustom.axis import Axis
+from autocustom.axis import Axis, Poles
 from autocustom.errors import UsageError
 from autocustom.llm.base import ChatBackend, GenerationParams
 from autocustom.llm.chat import PLAIN, PromptCondition, render_prompt
@@ -109,23 +109,23 @@ class Judge:
         self.axis = axis
 
     def verdicts(
-        self, questions: Sequence[str], replies: Sequence[str], base_replies: Sequence[str], toward: str
+        self, questions: Sequence[str], replies: Sequence[str], base_replies: Sequence[str], poles: Poles
     ) -> np.ndarray:
-        """(n, 2): 1 where the judge found the method's reply more `toward`, 0 the base's, 0.5 where
-        its answer named neither; column 0 with the method's reply shown first, column 1 second."""
+        """(n, 2): 1 where the judge found the method's reply more `poles.toward`, 0 the base's, 0.5
+        where its answer named neither; column 0 with the method's reply shown first, column 1 second."""
         conversations = []
         for question, mine, theirs in zip(questions, replies, base_replies, strict=True):
-            conversations.append(self._prompt(question, mine, theirs, toward))
-            conversations.append(self._prompt(question, theirs, mine, toward))
+            conversations.append(self._prompt(question, mine, theirs, poles))
+            conversations.append(self._prompt(question, theirs, mine, poles))
         picks = [parse_verdict(answer) for answer in self.backend.complete(conversations, JUDGE_PARAMS)]
         first = [{"A": 1.0, "B": 0.0}.get(p, 0.5) for p in picks[0::2]]
         second = [{"B": 1.0, "A": 0.0}.get(p, 0.5) for p in picks[1::2]]
         return np.column_stack([first, second]) if first else np.zeros((0, 2))
 
-    def _prompt(self, question: str, reply_a: str, reply_b: str, toward: str):
+    def _prompt(self, question: str, reply_a: str, reply_b: str, poles: Poles):
         from autocustom.prompts import load_prompt
 
-        opposite = self.axis.opposite(toward)
+        toward, opposite = poles.toward, poles.opposite
         notes = [f"{pole}: {text}" for pole in (toward, opposite) if (text := self.axis.description(pole))]
         return load_prompt("judge").render(
             pole=toward,

@@ -160,7 +160,7 @@ class Reference:
         key = ("judge_check", plan.toward, *(p.id for p in plan.judge_pairs))
         return self._remember(
             key,
-            lambda: self.judge.check(self.judge_scorer(), plan.judge_pairs, plan.toward, **_batching(plan)),
+            lambda: self.judge.check(self.judge_scorer(), plan.judge_pairs, plan.poles, **_batching(plan)),
         )
 
     def reply_scores(self, plan: EvalPlan, questions, replies, key: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +169,7 @@ class Reference:
         return self._remember(
             key,
             lambda: self.judge.reply_scores(
-                self.judge_scorer(), questions, replies, plan.toward, **_batching(plan)
+                self.judge_scorer(), questions, replies, plan.poles, **_batching(plan)
             ),
         )
 
@@ -293,7 +293,7 @@ def _judge(
     if isinstance(reference.judge, ContrastJudge):
         _contrast(reference, plan, observed, replies, base_replies)
     elif replies is not base_replies:
-        observed.verdicts = reference.judge.verdicts(plan.gen_questions, replies, base_replies, plan.toward)
+        observed.verdicts = reference.judge.verdicts(plan.gen_questions, replies, base_replies, plan.poles)
 
 
 def _contrast(
@@ -313,7 +313,7 @@ def _contrast(
     else:
         judge = reference.judge
         observed.contrast, observed.fluency = judge.reply_scores(
-            reference.judge_scorer(), questions, replies, plan.toward, **_batching(plan)
+            reference.judge_scorer(), questions, replies, plan.poles, **_batching(plan)
         )
     observed.repetitive, observed.base_repetitive = repetitive(replies), repetitive(base_replies)
 

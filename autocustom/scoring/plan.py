@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from autocustom.axis import Poles
 from autocustom.data.io import Dataset
 from autocustom.data.schema import SPLITS, Pair
 from autocustom.errors import UsageError
@@ -70,6 +71,11 @@ class EvalPlan:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_length: int = EVAL_MAX_LENGTH
     sizes: Sizes | None = None
+
+    @property
+    def poles(self) -> Poles:
+        """The target pole and its opposite, as `make_plan` checked them."""
+        return Poles(self.toward, self.opposite)
 
     @property
     def boot(self) -> dict[str, int]:
@@ -144,14 +150,15 @@ def make_plan(
         raise UsageError(
             f"--toward '{toward}' is not a pole of {axis.label}", f"use one of: {', '.join(axis.poles)}"
         )
+    poles = axis.toward(toward)
     mmlu_n, mmlu_source = evaluation_size(mmlu_questions, MMLU_QUESTIONS, device_type)
     drift_n, drift_source = evaluation_size(drift_texts, DRIFT_TEXTS, device_type)
     sizes = Sizes(mmlu_n if mmlu else 0, mmlu_source, drift_n if drift else 0, drift_source)
     return EvalPlan(
         data=str(dataset.path),
         split=split,
-        toward=toward,
-        opposite=axis.opposite(toward),
+        toward=poles.toward,
+        opposite=poles.opposite,
         pairs=tuple(pairs),
         subarea_names={s.id: s.name for s in dataset.subareas},
         condition=condition,

@@ -210,8 +210,8 @@ def fit_steering(
         directions = SteeringVector.load(vector_file).directions
     else:
         progress(ProgressEvent("steering vector", 0, 1, "train split"))
-        opposite = dataset.axis.opposite(config.toward)
-        directions = mean_difference(model, tokenizer, dataset.split("train"), config.toward, opposite)
+        poles = validation.poles  # checked once, by the plan
+        directions = mean_difference(model, tokenizer, dataset.split("train"), poles.toward, poles.opposite)
         SteeringVector(directions, metadata=metadata).save(vector_file)
     unchosen = SteeringVector(directions, metadata=metadata)
     grid = _measure_grid(out, unchosen, candidates, config, reference, validation, progress)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from autocustom.axis import Poles
 from autocustom.data.schema import Pair
 from autocustom.llm.chat import PLAIN, PromptCondition, encode_prompt_answer, render_prompt
 from autocustom.tensors import pad_rows
@@ -29,21 +30,25 @@ class EncodedExample:
 
 @dataclass(frozen=True)
 class EncodedRun:
-    """A run's tokenizer and its train pairs, encoded once: the memory plan measures these rows before
-    any weight is loaded, and training trains on the same ones."""
+    """A run's poles, checked once, and its tokenizer and train pairs, encoded once: the memory plan
+    measures these rows before any weight is loaded, and training trains on the same ones."""
 
+    poles: Poles
     tokenizer: Any
     examples: list[EncodedExample]
 
 
 def encode_run(config: Any, dataset: Any) -> EncodedRun:
-    """`config`'s (a TrainConfig) train pairs, toward its pole, in its model's tokenizer."""
+    """`config`'s (a TrainConfig) train pairs, toward its pole, in its model's tokenizer; AxisError
+    (exit 2) when `config.toward` is not a pole of the dataset's axis."""
     from autocustom.llm.models import load_tokenizer
 
+    poles = dataset.axis.toward(config.toward)
     tokenizer = load_tokenizer(config.model)
-    opposite = dataset.axis.opposite(config.toward)
-    examples = encode_pairs(tokenizer, dataset.splits["train"], config.toward, opposite, config.max_length)
-    return EncodedRun(tokenizer, examples)
+    examples = encode_pairs(
+        tokenizer, dataset.splits["train"], poles.toward, poles.opposite, config.max_length
+    )
+    return EncodedRun(poles, tokenizer, examples)
 
 
 def encode_pairs(

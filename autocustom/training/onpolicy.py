@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autocustom.axis import Poles
 from autocustom.data.schema import Pair
 from autocustom.llm.chat import PLAIN, encode_prompt_answer, render_prompt
 from autocustom.scoring.contrast import ContrastJudge, pole_condition
@@ -93,7 +94,7 @@ class OnPolicyBatches:
         self,
         tokenizer,
         pairs: Sequence[Pair],
-        toward: str,
+        poles: Poles,
         judge: ContrastJudge,
         sampling: Sampling,
         *,
@@ -102,7 +103,7 @@ class OnPolicyBatches:
     ) -> None:
         self.tokenizer = tokenizer
         self.pairs = list(pairs)
-        self.toward = toward
+        self.poles = poles
         self.judge = judge
         self.sampling = sampling
         self.max_length = max_length
@@ -138,11 +139,11 @@ class OnPolicyBatches:
                 (reference, self.tokenizer),
                 [q for q in questions for _ in range(self.sampling.samples)],
                 flat,
-                self.toward,
+                self.poles,
                 **self.batching,
             )
         per_question = np.split(scores, len(indices))
-        written = [self.pairs[i].answers[self.toward] for i in indices]
+        written = [self.pairs[i].answers[self.poles.toward] for i in indices]
         pairs = preference_pairs(samples, per_question, written)
         if not pairs:
             self.counts["fallback"] += 1
@@ -160,7 +161,7 @@ class OnPolicyBatches:
         """The student's samples after the plain prompt, and the teacher's logits at each sampled
         token (the frozen base after the target pole's system prompt): what the reverse KL reads."""
         samples = self.sample(model, indices, draw)
-        teacher_condition = pole_condition(self.judge.axis, self.toward)
+        teacher_condition = pole_condition(self.judge.axis, self.poles.toward)
         student_rows, teacher_rows = [], []
         for index, texts in zip(indices, samples, strict=True):
             question = self.pairs[index].question

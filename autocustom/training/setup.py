@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from autocustom.axis import Poles
 from autocustom.data.io import Dataset, load_dataset_dir
 from autocustom.errors import DataError, UsageError
 from autocustom.layout import split_file
@@ -41,6 +42,7 @@ class Setup:
     compute_dtype: torch.dtype
     use_lora: bool
     n_params: int
+    poles: Poles  # the target pole and its opposite, checked once (EncodedRun)
     examples: list
     regularizer: MMLURegularizer | None
     validation_plan: EvalPlan
@@ -66,7 +68,6 @@ def _check_processes(config: TrainConfig, processes: int) -> None:
 
 def training_data(config: TrainConfig) -> Dataset:
     dataset = load_dataset_dir(config.data)
-    dataset.axis.opposite(config.toward)  # AxisError (exit 2) when --toward is not a pole
     for split in ("train", "validation"):
         if not dataset.splits.get(split):
             raise DataError(Path(config.data) / split_file(split), "has no pairs", "regenerate the dataset")
@@ -132,11 +133,12 @@ def prepare(
         compute_dtype=compute,
         use_lora=use_lora,
         n_params=n_params,
+        poles=run.poles,
         examples=run.examples,
         regularizer=_regularizer(config, tokenizer),
         validation_plan=selection_plan(config, dataset, device.type),
         final_plan=training_plan(config, dataset, final_split, device.type),
-        on_policy=_on_policy(config, dataset, tokenizer),
+        on_policy=_on_policy(config, dataset, run),
     )
 
 
@@ -169,14 +171,14 @@ def _regularizer(config: TrainConfig, tokenizer) -> MMLURegularizer | None:
     return MMLURegularizer(tokenizer, pool, config.reg, config.reg_batch_size, config.reg_max_tokens)
 
 
-def _on_policy(config: TrainConfig, dataset: Dataset, tokenizer) -> OnPolicyBatches | None:
+def _on_policy(config: TrainConfig, dataset: Dataset, run: EncodedRun) -> OnPolicyBatches | None:
     if not config.samples_replies:
         return None
     sampling = Sampling(config.samples, config.sample_temperature, config.sample_tokens, config.seed)
     return OnPolicyBatches(
-        tokenizer,
+        run.tokenizer,
         dataset.splits["train"],
-        config.toward,
+        run.poles,
         reply_judge(config, dataset),
         sampling,
         max_length=config.max_length,

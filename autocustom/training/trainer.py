@@ -183,7 +183,7 @@ def _resolved(config: TrainConfig, dataset: Dataset, setup: Setup, processes: in
     return {
         **config.to_dict(),
         "axis": dataset.axis.label,
-        "opposite": dataset.axis.opposite(config.toward),
+        "opposite": setup.poles.opposite,
         "lora": setup.use_lora,
         "lr": config.resolved_lr(setup.use_lora),
         "beta": config.resolved_beta(),

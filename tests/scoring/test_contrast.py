@@ -23,6 +23,7 @@ from autocustom.scoring.stats import Estimate
 from tests.scoring import CASUAL, FORMAL, QUESTIONS
 
 AXIS = Axis("formal", "casual")
+FORMAL_POLES, CASUAL_POLES = AXIS.toward("formal"), AXIS.toward("casual")
 JUDGE = ContrastJudge(AXIS, "contrast:base")
 BATCHING = {"batch_size": 16, "max_length": 512}
 
@@ -56,30 +57,34 @@ def _by_hand(model, tokenizer, question: str, reply: str, pole: str) -> float:
 
 def test_the_score_and_fluency_equal_a_by_hand_computation(tiny):
     model, tokenizer = tiny
-    r, fluency = JUDGE.reply_scores(tiny, QUESTIONS[:2], [FORMAL[0], CASUAL[1]], "formal", **BATCHING)
+    r, fluency = JUDGE.reply_scores(tiny, QUESTIONS[:2], [FORMAL[0], CASUAL[1]], FORMAL_POLES, **BATCHING)
     for i, (question, reply) in enumerate(zip(QUESTIONS[:2], [FORMAL[0], CASUAL[1]], strict=True)):
         told_formal = _by_hand(model, tokenizer, question, reply, "formal")
         told_casual = _by_hand(model, tokenizer, question, reply, "casual")
         assert fluency[i] == pytest.approx(told_formal, abs=1e-5)
         assert r[i] == pytest.approx(told_formal - told_casual, abs=1e-5)
-    toward_casual, _ = JUDGE.reply_scores(tiny, QUESTIONS[:2], [FORMAL[0], CASUAL[1]], "casual", **BATCHING)
+    toward_casual, _ = JUDGE.reply_scores(
+        tiny, QUESTIONS[:2], [FORMAL[0], CASUAL[1]], CASUAL_POLES, **BATCHING
+    )
     np.testing.assert_allclose(toward_casual, -r, atol=1e-6)  # the other pole's score is its negative
 
 
 def test_the_packaged_model_reads_formal_and_casual_replies_on_the_right_side(smollm2):
-    formal, _ = JUDGE.reply_scores(smollm2, QUESTIONS, FORMAL, "formal", **BATCHING)
-    casual, _ = JUDGE.reply_scores(smollm2, QUESTIONS, CASUAL, "formal", **BATCHING)
+    formal, _ = JUDGE.reply_scores(smollm2, QUESTIONS, FORMAL, FORMAL_POLES, **BATCHING)
+    casual, _ = JUDGE.reply_scores(smollm2, QUESTIONS, CASUAL, FORMAL_POLES, **BATCHING)
     assert (formal > 0).all() and (casual < 0).all()
     pairs = [
         Pair(f"p{i}", "s", q, {"formal": f, "casual": c})
         for i, (q, f, c) in enumerate(zip(QUESTIONS, FORMAL, CASUAL, strict=True))
     ]
-    assert JUDGE.check(smollm2, pairs, "formal", **BATCHING).tolist() == [1.0] * 4
+    assert JUDGE.check(smollm2, pairs, FORMAL_POLES, **BATCHING).tolist() == [1.0] * 4
     swapped = [
         Pair(p.id, p.subarea, p.question, {"formal": p.answers["casual"], "casual": p.answers["formal"]})
         for p in pairs
     ]
-    assert JUDGE.check(smollm2, swapped, "formal", **BATCHING).tolist() == [0.0] * 4  # a swapped pair fails
+    assert (
+        JUDGE.check(smollm2, swapped, FORMAL_POLES, **BATCHING).tolist() == [0.0] * 4
+    )  # a swapped pair fails
 
 
 def test_a_loop_counts_as_repetitive_though_its_log_prob_can_be_higher(smollm2):
@@ -89,7 +94,9 @@ def test_a_loop_counts_as_repetitive_though_its_log_prob_can_be_higher(smollm2):
     loop = "the report the report the report the report the report the report the report the report"
     assert not is_repetitive(natural) and is_repetitive(loop) and is_repetitive("") and is_repetitive(" ...")
     assert not is_repetitive("one two three four one two three four")  # twice is not a loop
-    _, fluency = JUDGE.reply_scores(smollm2, ["Why was it late?"] * 2, [natural, loop], "formal", **BATCHING)
+    _, fluency = JUDGE.reply_scores(
+        smollm2, ["Why was it late?"] * 2, [natural, loop], FORMAL_POLES, **BATCHING
+    )
     # what repetition is for: a mean log-prob rates this loop above the natural reply
     assert fluency[1] > fluency[0]
 

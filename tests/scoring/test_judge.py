@@ -23,6 +23,7 @@ from tests.scoring import CASUAL, FORMAL, QUESTIONS
 from tests.serve_fixture import transformers_server  # noqa: F401  (registers the fixture)
 
 AXIS = Axis("formal", "casual")
+FORMAL_POLES = AXIS.toward("formal")
 
 
 def _shown(messages) -> tuple[str, str]:
@@ -40,18 +41,18 @@ def prefers_formal(messages) -> str:
 
 def test_verdicts_are_taken_in_both_orders(scripted_backend):
     backend = scripted_backend(prefers_formal)
-    verdicts = Judge(backend, AXIS).verdicts(QUESTIONS, FORMAL, CASUAL, "formal")
+    verdicts = Judge(backend, AXIS).verdicts(QUESTIONS, FORMAL, CASUAL, FORMAL_POLES)
     assert verdicts.tolist() == [[1.0, 1.0]] * 4  # the method's formal reply wins shown first and second
     assert len(backend.calls) == 8
     shown = [_shown(c) for c in backend.calls]
     assert shown[0] == (FORMAL[0], CASUAL[0]) and shown[1] == (CASUAL[0], FORMAL[0])
     assert "more formal and less casual" in backend.calls[0][-1]["content"]
-    against = Judge(scripted_backend(prefers_formal), AXIS).verdicts(QUESTIONS, CASUAL, FORMAL, "formal")
+    against = Judge(scripted_backend(prefers_formal), AXIS).verdicts(QUESTIONS, CASUAL, FORMAL, FORMAL_POLES)
     assert against.tolist() == [[0.0, 0.0]] * 4
 
 
 def test_a_judge_that_follows_the_position_gives_ties_and_no_consistency(scripted_backend):
-    verdicts = Judge(scripted_backend(lambda _: "A"), AXIS).verdicts(QUESTIONS, FORMAL, CASUAL, "formal")
+    verdicts = Judge(scripted_backend(lambda _: "A"), AXIS).verdicts(QUESTIONS, FORMAL, CASUAL, FORMAL_POLES)
     assert verdicts.tolist() == [[1.0, 0.0]] * 4
     assert win_rate(verdicts).value == 0.5
     consistency = position_consistency(verdicts)
@@ -62,7 +63,7 @@ def test_a_judge_that_follows_the_position_gives_ties_and_no_consistency(scripte
 
 def test_an_unreadable_verdict_counts_half(scripted_backend):
     verdicts = Judge(scripted_backend(lambda _: "neither"), AXIS).verdicts(
-        QUESTIONS[:2], FORMAL[:2], CASUAL[:2], "formal"
+        QUESTIONS[:2], FORMAL[:2], CASUAL[:2], FORMAL_POLES
     )
     assert verdicts.tolist() == [[0.5, 0.5]] * 2
     assert position_consistency(verdicts).value == 0.0
@@ -89,10 +90,10 @@ def test_the_openai_judge_over_http_is_cached(tmp_path):
     with FakeOpenAIServer(reply=prefers_formal) as server:
         options = JudgeOptions(judge="openai", judge_model="fake-model", base_url=server.base_url)
         with open_judge(options, AXIS, cache=tmp_path / "calls.sqlite") as judge:
-            first = judge.verdicts(QUESTIONS, FORMAL, CASUAL, "formal")
+            first = judge.verdicts(QUESTIONS, FORMAL, CASUAL, FORMAL_POLES)
         asked = server.chat_count
         with open_judge(options, AXIS, cache=tmp_path / "calls.sqlite") as judge:
-            again = judge.verdicts(QUESTIONS, FORMAL, CASUAL, "formal")
+            again = judge.verdicts(QUESTIONS, FORMAL, CASUAL, FORMAL_POLES)
         assert asked == 8 and server.chat_count == asked  # the second measurement asked nothing
     assert first.tolist() == again.tolist() == [[1.0, 1.0]] * 4
 
@@ -113,7 +114,7 @@ def test_the_judge_against_transformers_serve(transformers_server):  # noqa: F81
         judge="openai", judge_model=transformers_server.model, base_url=transformers_server.base_url
     )
     with open_judge(options, AXIS, cache=None) as judge:
-        verdicts = judge.verdicts(QUESTIONS, FORMAL, CASUAL, "formal")
+        verdicts = judge.verdicts(QUESTIONS, FORMAL, CASUAL, FORMAL_POLES)
     assert verdicts.shape == (4, 2)
     assert set(np.unique(verdicts)) <= {0.0, 0.5, 1.0}
     assert (verdicts != 0.5).any()  # the served model's answers name a reply
