@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from autocustom.cli import compare_cmd, generate_cmd, pairs_cmd, score_cmd, ship_cmd, train_cmd
+from autocustom.cli import (
+    compare_cmd,
+    generate_cmd,
+    pairs_cmd,
+    run_cmd,
+    score_cmd,
+    ship_cmd,
+    steer_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="autocustom",
@@ -19,5 +28,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (generate_cmd, pairs_cmd, train_cmd, score_cmd, compare_cmd, ship_cmd):
+# in the order `autocustom --help` lists the commands: the pipeline's stages, then the whole run
+for module in (generate_cmd, pairs_cmd, train_cmd, score_cmd, run_cmd, compare_cmd, ship_cmd, steer_cmd):
     module.register(app)

@@ -1,4 +1,4 @@
-"""`autocustom dial`, `export` and `steer`: choose the strength of a run and ship it, or steer instead."""
+"""`autocustom dial` and `export`: choose the strength of a run and ship it (autocustom.shipping)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from autocustom.cli.options import config_options
 def register(app: typer.Typer) -> None:
     app.command("dial")(dial_command)
     app.command("export")(export_command)
-    app.command("steer")(steer_command)
 
 
 def _dial_config() -> type[Any]:
@@ -26,12 +25,6 @@ def _export_config() -> type[Any]:
     from autocustom.shipping.export import ExportConfig
 
     return ExportConfig
-
-
-def _steer_config() -> type[Any]:
-    from autocustom.steering.search import SteerConfig
-
-    return SteerConfig
 
 
 @config_options(_dial_config)
@@ -111,33 +104,3 @@ def export_command(
         from autocustom.cli.common import EXIT_GATE
 
         raise typer.Exit(EXIT_GATE)
-
-
-@config_options(_steer_config)
-def steer_command(
-    values: dict[str, Any],  # SteerConfig's fields, one option each (see autocustom.cli.options)
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
-) -> None:
-    """Steer a model toward a pole with a mean-difference activation vector, no training.
-
-    Example:
-
-        autocustom steer --data data/formal --toward formal --out runs/formal-steer --coefficients 1,2,4
-
-    The vector comes from the train pairs; its layer and coefficient are chosen on the validation
-    split (the largest BiasShift within --max-drift), then it is measured on --split. Writes
-    steering.safetensors, control_vector.gguf (for llama.cpp's --control-vector-scaled) and
-    steer.json; a killed run resumes its grid. Exit 0 on success, 2 on bad input.
-    """
-    configure_logging(verbose)
-    with user_errors():
-        from autocustom.steering.search import SteerConfig, steer
-
-        with progress_reporter() as progress:
-            result = steer(SteerConfig(**values), progress=progress)
-    if json_output:
-        emit_json(result.to_dict())
-        return
-    for line in result.summary_lines():
-        stdout.print(line)

@@ -1,0 +1,50 @@
+"""`autocustom steer`: move a model toward a pole with an activation vector, no training (autocustom.steering)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from autocustom.cli.common import configure_logging, emit_json, progress_reporter, stdout, user_errors
+from autocustom.cli.options import config_options
+
+
+def register(app: typer.Typer) -> None:
+    app.command("steer")(steer_command)
+
+
+def _steer_config() -> type[Any]:
+    from autocustom.steering.search import SteerConfig
+
+    return SteerConfig
+
+
+@config_options(_steer_config)
+def steer_command(
+    values: dict[str, Any],  # SteerConfig's fields, one option each (see autocustom.cli.options)
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+) -> None:
+    """Steer a model toward a pole with a mean-difference activation vector, no training.
+
+    Example:
+
+        autocustom steer --data data/formal --toward formal --out runs/formal-steer --coefficients 1,2,4
+
+    The vector comes from the train pairs; its layer and coefficient are chosen on the validation
+    split (the largest BiasShift within --max-drift), then it is measured on --split. Writes
+    steering.safetensors, control_vector.gguf (for llama.cpp's --control-vector-scaled) and
+    steer.json; a killed run resumes its grid. Exit 0 on success, 2 on bad input.
+    """
+    configure_logging(verbose)
+    with user_errors():
+        from autocustom.steering.search import SteerConfig, steer
+
+        with progress_reporter() as progress:
+            result = steer(SteerConfig(**values), progress=progress)
+    if json_output:
+        emit_json(result.to_dict())
+        return
+    for line in result.summary_lines():
+        stdout.print(line)
