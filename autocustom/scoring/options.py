@@ -5,6 +5,7 @@ option means the same in each and is declared once."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from autocustom.errors import UsageError
 from autocustom.llm.chat import PLAIN, PromptCondition
@@ -104,3 +105,22 @@ class MeasureOptions(MeasureSizes):
             bootstrap_seed=self.seed,
             batch_size=self.batch_size,
         )
+
+
+HEADER = ("model", "base", "data", "split", "axis", "toward")
+
+
+@dataclass(kw_only=True)
+class MeasuredOn:
+    """What a result was measured on: the model, its base, the dataset, its split, the axis and the
+    target pole. `shift-score`'s report and the dial's result carry it and open their JSON with it."""
+
+    model: str
+    base: str | None
+    data: str
+    split: str
+    axis: dict[str, str]  # Axis.to_dict()'s poles
+    toward: str
+
+    def header(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in HEADER}

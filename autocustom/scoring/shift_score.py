@@ -20,7 +20,7 @@ from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.scoring.judge import CONTRAST, judge_notes, open_judge
 from autocustom.scoring.measure import METRICS, Reference, measure
-from autocustom.scoring.options import MeasureOptions
+from autocustom.scoring.options import MeasuredOn, MeasureOptions
 from autocustom.scoring.plan import EvalPlan
 from autocustom.scoring.stats import Estimate, metrics_dict
 
@@ -83,13 +83,7 @@ class Gate:
 
 
 @dataclass
-class ScoreReport:
-    model: str
-    base: str | None
-    data: str
-    split: str
-    axis: dict[str, str]
-    toward: str
+class ScoreReport(MeasuredOn):
     opposite: str
     condition: dict[str, Any]
     device: str
@@ -110,12 +104,7 @@ class ScoreReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
-            "model": self.model,
-            "base": self.base,
-            "data": self.data,
-            "split": self.split,
-            "axis": self.axis,
-            "toward": self.toward,
+            **self.header(),
             "opposite": self.opposite,
             "condition": self.condition,
             "device": self.device,

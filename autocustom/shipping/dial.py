@@ -32,7 +32,7 @@ from autocustom.layout import (
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.scoring.judge import CONTRAST, open_judge
-from autocustom.scoring.options import MeasureOptions
+from autocustom.scoring.options import MeasuredOn, MeasureOptions
 from autocustom.scoring.stats import Estimate, metrics_dict, metrics_from
 from autocustom.shipping.strength import find_run
 
@@ -123,14 +123,8 @@ class DialPoint:
 
 
 @dataclass
-class DialResult:
+class DialResult(MeasuredOn):
     out: Path
-    model: str
-    base: str
-    data: str
-    split: str
-    axis: dict[str, str]
-    toward: str
     lora: bool
     budgets: dict[str, float | None]
     points: list[DialPoint]
@@ -142,12 +136,7 @@ class DialResult:
         return {
             "schema": SCHEMA,
             "out": str(self.out),
-            "model": self.model,
-            "base": self.base,
-            "data": self.data,
-            "split": self.split,
-            "axis": self.axis,
-            "toward": self.toward,
+            **self.header(),
             "lora": self.lora,
             "budgets": self.budgets,
             "scales": [{"scale": p.scale, "metrics": metrics_dict(p.metrics)} for p in self.points],
