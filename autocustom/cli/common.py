@@ -26,6 +26,12 @@ from autocustom.progress import ProgressCallback, ProgressEvent
 _results: list[TextIO] = []  # the commands' own stdout, while library code's stdout goes to stderr
 
 
+# The options every command shares, spelled once (typer reads an option's default object; it may be shared).
+JSON_OUTPUT = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr.")
+
+
 def results_stream() -> TextIO:
     """Where a command's output goes: its caller's stdout, also while the library runs."""
     return _results[-1] if _results else sys.stdout

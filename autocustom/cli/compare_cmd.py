@@ -8,6 +8,9 @@ from typing import Any
 import typer
 
 from autocustom.cli.common import (
+    JSON_OUTPUT,
+    QUIET,
+    VERBOSE,
     configure_logging,
     emit_json,
     fail,
@@ -22,21 +25,13 @@ def register(app: typer.Typer) -> None:
     app.command("compare")(compare_command)
 
 
-def _compare_config() -> type[Any]:
-    """CompareConfig, imported when typer builds the commands (for `autocustom --help` too): its module
-    holds the options alone, so building the command imports neither the study nor torch."""
-    from autocustom.comparison.config import CompareConfig
-
-    return CompareConfig
-
-
-@config_options(_compare_config)
+@config_options("autocustom.comparison.config:CompareConfig")
 def compare_command(
     values: dict[str, Any],  # CompareConfig's fields, one option each (see autocustom.cli.options)
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Compare prompting baselines and training losses on the same held-out pairs and metrics.
 

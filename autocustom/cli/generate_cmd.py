@@ -7,6 +7,9 @@ from typing import Any
 import typer
 
 from autocustom.cli.common import (
+    JSON_OUTPUT,
+    QUIET,
+    VERBOSE,
     configure_logging,
     emit_json,
     pairs_per_split,
@@ -21,21 +24,12 @@ def register(app: typer.Typer) -> None:
     app.command("generate")(generate_command)
 
 
-def _generate_config() -> type[Any]:
-    """GenerateConfig, imported when typer builds the command."""
-    from autocustom.data.generate import GenerateConfig
-
-    return GenerateConfig
-
-
-@config_options(_generate_config)
+@config_options("autocustom.data.generate:GenerateConfig")
 def generate_command(
     values: dict[str, Any],  # GenerateConfig's fields, one option each (see autocustom.cli.options)
-    json_output: bool = typer.Option(
-        False, "--json", help="Print one JSON object with the counts on stdout."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Generate a contrastive dataset: subareas -> questions -> one answer per pole, deduped and split.
 

@@ -26,6 +26,7 @@ import types
 import typing
 from collections.abc import Callable
 from functools import cached_property
+from importlib import import_module
 from typing import Any
 
 import typer
@@ -33,15 +34,14 @@ import typer
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
-def config_options(
-    load_config: Callable[[], type[Any]],
-) -> Callable[[Callable[..., Any]], ConfigCommand]:
+def config_options(config: str) -> Callable[[Callable[..., Any]], ConfigCommand]:
     """Decorator: `command(values, **own_options)` gets one typer option per field of the config class.
 
-    `load_config` returns the class instead of being it, so that the class's module (which may import
-    torch) is imported when typer builds the command, not when the CLI module is imported.
+    `config` names the class, "module:Class", instead of being it, so that the class's module (which may
+    import torch) is imported when typer builds the command, not when the CLI module is imported.
     """
-    return lambda command: ConfigCommand(load_config, command)
+    module, name = config.split(":")
+    return lambda command: ConfigCommand(lambda: getattr(import_module(module), name), command)
 
 
 class ConfigCommand:

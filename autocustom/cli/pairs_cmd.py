@@ -8,6 +8,8 @@ from typing import Any
 import typer
 
 from autocustom.cli.common import (
+    JSON_OUTPUT,
+    VERBOSE,
     configure_logging,
     emit_json,
     fail,
@@ -23,14 +25,7 @@ def register(app: typer.Typer) -> None:
     app.command("export-data")(export_data_command)
 
 
-def _import_config() -> type[Any]:
-    """ImportConfig, imported when typer builds the command."""
-    from autocustom.data.importing import ImportConfig
-
-    return ImportConfig
-
-
-@config_options(_import_config)
+@config_options("autocustom.data.importing:ImportConfig")
 def import_command(
     values: dict[str, Any],  # ImportConfig's fields, one option each (see autocustom.cli.options)
     pole_col: list[str] = typer.Option(
@@ -38,8 +33,8 @@ def import_command(
         "--pole-col",
         help="POLE=COLUMN: a pole's answer column (default: the column named like the pole).",
     ),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Import pairs you already have as an autocustom dataset: same dedup, split and schema as `generate`.
 
@@ -87,8 +82,8 @@ def export_data_command(
     push_to_hub: str | None = typer.Option(
         None, "--push-to-hub", help="Also push the DatasetDict to this Hugging Face Hub dataset repo."
     ),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Export a dataset for the trainer you already run (TRL, axolotl, LLaMA-Factory, OpenRLHF).
 

@@ -10,6 +10,9 @@ import typer
 from autocustom.cli.common import (
     EXIT_GATE,
     EXIT_USAGE,
+    JSON_OUTPUT,
+    QUIET,
+    VERBOSE,
     configure_logging,
     emit_json,
     fail,
@@ -27,19 +30,12 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report_command)
 
 
-def _run_config() -> type[Any]:
-    """RunConfig, imported when typer builds the command: its module imports torch."""
-    from autocustom.pipeline import RunConfig
-
-    return RunConfig
-
-
-@config_options(_run_config)
+@config_options("autocustom.pipeline:RunConfig")
 def run_command(
     values: dict[str, Any],  # RunConfig's fields, one option each (see autocustom.cli.options)
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Generate data, train toward a pole, score on held-out subareas and write the report.
 
@@ -93,7 +89,7 @@ def _exit_on_gates(score: dict[str, Any]) -> None:
 
 def report_command(
     run_dir: Path = typer.Argument(..., help="A directory written by `run`, `train` or `compare`."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    json_output: bool = JSON_OUTPUT,
 ) -> None:
     """Write RUN_DIR/report.md with PNG plots from what the run directory holds.
 

@@ -9,6 +9,8 @@ import typer
 
 from autocustom.cli.common import (
     EXIT_GATE,
+    JSON_OUTPUT,
+    VERBOSE,
     configure_logging,
     emit_json,
     progress_reporter,
@@ -23,19 +25,12 @@ def register(app: typer.Typer) -> None:
     app.command("shift-score")(shift_score_command)
 
 
-def _score_config() -> type[Any]:
-    """ScoreConfig, imported when typer builds the command, not when the CLI module is imported."""
-    from autocustom.scoring.shift_score import ScoreConfig
-
-    return ScoreConfig
-
-
-@config_options(_score_config)
+@config_options("autocustom.scoring.shift_score:ScoreConfig")
 def shift_score_command(
     values: dict[str, Any],  # ScoreConfig's fields, one option each (see autocustom.cli.options)
     out: Path | None = typer.Option(None, help="Also write the report as JSON to this file."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Score how far a model moved along the axis, with 95% intervals, and gate on it.
 

@@ -6,7 +6,15 @@ from typing import Any
 
 import typer
 
-from autocustom.cli.common import configure_logging, emit_json, progress_reporter, stdout, user_errors
+from autocustom.cli.common import (
+    JSON_OUTPUT,
+    VERBOSE,
+    configure_logging,
+    emit_json,
+    progress_reporter,
+    stdout,
+    user_errors,
+)
 from autocustom.cli.options import config_options
 
 
@@ -15,23 +23,11 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
 
 
-def _dial_config() -> type[Any]:
-    from autocustom.shipping.dial import DialConfig
-
-    return DialConfig
-
-
-def _export_config() -> type[Any]:
-    from autocustom.shipping.export import ExportConfig
-
-    return ExportConfig
-
-
-@config_options(_dial_config)
+@config_options("autocustom.shipping.dial:DialConfig")
 def dial_command(
     values: dict[str, Any],  # DialConfig's fields, one option each (see autocustom.cli.options)
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Measure a trained run at several strengths (0 = base, 1 = trained) and recommend one.
 
@@ -73,11 +69,11 @@ def _render_dial(result: dict[str, Any]) -> None:
     stdout.print(f"wrote {result['out']}/dial.json, dial.md and dial.png")
 
 
-@config_options(_export_config)
+@config_options("autocustom.shipping.export:ExportConfig")
 def export_command(
     values: dict[str, Any],  # ExportConfig's fields, one option each (see autocustom.cli.options)
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Export a trained run at a strength as a model anyone can serve: merged HF, GGUF, Ollama.
 

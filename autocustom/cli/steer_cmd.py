@@ -6,7 +6,15 @@ from typing import Any
 
 import typer
 
-from autocustom.cli.common import configure_logging, emit_json, progress_reporter, stdout, user_errors
+from autocustom.cli.common import (
+    JSON_OUTPUT,
+    VERBOSE,
+    configure_logging,
+    emit_json,
+    progress_reporter,
+    stdout,
+    user_errors,
+)
 from autocustom.cli.options import config_options
 
 
@@ -14,17 +22,11 @@ def register(app: typer.Typer) -> None:
     app.command("steer")(steer_command)
 
 
-def _steer_config() -> type[Any]:
-    from autocustom.steering.search import SteerConfig
-
-    return SteerConfig
-
-
-@config_options(_steer_config)
+@config_options("autocustom.steering.search:SteerConfig")
 def steer_command(
     values: dict[str, Any],  # SteerConfig's fields, one option each (see autocustom.cli.options)
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Steer a model toward a pole with a mean-difference activation vector, no training.
 

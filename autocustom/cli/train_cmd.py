@@ -8,6 +8,9 @@ import typer
 
 from autocustom.cli.common import (
     EXIT_GATE,
+    JSON_OUTPUT,
+    QUIET,
+    VERBOSE,
     configure_logging,
     emit_json,
     progress_reporter,
@@ -21,19 +24,12 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
 
 
-def _train_config() -> type[Any]:
-    """TrainConfig, imported when typer builds the command: its module imports torch."""
-    from autocustom.training.config import TrainConfig
-
-    return TrainConfig
-
-
-@config_options(_train_config)
+@config_options("autocustom.training.config:TrainConfig")
 def train_command(
     values: dict[str, Any],  # TrainConfig's fields, one option each (see autocustom.cli.options)
-    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens to stderr."),
+    json_output: bool = JSON_OUTPUT,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Fine-tune a model toward one pole; keep the best checkpoint by validation BiasShift.
 
