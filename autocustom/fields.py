@@ -22,9 +22,8 @@ def required(help: str, **metadata: Any) -> Any:
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:
-    """A field the CLI offers as an option, with its default and help (cli/options.py reads them)."""
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
+    """A field the CLI offers as an option, with its (immutable) default and help (cli/options.py reads
+    them)."""
     return field(default=default, metadata={"help": help, **metadata})
 
 

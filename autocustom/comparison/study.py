@@ -41,7 +41,7 @@ from autocustom.layout import (
 )
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.judge import is_contrast, judge_notes, open_judge
-from autocustom.scoring.plan import EvalPlan, make_plan
+from autocustom.scoring.plan import EvalPlan
 from autocustom.scoring.stats import estimate_from
 from autocustom.steering.vector import layers_label
 
@@ -152,20 +152,7 @@ def _check_train_sizes(config: CompareConfig, all_pairs: int) -> None:
 
 def compare_plan(config: CompareConfig, dataset, device_type: str) -> EvalPlan:
     """The test-split plan every row is measured on (each row under its own prompt condition)."""
-    return make_plan(
-        dataset,
-        "test",
-        config.toward,
-        device_type=device_type,
-        mmlu_questions=config.mmlu_questions,
-        drift_texts=config.drift_texts,
-        judge=config.judge_label,
-        check_split=config.check_split,
-        gen_tokens=config.gen_tokens,
-        bootstrap=config.bootstrap,
-        bootstrap_seed=config.seed,
-        batch_size=config.batch_size,
-    )
+    return config.plan_for(dataset, "test", config.toward, device_type)
 
 
 def _notes(plan: EvalPlan, rows: list[Row], steering, curves, budget: float) -> list[str]:

@@ -56,7 +56,7 @@ class GenerateConfig:
     """Everything `generate` needs; its fields are the command's options (cli/options.py)."""
 
     axis: Axis = required(AXIS_HELP, cli_type=str)  # "formal:casual" or a YAML file, parsed on creation
-    out: Path = required("Dataset directory (created; the same command resumes it).", cli_type=Path)
+    out: Path = required("Dataset directory (created; the same command resumes it).")
     subareas: int = option(8, "Subareas (topics) where the poles differ.")
     questions_per_subarea: int = option(10, "Questions per subarea.")
     # cosine on MiniLM embeddings; 0.9 drops rewordings, keeps variants

@@ -48,6 +48,24 @@ class MeasureSizes(JudgeOptions, LoadOptions):
     device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda or cuda:N."})
     device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
 
+    def plan_for(self, dataset, split: str, toward: str, device_type: str, **settings: Any) -> EvalPlan:
+        """The evaluation plan of `split` at these sizes, seed and judge; `settings` add make_plan's others."""
+        return make_plan(
+            dataset,
+            split,
+            toward,
+            device_type=device_type,
+            mmlu_questions=self.mmlu_questions,
+            drift_texts=self.drift_texts,
+            judge=self.judge_label,
+            check_split=self.check_split,
+            gen_tokens=self.gen_tokens,
+            bootstrap=self.bootstrap,
+            bootstrap_seed=self.seed,
+            batch_size=self.batch_size,
+            **settings,
+        )
+
     def check_sizes(self) -> None:
         """Refuse sizes, devices and judges that cannot work, before any work (UsageError: exit 2)."""
         from autocustom.runtime import resolve_device
@@ -88,22 +106,8 @@ class MeasureOptions(MeasureSizes):
 
     def plan(self, dataset, toward: str, device_type: str, condition: PromptCondition = PLAIN) -> EvalPlan:
         """The evaluation plan these options measure (`shift-score`, `dial`, `export` and `run` share it)."""
-        return make_plan(
-            dataset,
-            self.split,
-            toward,
-            device_type=device_type,
-            mmlu_questions=self.mmlu_questions,
-            drift_texts=self.drift_texts,
-            mmlu=self.mmlu,
-            judge=self.judge_label,
-            check_split=self.check_split,
-            condition=condition,
-            gen_tokens=self.gen_tokens,
-            tail=self.tail,
-            bootstrap=self.bootstrap,
-            bootstrap_seed=self.seed,
-            batch_size=self.batch_size,
+        return self.plan_for(
+            dataset, self.split, toward, device_type, mmlu=self.mmlu, condition=condition, tail=self.tail
         )
 
 
@@ -124,3 +128,16 @@ class MeasuredOn:
 
     def header(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in HEADER}
+
+    @staticmethod
+    def of(config: MeasureOptions, base: str | None, axis: Any, toward: str) -> dict[str, Any]:
+        """The header fields of what `config` (a ScoreConfig or DialConfig: its model, data and split)
+        measured against `base`, toward `toward` on `axis`."""
+        return {
+            "model": config.model,
+            "base": base,
+            "data": str(config.data),
+            "split": config.split,
+            "axis": {"pole_a": axis.pole_a, "pole_b": axis.pole_b},
+            "toward": toward,
+        }

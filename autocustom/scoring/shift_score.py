@@ -137,12 +137,7 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
         reference = Reference(base_model, loaded.tokenizer, judge)
         measured = measure(loaded.model, reference, plan, tokenizer=loaded.tokenizer, progress=progress)
     report = ScoreReport(
-        model=config.model,
-        base=base_ref,
-        data=str(config.data),
-        split=config.split,
-        axis={"pole_a": dataset.axis.pole_a, "pole_b": dataset.axis.pole_b},
-        toward=toward,
+        **MeasuredOn.of(config, base_ref, dataset.axis, toward),
         opposite=plan.opposite,
         condition={"system_prompt": config.system_prompt, "few_shot": config.few_shot},
         device=str(device),

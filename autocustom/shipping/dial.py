@@ -166,13 +166,8 @@ def dial(config: DialConfig, *, progress: ProgressCallback = no_progress) -> Dia
     with open_judge(config, dataset.axis, device=config.device) as judge:
         points, reused = _measure_scales(config, source, base_reference, plan, device, out, progress, judge)
     result = DialResult(
+        **MeasuredOn.of(config, base_reference, dataset.axis, toward),
         out=out,
-        model=config.model,
-        base=base_reference,
-        data=str(config.data),
-        split=config.split,
-        axis={"pole_a": dataset.axis.pole_a, "pole_b": dataset.axis.pole_b},
-        toward=toward,
         lora=source.lora,
         budgets=config.budgets,
         points=points,
