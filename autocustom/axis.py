@@ -92,6 +92,10 @@ def _axis_from_yaml(path: Path) -> Axis:
         raise AxisError(f"axis file {path} does not exist", 'check the path, or pass "pole_a:pole_b"')
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AxisError(
+            f"is not UTF-8 text (byte {exc.start}: {exc.reason})", "save it as UTF-8", where=str(path)
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

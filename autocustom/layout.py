@@ -4,9 +4,13 @@ A dataset (`generate`), a training run (`train`), a run of every stage (`run`) a
 (`compare`) are directories; the commands, the report and the tests find their files through the names
 and functions here, so a file is named once.
 
+    Each command's directory is marked by its config file (run_config.json, pipeline_config.json,
+    compare_config.json, steer_config.json, dial_config.json), which holds the settings a resume must
+    match (`claim_output`).
+
     dataset/   manifest.json subareas.jsonl pairs.jsonl dropped.jsonl {train,validation,test}.jsonl cache.sqlite
     train run/ run_config.json model/ metrics.jsonl summary.json checkpoints/
-    run/       data/ (a dataset) train/ (a training run) score.json report.md plots/
+    run/       pipeline_config.json data/ (a dataset) train/ (a training run) score.json report.md plots/
     compare/   compare_config.json methods/<loss>/ (training runs; methods/steer/ a steer directory)
                rows/<model>/<method>/<condition>.json sizes/<loss>-<n>/ compare.json compare.md
                report.md plots/
@@ -20,10 +24,14 @@ and functions here, so a file is named once.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autocustom.errors import OutputExistsError
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 
 # dataset directory
@@ -43,6 +51,7 @@ CHECKPOINTS = "checkpoints"
 TRAIN_LOGS = "logs"  # TensorBoard event files under --report-to tensorboard (kept after the run)
 
 # `run` directory
+RUN_RECORD = "pipeline_config.json"  # its presence marks a `run` directory
 RUN_DATA = "data"
 RUN_TRAIN = "train"
 RUN_SCORE = "score.json"
@@ -84,6 +93,91 @@ JUDGE_CALLS = "judge_calls.sqlite"
 # written into any of them by `report`
 REPORT = "report.md"
 PLOTS = "plots"
+
+
+SETTINGS = "settings"  # the key of a marker file that holds the settings a resume must match
+RESTART_FIX = "pass --force-restart to start it over, or a new --out"
+
+
+def claim_output(
+    out: str | Path,
+    marker: str,
+    settings: dict[str, Any],
+    *,
+    command: str,
+    resume: bool = True,
+    restart: bool = False,
+    write: bool = True,
+) -> bool:
+    """Make `out` this command's directory, or refuse it in one line; True when it continues an earlier run.
+
+    A command writes only into a directory that is missing, empty, or marked as its own by `marker`, so
+    it never renames, overwrites or deletes what it did not write. A marked directory continues only
+    under the same `settings` (`fields.result_settings`): continuing under others would mix two runs'
+    results in one directory, so a difference is refused with the options' names. `restart` deletes a
+    marked directory and starts over; `resume=False` refuses a marked one (`train` without --resume).
+    `write=False` checks only (a command that validates its inputs before it writes the marker).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} is a file", "pass a directory")
+    record = out / marker
+    if record.is_file() and restart:
+        shutil.rmtree(out)
+    elif record.is_file():
+        if not resume:
+            raise OutputExistsError(
+                f"{out} holds an earlier {command} run", f"pass --resume to continue it, {RESTART_FIX}"
+            )
+        changed = _changed(read_json(record).get(SETTINGS), settings)
+        if changed:
+            raise OutputExistsError(
+                f"{out} holds a {command} run made with other settings ({changed}); continuing it would "
+                "mix two runs' results",
+                f"rerun with the same options, {RESTART_FIX}",
+            )
+        return True
+    elif out.exists() and any(out.iterdir()):
+        raise OutputExistsError(
+            f"--out {out} is not empty and is not a {command} directory", "pass a new or an empty --out"
+        )
+    if write:
+        write_json_atomic(record, {SETTINGS: settings})
+    return False
+
+
+@contextmanager
+def claimed_output(
+    out: str | Path, marker: str, settings: dict[str, Any], *, command: str, restart: bool = False
+) -> Iterator[bool]:
+    """`claim_output` for the length of a command's work: when the work fails before it wrote anything
+    but the marker (a model that does not load, a bad file), the claim is undone, so a failed start
+    leaves no directory behind and the next attempt may use other options."""
+    out = Path(out)
+    existed = out.is_dir()
+    resuming = claim_output(out, marker, settings, command=command, restart=restart)
+    try:
+        yield resuming
+    except BaseException:
+        if not resuming and [p.name for p in out.iterdir()] == [marker]:
+            (out / marker).unlink()
+            if not existed:
+                out.rmdir()
+        raise
+
+
+def _changed(previous: dict[str, Any] | None, settings: dict[str, Any]) -> str:
+    """The differing options as "--max-steps 20 -> 30, ..." ("" when none)."""
+    if previous is None:
+        return "a record written by an older autocustom, without its settings"
+    names = sorted(k for k in previous.keys() | settings.keys() if previous.get(k) != settings.get(k))
+    shown = [f"{_option_name(k)} {previous.get(k)} -> {settings.get(k)}" for k in names[:4]]
+    return ", ".join(shown) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def _option_name(setting: str) -> str:
+    """ "max_steps" -> "--max-steps"; a stage's setting ("train max_steps", `run`) keeps its stage."""
+    return setting.replace("_", "-") if " " in setting else "--" + setting.replace("_", "-")
 
 
 def split_file(split: str) -> str:
@@ -207,12 +301,19 @@ def _complete_row(line: str) -> bool:
 
 def dial_scale_file(out: str | Path, scale: float) -> Path:
     """Where one measured scale of a dial is kept for resume, e.g. `scales/0.75.json`."""
-    return Path(out) / DIAL_SCALES / f"{scale:g}.json"
+    return Path(out) / DIAL_SCALES / f"{_exact(scale)}.json"
 
 
 def steer_grid_file(out: str | Path, layers: str, coefficient: float) -> Path:
     """Where one validation grid point of a steering run is kept for resume, e.g. `grid/8x2.json`."""
-    return Path(out) / STEER_GRID / f"{layers}x{coefficient:g}.json"
+    return Path(out) / STEER_GRID / f"{layers}x{_exact(coefficient)}.json"
+
+
+def _exact(value: float) -> str:
+    """A number as a file name that names it alone: short where that is exact ("0.75", "2"), else every
+    digit ("0.30000000000000004"), so two close scales never share a file."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 def compare_cell(out: str | Path, model_slug: str, method: str, condition: str) -> Path:

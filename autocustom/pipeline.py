@@ -19,10 +19,9 @@ from typing import Any
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.axis import Axis, parse_axis
 from autocustom.data.generate import GenerateConfig, GenerateResult, generate
-from autocustom.errors import OutputExistsError
-from autocustom.fields import AXIS_HELP, SPLIT_HELP, option, required
+from autocustom.fields import AXIS_HELP, SPLIT_HELP, force_restart, option, required, result_settings
 from autocustom.fileio import read_json, write_json_atomic
-from autocustom.layout import RUN_DATA, RUN_SCORE, RUN_TRAIN
+from autocustom.layout import RUN_DATA, RUN_RECORD, RUN_SCORE, RUN_TRAIN, claim_output
 from autocustom.llm.base import ChatBackend
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.report import ReportResult, build_report
@@ -46,7 +45,7 @@ class RunConfig:
     model: str = option(DEFAULT_MODEL, "Model to customize (and to score against).")
     generator_model: str | None = option(None, "LLM that writes the data (default: --model for local).")
     backend: str = option("local", "Data generation backend: local or openai.")
-    base_url: str | None = option(None, "OpenAI-compatible server (openai backend).")
+    base_url: str | None = option(None, "OpenAI-compatible server (openai backend).", url=True)
     concurrency: int = option(4, "Parallel requests (openai backend).")
     subareas: int = option(6, "Subareas (topics) where the poles differ.")
     questions_per_subarea: int = option(8, "Questions per subarea.")
@@ -66,7 +65,8 @@ class RunConfig:
     judge: str | None = option(None, "contrast: also judge the model's own replies (reply share, fluency).")
     gen_tokens: int = option(DEFAULT_GEN_TOKENS, "Max new tokens per reply for --judge.")
     seed: int = option(0, "Seed of every stage.")
-    device: str | None = option(None, "auto, cpu, cuda, cuda:N.")
+    device: str | None = option(None, "auto, cpu, cuda, cuda:N.", neutral=True)
+    force_restart: bool = force_restart()
 
     def __post_init__(self) -> None:
         self.axis = parse_axis(self.axis) if isinstance(self.axis, str) else self.axis
@@ -146,27 +146,33 @@ def run(
     score_config: ScoreConfig,
     *,
     backend: ChatBackend | None = None,
+    restart: bool = False,
     progress: ProgressCallback = no_progress,
 ) -> RunResult:
     """Run every stage into `out`; the stage configs' own paths are replaced by the run layout.
 
+    `out` is claimed first (`claim_output`): a folder of other files is refused untouched, and a run
+    directory continues only under the same generate and train settings (`restart` starts it over).
     `backend`, when given, writes the data instead of the one `generate_config` names (scripts, tests).
     """
     from autocustom.training.trainer import train  # transformers' Trainer takes seconds: not at --help
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} is a file", "pass a directory")
     data_dir, train_dir, score_path = out / RUN_DATA, out / RUN_TRAIN, out / RUN_SCORE
+    generate_config = replace(generate_config, out=data_dir)
     train_config = replace(train_config, data=str(data_dir), out=str(train_dir), resume=True)
     train_config.validate()  # bad training and scoring options fail before the data is generated
     score_config.check(score_config.max_mmlu_drop)
+    settings = {
+        f"{stage} {name}": value
+        for stage, config in (("generate", generate_config), ("train", train_config))
+        for name, value in result_settings(config).items()
+    }
+    claim_output(out, RUN_RECORD, settings, command="run", restart=restart)
     _announce(progress, 0)
-    generated = generate(replace(generate_config, out=data_dir), backend=backend, progress=progress)
+    generated = generate(generate_config, backend=backend, progress=progress)
     _announce(progress, 1)
-    trained = train(
-        replace(train_config, data=str(data_dir), out=str(train_dir), resume=True), progress=progress
-    )
+    trained = train(train_config, progress=progress)
     _announce(progress, 2)
     score = _score_once(replace(score_config, model=str(train_dir), data=str(data_dir)), score_path, progress)
     _announce(progress, 3)

@@ -66,6 +66,24 @@ def test_run_writes_every_stage_and_a_report_and_resumes(tmp_path, tiny_model_di
     assert again.score == result.score  # not rescored
 
 
+def test_run_into_a_folder_of_other_files_refuses_it_untouched(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from autocustom.cli import app
+
+    out = tmp_path / "thesis"
+    (out / "train" / "model").mkdir(parents=True)
+    (out / "train" / "model" / "weights.bin").write_bytes(b"\x00\x01 mine")
+    (out / "score.json").write_text('{"mine": true}')
+    (out / "report.md").write_text("# my report")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    argv = ["run", "--axis", "formal:casual", "--toward", "formal", "--out", str(out)]
+    result = CliRunner().invoke(app, [*argv, "--model", str(tiny_model_dir)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "is not empty and is not a run directory" in result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_headline_says_what_the_figure_means():
     from autocustom.pipeline import headline
 

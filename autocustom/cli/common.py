@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TextIO
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from autocustom.errors import AutocustomError
 from autocustom.progress import ProgressCallback, ProgressEvent
@@ -44,8 +45,9 @@ class _Results:
         return getattr(results_stream(), name)
 
 
-stderr = Console(stderr=True, highlight=False)
-stdout = Console(file=_Results(), highlight=False)  # type: ignore[arg-type]
+# markup off: a message holds paths and user text, where "[/tmp/x]" or "[bold]" is text, not a style
+stderr = Console(stderr=True, highlight=False, markup=False)
+stdout = Console(file=_Results(), highlight=False, markup=False)  # type: ignore[arg-type]
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2
 
@@ -56,13 +58,33 @@ def fancy_output() -> bool:
 
 
 def fail(line: str, code: int = EXIT_USAGE) -> NoReturn:
-    stderr.print(f"[red]error:[/red] {line}" if fancy_output() else f"error: {line}", soft_wrap=True)
+    """Print `line` as the one error line (control characters escaped: a NUL from a misread file would
+    cut it short in a terminal) and exit with `code`."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    stderr.print(Text.assemble(("error:", "red" if fancy_output() else ""), " ", shown), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _unreadable_line(exc: BaseException) -> str | None:
+    """One line for the errors of reading files that library code lets through, else None (a bug: the
+    traceback is the report). Matched by module name, so the CLI imports neither safetensors nor pyarrow."""
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc} Fix: check the path, its permissions and the free disk space"
+    if isinstance(exc, UnicodeDecodeError):
+        return (
+            f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}) "
+            "Fix: save it as UTF-8 (Excel: CSV UTF-8)"
+        )
+    if type(exc).__module__.split(".")[0] in ("safetensors", "pyarrow"):
+        return f"a file cannot be read ({type(exc).__name__}: {exc}) Fix: regenerate or re-download it"
+    return None
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn library errors into one line and exit 2; Ctrl-C into exit 130 with no traceback.
+    """Turn library errors, and the file errors library code lets through, into one line and exit 2;
+    Ctrl-C into exit 130 with no traceback.
 
     Inside, stdout is stderr for everything but the command's own output (`results_stream`).
     """
@@ -75,6 +97,11 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         stderr.print("interrupted: rerun the same command to resume where it stopped")
         raise typer.Exit(130) from None
+    except Exception as exc:
+        line = _unreadable_line(exc)
+        if line is None:
+            raise
+        fail(line)
     finally:
         _results.pop()
 
@@ -156,11 +183,17 @@ def quiet_third_party_output() -> None:
     """transformers/datasets print their own bars and advice; ours is the only progress shown."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets is imported
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # datasets logs a failed read before raising it; the raised error becomes our one line
+    os.environ.setdefault("DATASETS_VERBOSITY", "critical")
     try:
         import transformers
 
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        if "datasets" in sys.modules:  # imported already: the environment variable came too late
+            sys.modules["datasets"].disable_progress_bars()
+            sys.modules["datasets"].logging.set_verbosity(logging.CRITICAL)
     except ImportError:
         pass

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from importlib import import_module
 from typing import Any
 
 import typer
+
+from autocustom.cli.common import fail
 
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -86,6 +89,7 @@ class ConfigCommand:
 
     def __call__(self, **options: Any) -> Any:
         values = {name: options.pop(name) for name in self._field_parameters}
+        _check_finite(values)
         return self._command(values, **options)
 
 
@@ -156,3 +160,12 @@ def _list_parser(item: type, nullable: bool) -> Callable[[str | None], list[Any]
             ) from None
 
     return parse
+
+
+def _check_finite(values: dict[str, Any]) -> None:
+    """No option takes nan or inf (every number is a size, a rate, a scale or a threshold): one line and
+    exit 2 before the command runs, whatever the library would have done with it."""
+    for name, value in values.items():
+        numbers = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+            fail(f"--{name.replace('_', '-')} {value} is not a finite number Fix: pass a number such as 1")

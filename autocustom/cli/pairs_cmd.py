@@ -18,6 +18,7 @@ from autocustom.cli.common import (
     user_errors,
 )
 from autocustom.cli.options import config_options
+from autocustom.fields import PUBLIC_HELP
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +83,7 @@ def export_data_command(
     push_to_hub: str | None = typer.Option(
         None, "--push-to-hub", help="Also push the DatasetDict to this Hugging Face Hub dataset repo."
     ),
+    public: bool = typer.Option(False, "--public", help=PUBLIC_HELP),
     json_output: bool = JSON_OUTPUT,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -98,7 +100,9 @@ def export_data_command(
     with user_errors():
         from autocustom.data.export import export_data
 
-        result = export_data(data, toward, out, format=format, plain=plain, push_to_hub=push_to_hub)
+        result = export_data(
+            data, toward, out, format=format, plain=plain, push_to_hub=push_to_hub, public=public
+        )
     if json_output:
         emit_json(result.to_dict())
         return

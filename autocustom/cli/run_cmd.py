@@ -52,7 +52,9 @@ def run_command(
 
         config = RunConfig(**values)
         with progress_reporter(quiet=quiet) as progress:
-            result = run(config.out, *config.stages(), progress=progress).to_dict()
+            result = run(
+                config.out, *config.stages(), restart=config.force_restart, progress=progress
+            ).to_dict()
     if json_output:
         emit_json(result)
     else:

@@ -42,10 +42,12 @@ def shift_score_command(
     """
     configure_logging(verbose)
     with user_errors():
-        from autocustom.fileio import write_json_atomic
+        from autocustom.fileio import require_writable_file, write_json_atomic
         from autocustom.scoring.shift_score import ScoreConfig, shift_score
 
         config = ScoreConfig(**values)
+        if out is not None:
+            require_writable_file(out)
         with progress_reporter(quiet=False) as progress:
             report = shift_score(config, progress=progress)
         result = report.to_dict()

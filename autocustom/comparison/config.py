@@ -3,12 +3,12 @@ budget (`CompareConfig`; its fields are `compare`'s options)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.comparison.methods import METHODS
-from autocustom.fields import DATASET_HELP, required
+from autocustom.fields import DATASET_HELP, NEUTRAL, config_record, force_restart, required
 from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.scoring.options import MeasureSizes
 
@@ -24,21 +24,25 @@ class CompareConfig(MeasureSizes):
 
     data: str = required(DATASET_HELP)
     toward: str = required("The pole every method aims for.")
-    out: str = required("Comparison directory (resumable).")
+    out: str = required("Comparison directory (resumable).", neutral=True)
     models: list[str] = field(
         default_factory=lambda: [DEFAULT_MODEL],
         metadata={"help": "Comma-separated models; trained methods use the first."},
     )
     methods: list[str] = field(
-        default_factory=lambda: list(METHODS), metadata={"help": "Comma-separated methods."}
+        default_factory=lambda: list(METHODS), metadata={NEUTRAL: True, "help": "Comma-separated methods."}
     )
     padding: list[int] = field(
         default_factory=lambda: [64, 256],
-        metadata={"help": "Distracting-token lengths to test (comma-separated)."},
+        metadata={NEUTRAL: True, "help": "Distracting-token lengths to test (comma-separated)."},
     )
     adversarial: bool = field(
         default=True,
-        metadata={"help": "Add the adversarial user turn.", "flag": "--adversarial/--no-adversarial"},
+        metadata={
+            NEUTRAL: True,
+            "help": "Add the adversarial user turn.",
+            "flag": "--adversarial/--no-adversarial",
+        },
     )
     few_shot: int = field(default=3, metadata={"help": "Train pairs shown to the few-shot baseline."})
     max_steps: int = field(default=30, metadata={"help": "Training steps of every trained method."})
@@ -48,18 +52,22 @@ class CompareConfig(MeasureSizes):
     train_sizes: list[int] = field(
         default_factory=list,
         metadata={
+            NEUTRAL: True,
             "help": "Also train each loss on nested subsets of this many train pairs (e.g. 4,8,16), same "
-            "steps per pair, and fit a power law of test BiasShift against n (train_sizes.png)."
+            "steps per pair, and fit a power law of test BiasShift against n (train_sizes.png).",
         },
     )
     seed: int = field(default=0, kw_only=True, metadata={"help": "Seed of training and intervals."})
     max_fluency_drop: float = field(
         default=DEFAULT_FLUENCY_BUDGET,
         metadata={
+            NEUTRAL: True,
             "help": "With --judge contrast: name the methods whose replies are more than this less likely "
-            "(nats/token) than the judge's own replies told the target pole (the reply-quality budget)."
+            "(nats/token) than the judge's own replies told the target pole (the reply-quality budget).",
         },
     )
 
+    force_restart: bool = force_restart()
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config_record(self)

@@ -29,13 +29,15 @@ from autocustom.comparison.methods import (
 )
 from autocustom.comparison.rows import Row, RowScoring
 from autocustom.data.io import load_dataset_dir
-from autocustom.errors import OutputExistsError, UsageError
-from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
+from autocustom.errors import UsageError
+from autocustom.fields import result_settings
+from autocustom.fileio import write_json_atomic, write_text_atomic
 from autocustom.layout import (
     COMPARE_CONFIG,
     COMPARE_RESULT,
     COMPARE_TABLE,
     PLOTS,
+    claimed_output,
     compare_method_run,
     compare_size_run,
 )
@@ -105,15 +107,19 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
     device = resolve_device(config.device)
     plan = compare_plan(config, dataset, device.type)
     out = Path(config.out)
-    _claim_output(out, config, dataset.axis.label)
-    training = _train_methods(config, out, progress)
-    curves = _size_curves(config, out, dataset, training, progress) if config.train_sizes else []
-    scoring = RowScoring(config, out, dataset, plan, device, progress)
-    rows: list[Row] = []
-    with open_judge(config, dataset.axis, device=config.device) as judge:
-        for model_index, model_ref in enumerate(config.models):
-            methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]  # trained: first
-            rows.extend(scoring.model_rows(model_ref, methods, judge))
+    for method in _trained(config):  # the training options of every method fail here, before any work
+        _train_config(config, method, compare_method_run(out, method)).validate()
+    settings = result_settings(config)
+    with claimed_output(out, COMPARE_CONFIG, settings, command="compare", restart=config.force_restart):
+        training = _train_methods(config, out, progress)
+        curves = _size_curves(config, out, dataset, training, progress) if config.train_sizes else []
+        scoring = RowScoring(config, out, dataset, plan, device, progress)
+        rows: list[Row] = []
+        with open_judge(config, dataset.axis, device=config.device) as judge:
+            for model_index, model_ref in enumerate(config.models):
+                # the trained methods are the first model's; other models get the prompting ones
+                methods = [m for m in config.methods if model_index == 0 or m in PROMPT_METHODS]
+                rows.extend(scoring.model_rows(model_ref, methods, judge))
     if scoring.steering is not None:
         training[STEERING_METHOD] = scoring.steering.to_dict()
     result = CompareResult(
@@ -214,22 +220,6 @@ def _judge_notes(plan: EvalPlan, rows: list[Row]) -> list[str]:
         least = min(judged, key=lambda r: r.metrics["judge_consistency"].value)
         notes += judge_notes(plan.judge, least.metrics)
     return notes
-
-
-def _claim_output(out: Path, config: CompareConfig, axis_label: str) -> None:
-    """Refuse a directory that holds another comparison (another axis or target); resume the same one."""
-    marker = out / COMPARE_CONFIG
-    if marker.is_file():
-        previous = read_json(marker)
-        if previous.get("axis") != axis_label or previous.get("toward") != config.toward:
-            raise OutputExistsError(
-                f"{out} holds a comparison of {previous.get('axis')} toward {previous.get('toward')}",
-                "pass a new --out for this axis",
-            )
-        return
-    if out.exists() and any(out.iterdir()):
-        raise OutputExistsError(f"output directory {out} is not empty", "pass a new --out")
-    write_json_atomic(marker, {"axis": axis_label, "toward": config.toward, "data": str(config.data)})
 
 
 def _train_methods(config: CompareConfig, out: Path, progress: ProgressCallback) -> dict[str, dict[str, Any]]:

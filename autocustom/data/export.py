@@ -85,6 +85,7 @@ def export_data(
     format: str = "trl",
     plain: bool = False,
     push_to_hub: str | None = None,
+    public: bool = False,
 ) -> ExportResult:
     """Write `out/` (a `save_to_disk` DatasetDict in `hf/` and one JSONL per split), swapped in whole."""
     import datasets
@@ -101,14 +102,15 @@ def export_data(
             if split in rows:
                 write_jsonl_atomic(staging / split_file(split), rows[split])
     if push_to_hub:
-        _push(exported, push_to_hub)
+        _push(exported, push_to_hub, public)
     return ExportResult(out, format, toward, {split: len(r) for split, r in rows.items()}, push_to_hub)
 
 
-def _push(exported, repo: str) -> None:
-    """The real `datasets` hub path; offline or without a token it fails with one line, the files kept."""
+def _push(exported, repo: str, public: bool) -> None:
+    """The real `datasets` hub path (a private repo unless `public`); offline or without a token it fails
+    with one line, the files kept."""
     try:
-        exported.push_to_hub(repo)
+        exported.push_to_hub(repo, private=not public)
     except Exception as exc:  # huggingface_hub raises many types (connection, auth, HTTP)
         raise BackendError(
             f"could not push to the Hugging Face Hub repo {repo} ({type(exc).__name__}); the export is on disk",

@@ -27,7 +27,7 @@ from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import check_ratios, split_pairs
 from autocustom.errors import OutputExistsError, UsageError
-from autocustom.fields import AXIS_HELP, SPLIT_HELP, library_only, option, required
+from autocustom.fields import AXIS_HELP, SPLIT_HELP, config_record, library_only, option, required
 from autocustom.llm.base import ChatBackend, GenerationParams
 from autocustom.llm.chat import Conversation
 from autocustom.llm.generation import GENERATION_BATCH
@@ -56,7 +56,7 @@ class GenerateConfig:
     """Everything `generate` needs; its fields are the command's options (cli/options.py)."""
 
     axis: Axis = required(AXIS_HELP, cli_type=str)  # "formal:casual" or a YAML file, parsed on creation
-    out: Path = required("Dataset directory (created; the same command resumes it).")
+    out: Path = required("Dataset directory (created; the same command resumes it).", neutral=True)
     subareas: int = option(8, "Subareas (topics) where the poles differ.")
     questions_per_subarea: int = option(10, "Questions per subarea.")
     # cosine on MiniLM embeddings; 0.9 drops rewordings, keeps variants
@@ -67,10 +67,10 @@ class GenerateConfig:
     model: str | None = option(  # None: the packaged smollm2-135m for local; required for openai
         None, "Model: packaged name, path or hub id (local); served name (openai)."
     )
-    base_url: str | None = option(None, "OpenAI-compatible server URL; key from OPENAI_API_KEY.")
-    concurrency: int = option(4, "Parallel requests (openai).")
-    batch_size: int = option(GENERATION_BATCH, "Prompts per generate() batch (local).")
-    device: str | None = option(None, "auto, cpu, cuda, cuda:N (local).")
+    base_url: str | None = option(None, "OpenAI-compatible server URL; key from OPENAI_API_KEY.", url=True)
+    concurrency: int = option(4, "Parallel requests (openai).", neutral=True)
+    batch_size: int = option(GENERATION_BATCH, "Prompts per generate() batch (local).", neutral=True)
+    device: str | None = option(None, "auto, cpu, cuda, cuda:N (local).", neutral=True)
     max_retries: int = option(3, "New samples for an unusable reply before it is dropped.")
     max_rounds: int = option(4, "Asks per list when the model returns too few distinct items.")
     max_new_tokens: int = option(200, "Token limit of list replies.")  # a list of 10 questions is ~150
@@ -107,10 +107,9 @@ class GenerateConfig:
 
     def settings(self) -> dict[str, Any]:
         """The options that shaped the data, for the manifest (no secrets: the key is never here)."""
-        data = dataclasses.asdict(self)
+        data = config_record(self)
         for name in ("axis", "out", "backend", "model", "seed"):  # recorded in their own manifest fields
             data.pop(name)
-        data["split"] = list(self.split)
         return data
 
 

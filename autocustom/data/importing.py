@@ -22,7 +22,7 @@ from autocustom.data.io import write_dataset_dir
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.sources import Row, read_rows
 from autocustom.data.split import check_ratios, split_pairs
-from autocustom.errors import DataError
+from autocustom.errors import DataError, UsageError
 from autocustom.fields import AXIS_HELP, SPLIT_HELP, option, required
 from autocustom.fileio import require_new_dir, staged_dir
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
@@ -62,6 +62,15 @@ class ImportConfig:
         self.axis = parse_axis(self.axis) if isinstance(self.axis, str) else self.axis
         self.out = Path(self.out)
         self.split = check_ratios(self.split)
+        if self.clusters is not None and self.clusters < 1:  # 0 would read as "not given"
+            raise UsageError(
+                f"--clusters {self.clusters} must be at least 1",
+                "e.g. --clusters 6, or leave it out for the default",
+            )
+        if not 0.0 < self.dedup_threshold <= 1.0:
+            raise UsageError(
+                f"--dedup-threshold {self.dedup_threshold} is outside (0, 1]", "e.g. --dedup-threshold 0.9"
+            )
 
 
 @dataclass

@@ -49,31 +49,61 @@ def read_rows(source: str) -> tuple[list[Row], str]:
 
 
 def _decode(path: Path) -> str:
+    """The text of a file in the encodings a table is saved in; anything else is refused in one line."""
     raw = path.read_bytes()
     for bom, encoding in BOMS:
         if raw.startswith(bom):
-            return raw.decode(encoding)
+            return _checked(path, raw, encoding)
+    if b"\x00" in raw:  # valid UTF-8 byte by byte, but text does not hold NULs: UTF-16 saved without a BOM
+        raise DataError(path, "holds NUL bytes (UTF-16 without a byte-order mark?)", _SAVE_AS_UTF8)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode(FALLBACK_ENCODING)
+        return _checked(path, raw, FALLBACK_ENCODING)
+
+
+_SAVE_AS_UTF8 = "save it as UTF-8 (Excel: CSV UTF-8; pandas: encoding='utf-8')"
+
+
+def _checked(path: Path, raw: bytes, encoding: str) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            path, f"is neither UTF-8 nor {encoding} text (byte {exc.start}: {exc.reason})", _SAVE_AS_UTF8
+        ) from None
 
 
 def _delimited(path: Path) -> list[Row]:
-    """CSV or TSV with quoted commas and newlines; each row named by the line it starts on."""
+    """CSV or TSV with quoted commas and newlines; each row named by the line it starts on.
+
+    `strict`: a stray or unterminated quote is an error, not a field that silently swallows the rows
+    after it; a row with more cells than the header is one too (its extra cells would be lost).
+    """
     text = _decode(path)
-    reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ","
-    )
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows, start, header = [], 1, None
     try:
-        header = next(reader)
-    except StopIteration:
-        raise DataError(path, "is empty", "export the table with a header row") from None
-    rows, start = [], reader.line_num + 1
-    for record in reader:
-        if any(cell.strip() for cell in record):
-            rows.append(Row(dict(zip(header, record, strict=False)), f"{path}:{start}"))
-        start = reader.line_num + 1
+        for record in reader:
+            if header is None:
+                header = record
+            elif len(record) > len(header):
+                raise DataError(
+                    path,
+                    f"row has {len(record)} cells and the header {len(header)}",
+                    "quote cells that hold the delimiter",
+                    line=start,
+                )
+            elif any(cell.strip() for cell in record):
+                rows.append(Row(dict(zip(header, record, strict=False)), f"{path}:{start}"))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(
+            path, f"malformed row ({exc})", "close the quote or double a quote inside a cell", line=start
+        ) from None
+    if header is None:
+        raise DataError(path, "is empty", "export the table with a header row")
     return rows
 
 
@@ -107,8 +137,15 @@ def _json(path: Path) -> list[Row]:
 
 def _parquet(path: Path) -> list[Row]:
     import datasets
+    import pyarrow
 
-    return _hf_rows(datasets.Dataset.from_parquet(str(path)), str(path))
+    try:
+        return _hf_rows(datasets.Dataset.from_parquet(str(path)), str(path))
+    except (pyarrow.ArrowException, datasets.exceptions.DatasetGenerationError) as exc:
+        cause = exc.__cause__ or exc
+        raise DataError(
+            path, f"is not a readable Parquet file ({type(cause).__name__})", "write it again"
+        ) from None
 
 
 def _load_from_disk(path: Path):

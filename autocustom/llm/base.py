@@ -29,7 +29,9 @@ class ChatBackend(Protocol):
     """Answers a batch of conversations; one reply text per conversation, in order.
 
     `name` is the backend kind ("local", "openai") and `model` the model it serves; both go into the
-    cache key and the manifest. `on_reply`, when given, is called as soon as each reply is ready, so
+    manifest; the cache keys by `name` and `identity` when the backend has one (the server and the
+    resolved model, so another model behind the same name is not answered from the cache), else by
+    `model`. `on_reply`, when given, is called as soon as each reply is ready, so
     the cache can store it before the rest of the batch finishes: a kill loses only calls in flight.
     """
 

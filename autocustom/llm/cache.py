@@ -118,6 +118,9 @@ class CachedBackend:
         self.cache = cache
         self.name = backend.name
         self.model = backend.model
+        # what the replies are keyed by: the server and the resolved model (a backend without an
+        # `identity`, e.g. a user's own, is keyed by its name and model as before)
+        self.identity = getattr(backend, "identity", backend.model)
         self.calls_made = 0
         self.cache_hits = 0
 
@@ -127,7 +130,7 @@ class CachedBackend:
         params: GenerationParams,
         on_reply: ReplyCallback | None = None,
     ) -> list[str]:
-        keys = [self.cache.key(self.name, self.model, c, params) for c in conversations]
+        keys = [self.cache.key(self.name, self.identity, c, params) for c in conversations]
         replies: list[str | None] = [None] * len(conversations)
         pending: dict[str, list[int]] = {}  # key of a miss -> every batch index that asked it
         for index, key in enumerate(keys):

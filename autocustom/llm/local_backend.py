@@ -7,6 +7,7 @@ batching itself lives in autocustom.llm.generation, shared with the free replies
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
@@ -42,6 +43,13 @@ class LocalBackend:
         self.batch_size = batch_size
         self.trust_remote_code = trust_remote_code
         self._loaded: Any = None
+
+    @cached_property
+    def identity(self) -> str:
+        """The cache's key for this model: the resolved model, not the name typed (`model_identity`)."""
+        from autocustom.llm.models import model_identity
+
+        return f"local {model_identity(self.model)}"
 
     def _load(self) -> Any:
         if self._loaded is None:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
+import importlib.metadata
 import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autocustom.assets import PACKAGED_MODELS, cache_dir
 from autocustom.errors import ModelLoadError
+from autocustom.fileio import temp_dir
 from autocustom.layout import ADAPTER_CONFIG, run_source
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,24 @@ def resolve_model_dir(reference: str) -> str:
     return reference
 
 
+def model_identity(reference: str) -> str:
+    """What a cache keys a local model's replies by, beyond the name typed: a packaged model's package
+    version; a directory's resolved path and the sizes and times of its files (a model retrained into
+    the same path, or another model put there, makes new calls); a hub id as given."""
+    if reference in PACKAGED_MODELS:
+        package = PACKAGED_MODELS[reference].package
+        try:
+            return f"{reference} ({package} {importlib.metadata.version(package)})"
+        except importlib.metadata.PackageNotFoundError:
+            return reference
+    path = Path(resolve_model_dir(reference))
+    if not path.is_dir():
+        return reference
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    stamp = "\n".join(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
+    return f"{path.resolve()} ({hashlib.sha256(stamp.encode()).hexdigest()[:16]})"
+
+
 def resolve_base_dir(reference: str) -> str:
     """The model directory (or hub id) whose config describes `reference`: an adapter's base for an adapter."""
     location = resolve_model_dir(reference)
@@ -205,6 +225,7 @@ def load_model(
     not fit one device over the GPUs and the CPU through accelerate; the model is then not moved.
     """
     import torch
+    from safetensors import SafetensorError
 
     from autocustom.runtime import resolve_device, resolve_dtype
 
@@ -238,7 +259,7 @@ def load_model(
             tokenizer = tokenizer or _load_tokenizer(location, trust_remote_code, gguf_file=gguf)
     except ModelLoadError:
         raise
-    except (OSError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError, SafetensorError) as exc:
         raise cannot_load(reference, exc) from None
     if device_map is None and not options.quantized:  # placed models stay where accelerate put them
         model.to(device)
@@ -374,7 +395,7 @@ def materialize_packaged(name: str) -> Path:
         return Path(spec.hub_id)  # from_pretrained treats it as a hub id
     log.info("converting packaged %s from %s (once)", name, gguf)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    staging = temp_dir(f".{name}-", target.parent)
     try:
         _convert_gguf(gguf, staging)
         try:
@@ -417,6 +438,11 @@ def _looks_like_path(reference: str) -> bool:
 
 
 def cannot_load(reference: str, exc: BaseException) -> ModelLoadError:
+    if type(exc).__name__ == "SafetensorError":  # a weights file cut short (a full disk, a killed copy)
+        return ModelLoadError(
+            f"cannot load model '{reference}': a weights file is damaged ({_first_line(exc)})",
+            "train or download it again",
+        )
     return ModelLoadError(
         f"cannot load model '{reference}': {_first_line(exc)}",
         "pass a local model directory, a run directory, or a packaged name "

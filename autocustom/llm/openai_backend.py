@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from autocustom.errors import BackendError, UsageError
+from autocustom.fields import public_url
 from autocustom.llm.base import GenerationParams, ReplyCallback
 from autocustom.llm.chat import Conversation
 
@@ -69,6 +70,11 @@ class OpenAIBackend:
     @property
     def url(self) -> str:
         return self.base_url or OPENAI_URL
+
+    @property
+    def identity(self) -> str:
+        """The cache's key for this model: the server (without credentials) and the model it names."""
+        return f"{public_url(self.url)} {self.model}"
 
     def complete(
         self,

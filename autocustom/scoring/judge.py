@@ -25,6 +25,7 @@ import numpy as np
 
 from autocustom.axis import Axis, Poles
 from autocustom.errors import UsageError
+from autocustom.fields import NEUTRAL, URL
 from autocustom.llm.base import ChatBackend, GenerationParams
 from autocustom.llm.chat import PLAIN, PromptCondition, render_prompt
 from autocustom.scoring.contrast import ContrastJudge, contrast_notes
@@ -65,9 +66,12 @@ class JudgeOptions:
         metadata={"help": "Split whose written answers validate the contrast judge before it is read."},
     )
     base_url: str | None = field(
-        default=None, metadata={"help": "OpenAI-compatible server of the judge (key: $OPENAI_API_KEY)."}
+        default=None,
+        metadata={URL: True, "help": "OpenAI-compatible server of the judge (key: $OPENAI_API_KEY)."},
     )
-    judge_concurrency: int = field(default=4, metadata={"help": "Parallel judge requests (openai)."})
+    judge_concurrency: int = field(
+        default=4, metadata={NEUTRAL: True, "help": "Parallel judge requests (openai)."}
+    )
     gen_tokens: int = field(
         default=DEFAULT_GEN_TOKENS, metadata={"help": "Max new tokens per reply for --judge."}
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autocustom.errors import UsageError
+from autocustom.fields import NEUTRAL
 from autocustom.llm.chat import PLAIN, PromptCondition
 from autocustom.llm.models import LoadOptions
 from autocustom.scoring.judge import JudgeOptions
@@ -44,9 +45,11 @@ class MeasureSizes(JudgeOptions, LoadOptions):
         default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the 95% intervals."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
-    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Sequences per forward pass."})
-    device: str | None = field(default=None, metadata={"help": "auto, cpu, cuda or cuda:N."})
-    device_map: str | None = field(default=None, metadata={"help": DEVICE_MAP_HELP})
+    batch_size: int = field(
+        default=DEFAULT_BATCH_SIZE, metadata={NEUTRAL: True, "help": "Sequences per forward pass."}
+    )
+    device: str | None = field(default=None, metadata={NEUTRAL: True, "help": "auto, cpu, cuda or cuda:N."})
+    device_map: str | None = field(default=None, metadata={NEUTRAL: True, "help": DEVICE_MAP_HELP})
 
     def plan_for(self, dataset, split: str, toward: str, device_type: str, **settings: Any) -> EvalPlan:
         """The evaluation plan of `split` at these sizes, seed and judge; `settings` add make_plan's others."""

@@ -10,6 +10,7 @@ against Drift. Each finished scale is written to `scales/<s>.json`, so a killed 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from autocustom.errors import OutputExistsError, UsageError
-from autocustom.fields import DATASET_HELP, TRAINED_HELP, required
+from autocustom.errors import UsageError
+from autocustom.fields import DATASET_HELP, NEUTRAL, TRAINED_HELP, force_restart, required, result_settings
 from autocustom.fileio import read_json, write_json_atomic, write_text_atomic
 from autocustom.layout import (
     DIAL,
@@ -27,6 +28,7 @@ from autocustom.layout import (
     DIAL_RESULT,
     DIAL_TABLE,
     RunSource,
+    claimed_output,
     dial_scale_file,
 )
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
@@ -50,31 +52,44 @@ class DialConfig(MeasureOptions):
     model: str = required(TRAINED_HELP)
     data: str = required(DATASET_HELP)
     out: str | None = field(
-        default=None, metadata={"help": "Dial directory (resumable); default: MODEL/dial for a run."}
+        default=None,
+        metadata={NEUTRAL: True, "help": "Dial directory (resumable); default: MODEL/dial for a run."},
     )
     scales: list[float] = field(
         default_factory=lambda: list(DEFAULT_SCALES),
-        metadata={"help": "Comma-separated strengths, ascending; 0 is the base, 1 the trained model."},
+        metadata={
+            NEUTRAL: True,
+            "help": "Comma-separated strengths, ascending; 0 is the base, 1 the trained model.",
+        },
     )
     toward: str | None = field(
         default=None, metadata={"help": "Target pole; default: the run's recorded target."}
     )
     max_drift: float | None = field(
         default=None,
-        metadata={"help": "Budget: recommend no scale whose Drift exceeds this (nats/token); default: none."},
+        metadata={
+            NEUTRAL: True,
+            "help": "Budget: recommend no scale whose Drift exceeds this (nats/token); default: none.",
+        },
     )
     max_mmlu_drop: float | None = field(
         default=None,
-        metadata={"help": "Budget: recommend no scale whose MMLU drop exceeds this (points); default: none."},
+        metadata={
+            NEUTRAL: True,
+            "help": "Budget: recommend no scale whose MMLU drop exceeds this (points); default: none.",
+        },
     )
 
     max_fluency_drop: float | None = field(
         default=None,
         metadata={
+            NEUTRAL: True,
             "help": "Budget (--judge contrast): recommend no scale whose replies' fluency falls more than "
-            f"this below the judge's own replies told the target pole (nats/token; e.g. {DEFAULT_FLUENCY_BUDGET})."
+            f"this below the judge's own replies told the target pole (nats/token; e.g. {DEFAULT_FLUENCY_BUDGET}).",
         },
     )
+
+    force_restart: bool = force_restart()
 
     @property
     def budgets(self) -> dict[str, float | None]:
@@ -162,8 +177,11 @@ def dial(config: DialConfig, *, progress: ProgressCallback = no_progress) -> Dia
     device = resolve_device(config.device)
     plan = config.plan(dataset, toward, device.type)
     out = Path(config.out) if config.out is not None else default_dial_dir(source)
-    _claim(out, config, base_reference, plan.describe()["fingerprint"])
-    with open_judge(config, dataset.axis, device=config.device) as judge:
+    # the run as resolved (a relative path, the base it records) and the plan's fingerprint beside the options
+    identity = {"model": str(Path(config.model).resolve()), "base": base_reference}
+    settings = {**result_settings(config), **identity, "plan": plan.describe()["fingerprint"]}
+    claim = claimed_output(out, DIAL_CONFIG, settings, command="dial", restart=config.force_restart)
+    with claim, open_judge(config, dataset.axis, device=config.device) as judge:
         points, reused = _measure_scales(config, source, base_reference, plan, device, out, progress, judge)
     result = DialResult(
         **MeasuredOn.of(config, base_reference, dataset.axis, toward),
@@ -183,6 +201,10 @@ def check_scales(scales: list[float]) -> None:
     """Scales are strengths: none negative, ascending, no repeats (one row and one file per scale)."""
     if not scales:
         raise UsageError("--scales is empty", "e.g. --scales 0,0.5,1,1.5,2")
+    if not all(math.isfinite(s) for s in scales):
+        raise UsageError(
+            f"--scales {_text(scales)} holds a number that is not finite", "e.g. --scales 0,0.5,1"
+        )
     if any(s < 0 for s in scales):
         raise UsageError(
             f"--scales {_text(scales)} has a negative scale: below 0 the model moves away from the "
@@ -304,22 +326,6 @@ def _base_reference(source: RunSource) -> str:
 def default_dial_dir(source: RunSource) -> Path:
     """Where a run's dial lies unless `--out` says otherwise: inside the run (beside its model)."""
     return (source.run_dir or source.weights) / DIAL
-
-
-def _claim(out: Path, config: DialConfig, base: str, fingerprint: str) -> None:
-    """Write or check `dial_config.json`: a dial directory resumes only the same model and plan."""
-    identity = {"model": str(Path(config.model).resolve()), "base": base, "plan": fingerprint}
-    marker = out / DIAL_CONFIG
-    if marker.is_file():
-        previous = read_json(marker)
-        if {k: previous.get(k) for k in identity} != identity:
-            raise OutputExistsError(
-                f"{out} holds a dial of another model or evaluation plan ({previous.get('model')})",
-                "pass a new --out, or the same model, data, split and sizes to resume it",
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, {**identity, "data": str(config.data), "split": config.split})
 
 
 def _measure_scales(

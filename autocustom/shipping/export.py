@@ -16,6 +16,7 @@ transformers' GGUF loader gives per-token log-probs that correlate with the HF e
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from autocustom.errors import AutocustomError, UsageError
-from autocustom.fields import TRAINED_HELP, required
+from autocustom.fields import PUBLIC_HELP, TRAINED_HELP, required
 from autocustom.fileio import read_json, require_new_dir, staged_dir, write_json_atomic, write_text_atomic
 from autocustom.layout import DIAL_RESULT, EXPORT_CARD, EXPORT_RECORD, MODELFILE, RunSource, dial_scale_file
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
@@ -79,6 +80,7 @@ class ExportConfig(MeasureOptions):
     push_to_hub: str | None = field(
         default=None, metadata={"help": "Also upload the hf export to this hub repo."}
     )
+    public: bool = field(default=False, metadata={"help": PUBLIC_HELP, "flag": "--public"})
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,16 @@ class ExportResult:
             "pushed": self.pushed,
         }
 
+    def record(self) -> dict[str, Any]:
+        """export.json: `to_dict` without local paths (it is published with the export): a folder or
+        model on this machine is named by its last part, a hub id or packaged name as it is."""
+        return {
+            **self.to_dict(),
+            "out": self.out.name,
+            "model": public_reference(self.model),
+            "base": public_reference(self.base),
+        }
+
     def summary_lines(self) -> list[str]:
         lines = [f"exported {self.model} at scale {self.scale:g} to {self.out}: {', '.join(self.files)}"]
         lines += [f"check {check.line()}" for check in self.checks]
@@ -164,7 +176,8 @@ def export_model(config: ExportConfig, *, progress: ProgressCallback = no_progre
         progress(ProgressEvent("export", 0, 3, "merge"))
         exported, margins_check = _write_hf(config, source, dialled, staging)
         checks, files = [margins_check], sorted(p.name for p in staging.iterdir())
-        usage = [f"AutoModelForCausalLM.from_pretrained('{out}')"]
+        # from the folder that holds the export: the card is published, this machine's paths are not
+        usage = [f"AutoModelForCausalLM.from_pretrained('{out.name}')"]
         if llama_cpp is not None:
             progress(ProgressEvent("export", 1, 3, "gguf"))
             gguf_files, gguf_checks, gguf_usage = _write_gguf(
@@ -176,12 +189,12 @@ def export_model(config: ExportConfig, *, progress: ProgressCallback = no_progre
             out, config.model, dialled.base, config.scale, source.lora, files, checks, figures, usage
         )
         write_text_atomic(staging / EXPORT_CARD, model_card(result, source, dialled))
-        write_json_atomic(staging / EXPORT_RECORD, result.to_dict())
+        write_json_atomic(staging / EXPORT_RECORD, result.record())
         result.files = sorted(p.name for p in staging.iterdir())
     progress(ProgressEvent("export", 3, 3, "done"))
     if config.push_to_hub:
-        result.pushed = push_to_hub(out, config.push_to_hub)
-        write_json_atomic(out / EXPORT_RECORD, result.to_dict())
+        result.pushed = push_to_hub(out, config.push_to_hub, public=config.public)
+        write_json_atomic(out / EXPORT_RECORD, result.record())
     return result
 
 
@@ -200,8 +213,10 @@ def _check(config: ExportConfig) -> None:
         )
     if config.ollama and config.format != "gguf":
         raise UsageError("--ollama needs a GGUF file", "add --format gguf")
-    if config.scale < 0:
-        raise UsageError(f"--scale {config.scale} is negative", "pass a scale >= 0 (1 is the trained model)")
+    if not math.isfinite(config.scale) or config.scale < 0:
+        raise UsageError(
+            f"--scale {config.scale} is negative or not finite", "pass a scale >= 0 (1 is the trained model)"
+        )
 
 
 def _converter(config: ExportConfig) -> Path:
@@ -264,7 +279,7 @@ def _write_gguf(config, source, dialled, exported, staging: Path, llama_cpp: Pat
 
     name = f"model-{config.quantize}.gguf"
     convert_model(staging, staging / name, outtype=config.quantize, llama_cpp=llama_cpp)
-    files, usage = [name], [f"llama-cli -m {out / name}"]
+    files, usage = [name], [f"llama-cli -m {out.name}/{name}"]
     checks = [_gguf_check(config, dialled, staging, name, exported)]
     if source.lora:
         adapter = f"adapter-{config.quantize}.gguf"
@@ -275,11 +290,11 @@ def _write_gguf(config, source, dialled, exported, staging: Path, llama_cpp: Pat
         files.append(adapter)
         # llama.cpp applies a LoRA as scale * alpha / r, as peft does, with alpha read from the
         # adapter's GGUF: the peft scale s is the `--lora-scaled` value, no further calibration
-        usage.append(f"llama-cli -m BASE.gguf --lora-scaled {out / adapter} {config.scale:g}")
+        usage.append(f"llama-cli -m BASE.gguf --lora-scaled {out.name}/{adapter} {config.scale:g}")
     if config.ollama:
         write_text_atomic(staging / MODELFILE, ollama_modelfile(name, exported.tokenizer))
         files.append(MODELFILE)
-        usage.append(f"cd {out} && ollama create {out.name} -f {MODELFILE} && ollama run {out.name}")
+        usage.append(f"cd {out.name} && ollama create {out.name} -f {MODELFILE} && ollama run {out.name}")
     return files, checks, usage
 
 
@@ -380,7 +395,7 @@ def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> 
         "tags: [autocustom]",
         "---",
         "",
-        f"# {Path(result.out).name}: {dialled.base} customized toward *{dialled.toward}*",
+        f"# {Path(result.out).name}: {public_reference(dialled.base)} customized toward *{dialled.toward}*",
         "",
         f"Made by [autocustom](https://github.com/autocustom/autocustom) on the axis `{axis}`, toward "
         f"**{dialled.toward}**, exported at strength **s = {result.scale:g}** "
@@ -388,7 +403,7 @@ def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> 
         "",
         "## Data",
         "",
-        f"- dataset `{dialled.data}`: {manifest}",
+        f"- dataset `{public_reference(dialled.data)}`: {manifest}",
         "",
         "## Training",
         "",
@@ -418,6 +433,13 @@ def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> 
     return "\n".join(lines)
 
 
+def public_reference(reference: str) -> str:
+    """A model or folder as a published file may name it: a local path by its last part (this machine's
+    directories are nobody's business), a hub id or packaged name as it is."""
+    path = Path(reference).expanduser()
+    return path.resolve().name if path.exists() else reference
+
+
 def _manifest(data: str) -> str:
     """The dataset in one line: its pairs per split and subareas (read from it), and who wrote it."""
     from autocustom.data.io import load_dataset_dir
@@ -428,7 +450,7 @@ def _manifest(data: str) -> str:
     manifest = dataset.manifest
     return (
         f"{total} pairs ({splits}) in {len(dataset.subareas)} subareas, "
-        f"written by {manifest.backend} `{manifest.model}`"
+        f"written by {manifest.backend} `{public_reference(manifest.model)}`"
     )
 
 
@@ -436,7 +458,7 @@ def _hub_id(base: str) -> str:
     """The hub id a model card names as its base (a packaged name means its hub original)."""
     from autocustom.assets import PACKAGED_MODELS
 
-    return PACKAGED_MODELS[base].hub_id if base in PACKAGED_MODELS else base
+    return PACKAGED_MODELS[base].hub_id if base in PACKAGED_MODELS else public_reference(base)
 
 
 def _recommended(dialled: DialResult) -> str:
@@ -446,13 +468,14 @@ def _recommended(dialled: DialResult) -> str:
     )
 
 
-def push_to_hub(folder: Path, repo: str) -> str:
-    """Upload the export with huggingface_hub (a token from `hf auth login` or $HF_TOKEN)."""
+def push_to_hub(folder: Path, repo: str, *, public: bool = False) -> str:
+    """Upload the export with huggingface_hub (a token from `hf auth login` or $HF_TOKEN), to a private
+    repo unless `public` (a repo that exists keeps its visibility)."""
     from huggingface_hub import HfApi
 
     try:
         api = HfApi()
-        api.create_repo(repo, exist_ok=True)
+        api.create_repo(repo, exist_ok=True, private=not public)
         api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message="autocustom export")
     except Exception as exc:  # offline, no token, no right to the repo: all one line for the user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -11,6 +11,7 @@ download channel the tool may rely on, and the pin keeps converter and `gguf` in
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -25,9 +26,14 @@ from typing import Any
 
 from autocustom.assets import cache_dir
 from autocustom.errors import AutocustomError, UsageError
+from autocustom.fileio import temp_dir
 from autocustom.layout import ADAPTER_CONFIG
 
 LLAMA_CPP_PYTHON = "0.3.36"  # its sdist's vendor/llama.cpp holds the converters and their gguf-py
+# sha256 of llama_cpp_python-0.3.36.tar.gz on PyPI: a download is checked against it before it is unpacked
+LLAMA_CPP_PYTHON_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+# environment variables the converter does not get: it reads local files and needs no credentials
+SECRET_NAMES = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 CONVERTER = "convert_hf_to_gguf.py"
 LORA_CONVERTER = "convert_lora_to_gguf.py"
 OUTTYPES = ("f16", "bf16", "q8_0", "f32")  # the converters' --outtype choices we support
@@ -110,7 +116,7 @@ def fetch_llama_cpp() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as download:
         sdist = _download_sdist(Path(download))
-        staging = Path(tempfile.mkdtemp(prefix=f".{LLAMA_CPP_PYTHON}-", dir=target.parent))
+        staging = temp_dir(f".{LLAMA_CPP_PYTHON}-", target.parent)
         try:
             _unpack_converters(sdist, staging)
             with contextlib.suppress(OSError):  # another process finished first: keep theirs
@@ -121,8 +127,10 @@ def fetch_llama_cpp() -> Path:
 
 
 def _download_sdist(folder: Path) -> Path:
+    """The pinned sdist, checked against its sha256; only it comes as source (pip's metadata step may
+    install its build backend, as wheels: `:all:` would build those from source too)."""
     requirement = f"llama-cpp-python=={LLAMA_CPP_PYTHON}"
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python"]
     result = subprocess.run(
         [*command, requirement, "-d", str(folder)],
         capture_output=True,
@@ -136,6 +144,13 @@ def _download_sdist(folder: Path) -> Path:
             f"cannot download {requirement}'s source from the package index: {_tail(result.stderr, 1)}",
             "check network access and pip's index settings (PIP_INDEX_URL), "
             "or pass --llama-cpp DIR of a llama.cpp checkout",
+        )
+    digest = hashlib.sha256(found[0].read_bytes()).hexdigest()
+    if digest != LLAMA_CPP_PYTHON_SHA256:
+        raise UsageError(
+            f"{found[0].name} from the package index has sha256 {digest}, not the pinned "
+            f"{LLAMA_CPP_PYTHON_SHA256}: it is not the file autocustom was tested with",
+            "check the index (PIP_INDEX_URL) you download from, or pass --llama-cpp DIR of a llama.cpp checkout",
         )
     return found[0]
 
@@ -175,9 +190,10 @@ def converter_env(llama_dir: Path) -> dict[str, str]:
 
     The scripts put gguf-py on sys.path themselves unless NO_LOCAL_GGUF is set; we unset it and add
     gguf-py to PYTHONPATH too, because the `gguf` installed beside autocustom may be older or newer
-    than the one the converter was written against.
+    than the one the converter was written against. Credentials (`SECRET_NAMES`: OPENAI_API_KEY, HF_TOKEN,
+    ...) are left out: a third-party script reading local files has no use for them.
     """
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if not SECRET_NAMES.search(name)}
     env.pop("NO_LOCAL_GGUF", None)
     paths = [str(llama_dir / "gguf-py"), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)

@@ -11,16 +11,24 @@ any other method. Every grid point is kept in its own file, so a killed run resu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.data.io import Dataset, load_dataset_dir
-from autocustom.errors import OutputExistsError, UsageError
-from autocustom.fields import DATASET_HELP, required
+from autocustom.errors import UsageError
+from autocustom.fields import DATASET_HELP, NEUTRAL, force_restart, required, result_settings
 from autocustom.fileio import read_json, write_json_atomic
-from autocustom.layout import STEER_CONFIG, STEER_GGUF, STEER_RESULT, STEER_VECTOR, steer_grid_file
+from autocustom.layout import (
+    STEER_CONFIG,
+    STEER_GGUF,
+    STEER_RESULT,
+    STEER_VECTOR,
+    claim_output,
+    steer_grid_file,
+)
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.options import MeasureOptions
 from autocustom.scoring.stats import Estimate, metrics_dict, metrics_from
@@ -46,30 +54,43 @@ class SteerConfig(MeasureOptions):
 
     data: str = required(DATASET_HELP)
     toward: str = required("The pole the vector steers toward.")
-    out: str = required("Steering directory (resumable): the vector, its GGUF control vector, steer.json.")
+    out: str = required(
+        "Steering directory (resumable): the vector, its GGUF control vector, steer.json.", neutral=True
+    )
     model: str = field(
         default=DEFAULT_MODEL, metadata={"help": "Model to steer: packaged name, HF directory or hub id."}
     )
     layers: list[str] = field(
         default_factory=list,
         metadata={
+            NEUTRAL: True,
             "help": "Candidate layers or ranges, comma-separated (e.g. 8,6-10); "
-            "default: five layers over 25-75% of the depth."
+            "default: five layers over 25-75% of the depth.",
         },
     )
     coefficients: list[float] = field(
         default_factory=lambda: list(DEFAULT_COEFFICIENTS),
-        metadata={"help": "Candidate coefficients (multiples of the mean difference), comma-separated."},
+        metadata={
+            NEUTRAL: True,
+            "help": "Candidate coefficients (multiples of the mean difference), comma-separated.",
+        },
     )
     max_drift: float = field(
         default=DEFAULT_MAX_DRIFT,
-        metadata={"help": "Budget: choose no grid point whose validation Drift exceeds this (nats/token)."},
+        metadata={
+            NEUTRAL: True,
+            "help": "Budget: choose no grid point whose validation Drift exceeds this (nats/token).",
+        },
     )
+
+    force_restart: bool = force_restart()
 
     def check(self, max_mmlu_drop: float | None = None) -> None:
         super().check(max_mmlu_drop)
-        if not self.coefficients or any(c == 0 for c in self.coefficients):
-            raise UsageError("--coefficients must be non-empty and non-zero", "e.g. --coefficients 1,2,4")
+        if not self.coefficients or any(c == 0 or not math.isfinite(c) for c in self.coefficients):
+            raise UsageError(
+                "--coefficients must be non-empty, non-zero and finite", "e.g. --coefficients 1,2,4"
+            )
         if self.max_drift <= 0:
             raise UsageError(f"--max-drift {self.max_drift} must be positive", "e.g. --max-drift 0.25")
 
@@ -196,7 +217,7 @@ def fit_steering(
 
     model, tokenizer = reference.model, reference.tokenizer
     out = Path(config.out)
-    _claim(out, config, dataset.axis.label)
+    claim_output(out, STEER_CONFIG, result_settings(config), command="steer", restart=config.force_restart)
     candidates = parse_layers(config.layers, len(decoder_layers(model)))
     validation = _validation_plan(config, dataset, resolve_device(config.device).type)
     vector_file = out / STEER_VECTOR
@@ -282,21 +303,3 @@ def choose(grid: list[GridPoint], max_drift: float) -> tuple[GridPoint, str]:
     if shift is None or shift.low <= 0:
         reason += "; its interval reaches 0, so the validation pairs cannot tell it from no shift"
     return best, reason
-
-
-def _claim(out: Path, config: SteerConfig, axis_label: str) -> None:
-    """Resume only the same model, data and target; refuse a directory that holds another run."""
-    marker = out / STEER_CONFIG
-    record = {"model": config.model, "data": str(config.data), "axis": axis_label, "toward": config.toward}
-    if marker.is_file():
-        previous = read_json(marker)
-        if previous != record:
-            raise OutputExistsError(
-                f"{out} holds steering of {previous.get('model')} toward {previous.get('toward')} "
-                f"on {previous.get('data')}",
-                "pass a new --out",
-            )
-        return
-    if out.exists() and any(out.iterdir()):
-        raise OutputExistsError(f"output directory {out} is not empty", "pass a new --out")
-    write_json_atomic(marker, record)

@@ -79,12 +79,17 @@ class EvalCallback(TrainerCallback, ExportableState):
                 "stop_reason": self.stop_reason,
                 "elapsed_before": self.elapsed(),
                 "ruled_out": self.ruled_out,
+                # the losses the next evaluation averages, so its train_loss is the unbroken run's
+                "loss_log": self.loss_log[-self.eval_steps :],
             },
         }
 
     def restore(self, attributes: dict[str, Any]) -> None:
         for name, value in attributes.items():
-            setattr(self, name, value)
+            if name == "loss_log":
+                self.loss_log[:] = value  # in place: the trainer appends to this very list
+            else:
+                setattr(self, name, value)
         self.started = time.monotonic()
 
     def elapsed(self) -> float:

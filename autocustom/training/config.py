@@ -7,6 +7,7 @@ from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.errors import UsageError
+from autocustom.fields import NEUTRAL, force_restart
 from autocustom.llm.models import LoadOptions
 from autocustom.scoring.contrast import DEFAULT_FLUENCY_BUDGET
 from autocustom.scoring.sizes import DRIFT_TEXTS, MMLU_QUESTIONS, size_help
@@ -44,6 +45,7 @@ class TrainConfig(LoadOptions):
     out: str = field(
         default="",
         metadata={
+            NEUTRAL: True,
             "help": "run directory to create, or to continue with --resume "
             "(model/, metrics.jsonl, summary.json, run_config.json)",
             "required": True,
@@ -164,13 +166,15 @@ class TrainConfig(LoadOptions):
     report_to: str = field(
         default="none",
         metadata={
+            NEUTRAL: True,
             "help": "where the Trainer logs the loss and every evaluation: none, tensorboard "
-            "(OUT/logs) or wandb"
+            "(OUT/logs) or wandb",
         },
     )
     dry_run: bool = field(
         default=False,
         metadata={
+            NEUTRAL: True,
             "help": "print the memory plan (weights, gradients, optimizer, activations, reference) "
             "and whether it fits this device; load no weights, write nothing",
             "flag": "--dry-run",
@@ -202,7 +206,8 @@ class TrainConfig(LoadOptions):
         default=0, metadata={"help": "seed for data order, initialisation and evaluation subsets"}
     )
     device: str | None = field(
-        default=None, metadata={"help": "auto (CUDA if present), cpu, cuda or cuda:N (default: auto)"}
+        default=None,
+        metadata={NEUTRAL: True, "help": "auto (CUDA if present), cpu, cuda or cuda:N (default: auto)"},
     )
     eval_steps: int = field(
         default=20, metadata={"help": "evaluate BiasShift/MMLU/Drift every this many optimizer steps"}
@@ -210,9 +215,10 @@ class TrainConfig(LoadOptions):
     save_steps: int | None = field(
         default=None,
         metadata={
+            NEUTRAL: True,
             "help": "checkpoint every this many steps for --resume; default: at an evaluation once "
             f"{CHECKPOINT_MINUTES:g} minutes passed since the last checkpoint, every evaluation under DDP "
-            "(none at the last step: a finished run needs none)"
+            "(none at the last step: a finished run needs none)",
         },
     )
     patience: int = field(
@@ -244,10 +250,13 @@ class TrainConfig(LoadOptions):
     drift_texts: int | None = field(
         default=None, metadata={"help": size_help("neutral texts for Drift", DRIFT_TEXTS)}
     )
-    eval_batch_size: int = field(default=16, metadata={"help": "batch size of the evaluation forward passes"})
+    eval_batch_size: int = field(
+        default=16, metadata={NEUTRAL: True, "help": "batch size of the evaluation forward passes"}
+    )
     require_improvement: bool = field(
         default=False,
         metadata={
+            NEUTRAL: True,
             "help": "exit 1 (a failed gate) when no evaluated checkpoint beat the base model on validation",
             "flag": "--require-improvement",
         },
@@ -255,10 +264,12 @@ class TrainConfig(LoadOptions):
     resume: bool = field(
         default=False,
         metadata={
+            NEUTRAL: True,
             "help": "continue a killed run from its last checkpoint; "
-            "a finished run is not retrained: its summary is returned"
+            "a finished run is not retrained: its summary is returned",
         },
     )
+    force_restart: bool = force_restart()
 
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is loaded or written."""

@@ -7,6 +7,7 @@ it back for the final measurement (into the sharded policy where there is one); 
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -111,8 +112,18 @@ def wait_for_writer() -> None:
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    found = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    """The newest complete checkpoint: one a kill cut mid-write (its trainer_state.json, the Trainer's
+    last file, missing or not valid JSON) is passed over, so a resume never fails on it."""
+    found = [p for p in folder.glob("checkpoint-*") if _complete(p)]
     return max(found, key=checkpoint_step) if found else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return checkpoint.name.rsplit("-", 1)[-1].isdigit()
 
 
 def checkpoint_step(path: Path) -> int:

@@ -26,10 +26,13 @@ import torch
 from transformers import Trainer
 
 from autocustom.data.io import Dataset
-from autocustom.errors import OutputExistsError, UsageError
+from autocustom.errors import UsageError
+from autocustom.fields import result_settings
 from autocustom.layout import (
     CHECKPOINTS,
     RUN_CONFIG,
+    SETTINGS,
+    claim_output,
     read_summary,
     truncate_metrics,
     write_run_config,
@@ -70,7 +73,8 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     # cpu=True lets accelerate see a CPU-only multi-process launch as DDP over gloo (else it runs N copies)
     distributed = PartialState(cpu=config.device == "cpu" or not torch.cuda.is_available())
     out = Path(config.out)
-    finished = _finished_run(config, out)
+    settings = result_settings(config)  # as asked, before defaults resolve: what a resume must match
+    finished = _finished_run(config, out, settings, distributed)
     if finished is not None:
         return finished
     dataset = training_data(config)
@@ -89,8 +93,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback = no_progress) -> T
     setup = prepare(config, dataset, device, use_lora, run, progress)
     checkpoint = last_checkpoint(out / CHECKPOINTS) if config.resume else None
     if distributed.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_run_config(out, _resolved(config, dataset, setup, distributed.num_processes))
+        write_run_config(out, _resolved(config, dataset, setup, distributed.num_processes, settings))
         truncate_metrics(out, checkpoint_step(checkpoint) if checkpoint else 0)
     distributed.wait_for_everyone()
     trainer, callback = build_trainer(config, args, setup, out, distributed.is_main_process, progress)
@@ -124,17 +127,20 @@ class MemoryPlanError(UsageError):
     """The run would not fit the device's memory (exit 2: change the options, as the message says)."""
 
 
-def _finished_run(config: TrainConfig, out: Path) -> TrainResult | None:
-    """A finished run's result under --resume; refuses an occupied --out otherwise."""
-    summary = read_summary(out) if config.resume else None
+def _finished_run(
+    config: TrainConfig, out: Path, settings: dict[str, Any], distributed
+) -> TrainResult | None:
+    """A finished run's result under --resume with the same settings; refuses any other occupied --out
+    (`claim_output`; run_config.json is written once the inputs are checked, so this only checks)."""
+    if config.force_restart and distributed.is_main_process:  # one process deletes, then all check
+        claim_output(out, RUN_CONFIG, {}, command="train", restart=True, write=False)
+    distributed.wait_for_everyone()
+    if not claim_output(out, RUN_CONFIG, settings, command="train", resume=config.resume, write=False):
+        return None
+    summary = read_summary(out)
     if summary is not None:
         log.info("%s is finished; returning its summary", out)
         return TrainResult.from_dict(summary)
-    if not config.resume and out.exists() and any(out.iterdir()):
-        what = "holds another run" if (out / RUN_CONFIG).is_file() else "is not empty"
-        raise OutputExistsError(
-            f"output directory {out} {what}", "pass --resume to continue it, or a new --out"
-        )
     return None
 
 
@@ -178,9 +184,13 @@ def _release_optimizer(trainer: Trainer) -> None:
     trainer.optimizer = trainer.lr_scheduler = None
 
 
-def _resolved(config: TrainConfig, dataset: Dataset, setup: Setup, processes: int) -> dict[str, Any]:
-    """run_config.json: the config with every default resolved, and what the run found."""
+def _resolved(
+    config: TrainConfig, dataset: Dataset, setup: Setup, processes: int, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """run_config.json: the config with every default resolved, what the run found, and the settings as
+    asked (what a resume must match, `claim_output`)."""
     return {
+        SETTINGS: settings,
         **config.to_dict(),
         "axis": dataset.axis.label,
         "opposite": setup.poles.opposite,

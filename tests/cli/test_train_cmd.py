@@ -74,7 +74,7 @@ def test_train_json_prints_one_summary(tmp_path, dataset, tiny_model_dir):
         str(tiny_model_dir),
         *SMALL,
     )
-    assert clash.exit_code == 2 and "holds another run" in clash.output
+    assert clash.exit_code == 2 and "holds an earlier train run" in clash.output
 
 
 def bad_record_dataset(dataset: Path, tmp_path: Path) -> Path:

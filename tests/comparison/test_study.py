@@ -128,7 +128,7 @@ def test_another_axis_in_the_same_directory_is_refused(finished, tmp_path):
                 "pessimistic": line["answers"]["casual"],
             }
         (other / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    with pytest.raises(OutputExistsError, match="holds a comparison of formal:casual"):
+    with pytest.raises(OutputExistsError, match=r"holds a compare run made with other settings .*--data"):
         compare(CompareConfig(data=str(other), toward="optimistic", out=config.out, models=config.models))
 
 

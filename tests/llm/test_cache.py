@@ -108,3 +108,23 @@ def test_partial_results_survive_a_failure(tmp_path):
     assert len(resumed.cache) == 3
     assert resumed.complete(batch[:3], PARAMS) == ["echo 0", "echo 1", "echo 2"]
     assert (resumed.calls_made, resumed.cache_hits) == (0, 3)
+
+
+def test_another_model_behind_the_same_name_or_server_is_not_answered_from_the_cache(tmp_path):
+    from autocustom.llm.local_backend import LocalBackend
+    from autocustom.llm.openai_backend import OpenAIBackend
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"first weights")
+    before = LocalBackend(str(model)).identity
+    assert str(model.resolve()) in before
+    (model / "model.safetensors").write_bytes(b"retrained weights!")  # a new run into the same path
+    assert LocalBackend(str(model)).identity != before
+
+    served = OpenAIBackend("m", base_url="http://user:pw@host:8000/v1?api_key=x", api_key="k")
+    other = OpenAIBackend("m", base_url="http://other:8000/v1", api_key="k")
+    assert served.identity == "http://host:8000/v1 m" and other.identity != served.identity
+    with CallCache(tmp_path / "c.sqlite") as cache:
+        keys = {CachedBackend(b, cache).identity for b in (served, other)}
+    assert len(keys) == 2

@@ -59,6 +59,19 @@ def test_sampling_is_seeded(varied_model_dir):
     assert other != first
 
 
+def test_a_sampled_reply_is_the_same_in_any_batch_and_repeats_differ(varied_model_dir):
+    """What a resumed `generate` relies on: it batches only the prompts not yet cached."""
+    params = GenerationParams(max_new_tokens=8, temperature=1.0, top_p=0.9, seed=3)
+    together = LocalBackend(str(varied_model_dir), device="cpu", batch_size=4).complete(
+        conversations(), params
+    )
+    alone = LocalBackend(str(varied_model_dir), device="cpu", batch_size=1)
+    assert [alone.complete([c], params)[0] for c in conversations()] == together
+    assert alone.complete(conversations()[2:], params) == together[2:]  # as a resume regroups them
+    repeated = alone.complete([conversations()[0]] * 4, params)
+    assert len(set(repeated)) > 1 and repeated[0] == together[0]
+
+
 def test_empty_batch_loads_nothing():
     backend = LocalBackend("/no/such/model")
     assert backend.complete([], GenerationParams()) == []

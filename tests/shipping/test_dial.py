@@ -91,7 +91,7 @@ def test_a_killed_dial_repeats_no_finished_scale_and_ends_as_an_unbroken_one(
 def test_a_dial_directory_of_another_plan_is_refused(full_run, small_dataset, tmp_path):
     out = str(tmp_path / "d")
     dial(DialConfig(model=str(full_run), data=str(small_dataset), out=out, scales=[1], **SIZES))
-    with pytest.raises(OutputExistsError, match="another model or evaluation plan"):
+    with pytest.raises(OutputExistsError, match=r"other settings .*--drift-texts 2 -> 3"):
         dial(
             DialConfig(
                 model=str(full_run),

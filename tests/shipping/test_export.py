@@ -51,6 +51,8 @@ def test_hf_export_loads_with_plain_transformers_and_scores_as_the_dial_at_its_s
     card = (out / EXPORT_CARD).read_text()
     assert "s = 0.75" in card and "BiasShift" in card and "[" in card  # figures with their intervals
     assert "18 pairs (train 12, validation 3, test 3) in 6 subareas" in card
+    published = json.dumps(record) + card  # the export is published: no path of this machine in it
+    assert str(tmp_path.parent) not in published  # the session folder holding the run, data and model
     dial_dir = run_dir / DIAL
     at_scale = np.asarray(json.loads(dial_scale_file(dial_dir, 0.75).read_text())["margins"])
     at_one = (

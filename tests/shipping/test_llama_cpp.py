@@ -267,3 +267,11 @@ def test_llama_cpp_server_chats_with_the_converted_gguf(smollm2_f16, tmp_path):
         message = chat(client, "What is the capital of France? Answer in one word.")
     assert message["role"] == "assistant"
     assert "paris" in message["content"].lower()
+
+
+def test_the_converter_gets_no_credentials(tmp_path, monkeypatch):
+    for name in ("OPENAI_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "GH_PASSWORD"):
+        monkeypatch.setenv(name, "s3cret")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    env = converter_env(tmp_path)
+    assert "s3cret" not in env.values() and env["LANG"] == "C.UTF-8" and "PATH" in env

@@ -69,7 +69,7 @@ def test_a_resumed_grid_equals_an_unbroken_one(steered, tmp_path, small_dataset,
 
 def test_another_target_in_the_same_directory_is_refused(steered, small_dataset, tiny_model_dir):
     out, _ = steered
-    with pytest.raises(OutputExistsError, match="pass a new --out"):
+    with pytest.raises(OutputExistsError, match=r"other settings \(--toward formal -> casual\)"):
         steer(_config(out, small_dataset, tiny_model_dir, toward="casual"))
 
 

@@ -32,9 +32,8 @@ def params(model) -> dict[str, torch.Tensor]:
 
 def test_training_moves_parameters_and_writes_the_run(tmp_path, dataset, tiny_model_dir):
     out = tmp_path / "run"
-    result = train(
-        config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1, reg_weight=0.5, reg_batch_size=1)
-    )
+    options = {"max_steps": 2, "eval_steps": 1, "reg_weight": 0.5, "reg_batch_size": 1}
+    result = train(config(dataset, out, tiny_model_dir, **options))
     assert sorted(p.name for p in out.iterdir()) == [
         "metrics.jsonl",
         "model",
@@ -68,10 +67,15 @@ def test_training_moves_parameters_and_writes_the_run(tmp_path, dataset, tiny_mo
     assert summary["bias_shift"]["value"] == pytest.approx(best)
     assert best == max(r["bias_shift"]["value"] for r in rows)
 
-    again = train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1, resume=True))
+    again = train(config(dataset, out, tiny_model_dir, **options, resume=True))
     assert again.to_dict() == result.to_dict()  # finished: not retrained
     with pytest.raises(OutputExistsError):
-        train(config(dataset, out, tiny_model_dir, max_steps=2, eval_steps=1))
+        train(config(dataset, out, tiny_model_dir, **options))
+    # a finished run is not passed off as one made with other options
+    with pytest.raises(OutputExistsError, match=r"other settings \(--max-steps 2 -> 3\)"):
+        train(config(dataset, out, tiny_model_dir, **{**options, "max_steps": 3}, resume=True))
+    restarted = train(config(dataset, out, tiny_model_dir, **{**options, "max_steps": 3}, force_restart=True))
+    assert restarted.steps == 3
 
 
 def test_patience_stops_training_and_is_recorded(tmp_path, dataset, tiny_model_dir):
@@ -107,28 +111,33 @@ class Killed(Exception):
 
 
 def test_resume_continues_to_the_same_result(tmp_path, dataset, tiny_model_dir):
-    base = config(dataset, tmp_path / "resumed", tiny_model_dir, max_steps=4, eval_steps=2, reg_weight=0.5)
+    base = config(dataset, tmp_path / "resumed", tiny_model_dir, max_steps=6, eval_steps=3, reg_weight=0.5)
     base = replace(base, reg_batch_size=1, save_steps=2)  # by default a run this short writes none
 
-    def kill_after_step_3(event):
-        if event.stage == "train" and event.done == 3:
+    def kill_after_step_5(event):
+        if event.stage == "train" and event.done == 5:
             raise Killed
 
     with pytest.raises(Killed):
-        train(base, progress=kill_after_step_3)
-    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-2").is_dir()
+        train(base, progress=kill_after_step_5)
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    assert (checkpoints / "checkpoint-4").is_dir()  # between evaluations: step 4's loss is carried over
     assert not (tmp_path / "resumed" / "summary.json").exists()
+    (checkpoints / "checkpoint-5").mkdir()  # a checkpoint the kill cut mid-write is passed over
+    (checkpoints / "checkpoint-5" / "trainer_state.json").write_text('{"global_step": 5, "log_hi')
     resumed = train(replace(base, resume=True))
     straight = train(replace(base, out=str(tmp_path / "straight")))
 
-    assert resumed.steps == straight.steps == 4
+    assert resumed.steps == straight.steps == 6
     assert resumed.best_step == straight.best_step
     assert resumed.bias_shift.value == pytest.approx(straight.bias_shift.value, abs=1e-5)
     a = params(load_model(str(tmp_path / "resumed"), device="cpu").model)
     b = params(load_model(str(tmp_path / "straight"), device="cpu").model)
     assert all(torch.allclose(a[name], b[name], atol=1e-5) for name in a)
-    rows = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["step"] for r in rows] == [2, 4]
+    rows = [json.loads(r) for r in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    unbroken = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert [r["train_loss"] for r in rows] == pytest.approx([r["train_loss"] for r in unbroken], abs=1e-5)
 
 
 def test_selection_line_says_how_far_the_kept_checkpoint_can_be_trusted():
