@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autocustom.data.pair_check import checks_lines
 from autocustom.errors import DataError
 from autocustom.fileio import read_json, write_text_atomic
 from autocustom.layout import (
@@ -19,10 +20,12 @@ from autocustom.layout import (
     DIAL,
     DIAL_PLOT,
     DIAL_RESULT,
+    MANIFEST,
     METRICS,
     PLOTS,
     REPORT,
     RUN_CONFIG,
+    RUN_DATA,
     RUN_SCORE,
     RUN_TRAIN,
     SUMMARY,
@@ -83,7 +86,7 @@ def build_report(run_dir: str | Path) -> ReportResult:
 def _run_sections(run_dir: Path, result: ReportResult) -> list[str]:
     """Training, shift-score and dial sections of a `train` or `run` directory (what of them exists)."""
     train_dir = run_dir / RUN_TRAIN if (run_dir / RUN_TRAIN).is_dir() else run_dir
-    plot_dir, parts = run_dir / PLOTS, []
+    plot_dir, parts = run_dir / PLOTS, _data_section(run_dir / RUN_DATA)
     if (train_dir / METRICS).is_file():
         result.sections.append("training")
         parts += _training_section(train_dir, plot_dir, result.plots, result.missing)
@@ -100,6 +103,14 @@ def _run_sections(run_dir: Path, result: ReportResult) -> list[str]:
         result.sections.append("dial")
         parts += _dial_section(read_json(train_dir / DIAL / DIAL_RESULT), plot_dir, result.plots)
     return parts
+
+
+def _data_section(data_dir: Path) -> list[str]:
+    """The dataset's pair check and leakage audit, as `generate` printed them (a `run` directory)."""
+    if not (data_dir / MANIFEST).is_file():
+        return []
+    lines = checks_lines(read_json(data_dir / MANIFEST).get("counts", {}))
+    return ["## Data", "", *[f"- {line}" for line in lines], ""] if lines else []
 
 
 def _training_section(train_dir: Path, plot_dir: Path, plots: list[Path], missing: list[str]) -> list[str]:

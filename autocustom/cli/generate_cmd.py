@@ -44,6 +44,7 @@ def generate_command(
     configure_logging(verbose)
     with user_errors():
         from autocustom.data.generate import GenerateConfig, generate
+        from autocustom.data.pair_check import checks_lines
 
         config = GenerateConfig(**values)
         with progress_reporter(quiet) as progress:
@@ -57,6 +58,8 @@ def generate_command(
         f"wrote {counts['pairs']} pairs ({per_split}) in {counts['subareas']} subareas to {result.out}; "
         f"{counts['calls_made']} LLM calls, {counts['cache_hits']} from the cache"
     )
+    for line in checks_lines(counts):
+        stderr.print(line, soft_wrap=True)
     short = {k: v for k, v in result.shortfall.items() if v}
     if short:
         stderr.print(f"shortfall against what was asked: {short} (see {result.out / 'dropped.jsonl'})")

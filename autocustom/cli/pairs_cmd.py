@@ -15,6 +15,7 @@ from autocustom.cli.common import (
     fail,
     pairs_per_split,
     stderr,
+    stdout,
     user_errors,
 )
 from autocustom.cli.options import config_options
@@ -23,6 +24,7 @@ from autocustom.fields import PUBLIC_HELP
 
 def register(app: typer.Typer) -> None:
     app.command("import")(import_command)
+    app.command("inspect")(inspect_command)
     app.command("export-data")(export_data_command)
 
 
@@ -50,6 +52,7 @@ def import_command(
     mapping = dict(_pole_column(text) for text in pole_col)
     with user_errors():
         from autocustom.data.importing import ImportConfig, import_pairs
+        from autocustom.data.pair_check import checks_lines
 
         config = ImportConfig(**values, pole_columns=mapping)
         result = import_pairs(config)
@@ -63,6 +66,31 @@ def import_command(
         f"to {result.out}; dropped {counts['dropped'] or 'none'}",
         soft_wrap=True,
     )
+    for line in checks_lines(counts):
+        stderr.print(line, soft_wrap=True)
+
+
+@config_options("autocustom.scoring.inspect_data:InspectConfig")
+def inspect_command(values: dict[str, Any], json_output: bool = JSON_OUTPUT, verbose: bool = VERBOSE) -> None:
+    """Can this dataset be trusted? Its topics, leakage audit, pair check and the answers' lean.
+
+    Example:
+
+        autocustom inspect data/formal --json
+
+    Works on any dataset directory, imports included; computes every figure now and writes nothing.
+    Each share comes with its n and a 95% interval (docs/data-format.md: what each check reads).
+    """
+    configure_logging(verbose)
+    with user_errors():
+        from autocustom.scoring.inspect_data import InspectConfig, inspect_data, inspect_lines
+
+        report = inspect_data(InspectConfig(**values))
+    if json_output:
+        emit_json(report)
+        return
+    for line in inspect_lines(report):
+        stdout.print(line, soft_wrap=True)
 
 
 def _pole_column(text: str) -> tuple[str, str]:

@@ -28,6 +28,7 @@ from autocustom.comparison.methods import (
     training_options,
 )
 from autocustom.comparison.rows import Row, RowScoring
+from autocustom.data.audit import leakage_notes
 from autocustom.data.io import load_dataset_dir
 from autocustom.errors import UsageError
 from autocustom.fields import result_settings
@@ -130,7 +131,8 @@ def compare(config: CompareConfig, *, progress: ProgressCallback = no_progress) 
         rows=rows,
         training=training,
         elapsed_s=time.monotonic() - started,
-        notes=_notes(plan, rows, scoring.steering, curves, config.max_fluency_drop),
+        notes=leakage_notes(dataset.manifest)
+        + _notes(plan, rows, scoring.steering, curves, config.max_fluency_drop),
         plan=plan.describe(),
         train_sizes=[curve.to_dict() for curve in curves],
         differences=method_differences(rows, config.bootstrap, config.seed),

@@ -19,14 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocustom import __version__, fileio, layout
+from autocustom import __version__, layout
 from autocustom.axis import Axis, parse_axis
 from autocustom.data import parsing
-from autocustom.data.dedup import DEFAULT_BLOCK, dedup_texts
-from autocustom.data.io import write_dataset_dir
+from autocustom.data.audit import (
+    LEAK_THRESHOLD,
+    LEAK_THRESHOLD_HELP,
+    SUBAREA_THRESHOLD_HELP,
+    check_thresholds,
+    split_and_audit,
+)
+from autocustom.data.dedup import DEFAULT_BLOCK, SUBAREA_THRESHOLD, dedup_texts, subarea_text
+from autocustom.data.io import check_output_dir, stale_temp_files, write_dataset_dir
+from autocustom.data.pair_check import CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP, check_pairs
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
-from autocustom.data.split import check_ratios, split_pairs
-from autocustom.errors import OutputExistsError, UsageError
+from autocustom.data.split import check_ratios
+from autocustom.errors import UsageError
 from autocustom.fields import AXIS_HELP, SPLIT_HELP, config_record, library_only, option, required
 from autocustom.llm.base import ChatBackend, GenerationParams
 from autocustom.llm.chat import Conversation
@@ -37,14 +45,6 @@ from autocustom.prompts import load_prompt
 log = logging.getLogger(__name__)
 
 PROMPTS = ("subareas", "questions", "answers")
-# Files this command writes; a directory holding only these (and the cache's journal) is ours to resume.
-OUTPUT_FILES = (
-    layout.MANIFEST,
-    layout.SUBAREAS,
-    layout.PAIRS,
-    layout.DROPPED,
-    *(layout.split_file(s) for s in SPLITS),
-)
 # A list reply needs ~15-20 tokens per item; capping at this many stops a small model's repetition
 # loops ("1. Professionalism, 2. Professionalism, ...") early instead of at --max-new-tokens.
 LIST_TOKENS_PER_ITEM, LIST_TOKENS_EXTRA = 24, 32
@@ -61,6 +61,9 @@ class GenerateConfig:
     questions_per_subarea: int = option(10, "Questions per subarea.")
     # cosine on MiniLM embeddings; 0.9 drops rewordings, keeps variants
     dedup_threshold: float = option(0.90, "Cosine at which a question is a near-duplicate.")
+    subarea_threshold: float = option(SUBAREA_THRESHOLD, SUBAREA_THRESHOLD_HELP)
+    leak_threshold: float = option(LEAK_THRESHOLD, LEAK_THRESHOLD_HELP)
+    content_threshold: float = option(CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP)
     split: tuple[float, float, float] = option((0.7, 0.15, 0.15), SPLIT_HELP, cli_type=list[float])
     seed: int = option(0, "Seed of the sampling and the split.")
     backend: str = option("local", "local (transformers) or openai (any compatible server).")
@@ -100,10 +103,7 @@ class GenerateConfig:
             raise UsageError(
                 f"max-retries is {self.max_retries}; it must be 0 or more", "e.g. --max-retries 3"
             )
-        if not 0.0 < self.dedup_threshold <= 1.0:
-            raise UsageError(
-                f"dedup threshold {self.dedup_threshold} is outside (0, 1]", "e.g. --dedup-threshold 0.9"
-            )
+        check_thresholds(self)
 
     def settings(self) -> dict[str, Any]:
         """The options that shaped the data, for the manifest (no secrets: the key is never here)."""
@@ -148,43 +148,6 @@ def generate(
         pairs = run.answers(questions)
         counts_calls = {"calls_made": cached.calls_made, "cache_hits": cached.cache_hits}
     return _write_dataset(config, backend, templates, subareas, pairs, run, counts_calls)
-
-
-def check_output_dir(out: Path, axis: Axis) -> None:
-    """Refuse an --out that is a file, another axis' dataset, or a directory of other files."""
-    fix_other = "choose another --out directory"
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} is an existing file", fix_other)
-    if not out.is_dir():
-        return
-    manifest_path = out / layout.MANIFEST
-    if manifest_path.is_file():
-        try:
-            existing = Axis.from_dict(Manifest.from_dict(fileio.read_json(manifest_path)).axis)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise OutputExistsError(f"{manifest_path} is not a valid manifest ({exc})", fix_other) from None
-        if existing.poles != axis.poles:
-            raise OutputExistsError(
-                f"{out} holds a dataset of the axis {existing.label}, not {axis.label}",
-                f"{fix_other}, or rerun with --axis '{existing.label}' to resume it",
-            )
-        return
-    stale = set(_stale_temp_files(out))
-    foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name) and p not in stale)
-    if foreign:
-        raise OutputExistsError(
-            f"--out {out} is a non-empty directory that is not a dataset (holds {', '.join(foreign[:3])})",
-            fix_other,
-        )
-
-
-def _ours(name: str) -> bool:
-    return name in OUTPUT_FILES or name == layout.CALL_CACHE or name.startswith(f"{layout.CALL_CACHE}-")
-
-
-def _stale_temp_files(out: Path) -> list[Path]:
-    """Temporary files of an atomic write that a kill interrupted (`.pairs.jsonl.x1y2.tmp`)."""
-    return [p for p in out.glob(".*.tmp") if any(p.name.startswith(f".{name}.") for name in OUTPUT_FILES)]
 
 
 def _make_backend(config: GenerateConfig) -> ChatBackend:
@@ -274,7 +237,8 @@ class _Run:
     def subareas(self) -> list[Subarea]:
         config, axis = self.config, self.config.axis
         template = load_prompt("subareas")
-        kept: dict[str, tuple[str, str]] = {}  # normalised name -> (name, description)
+        found: dict[str, tuple[str, str]] = {}  # normalised name -> (name, description), in order found
+        kept: list[int] = []  # indices into found of the distinct topics (near-duplicates merged)
         for round_index in range(config.max_rounds):
             if len(kept) >= config.subareas:
                 break
@@ -285,7 +249,7 @@ class _Run:
                 pole_b=axis.pole_b,
                 count=config.subareas,
                 poles_note=self.poles_note,
-                avoid=_avoid([name for name, _ in kept.values()]),
+                avoid=_avoid([list(found.values())[i][0] for i in kept]),
             )
             params = self._params(round_index, _list_tokens(config, config.subareas))
             [(items, reply, reason)] = self._sample("subareas", [messages], _parse_subareas, params)
@@ -294,16 +258,32 @@ class _Run:
                 continue
             for position, (name, description) in enumerate(items, 1):
                 key = parsing.normalized(name)
-                if key in kept:
-                    item_id = f"subareas-round{round_index + 1}-{position}"
+                item_id = f"subareas-round{round_index + 1}-{position}"
+                if key in {parsing.normalized(pole) for pole in axis.poles}:  # "Formal": a pole, not a topic
+                    self._drop(item_id, "not-a-topic", "subareas", name)
+                elif key in found:
                     self._drop(item_id, "duplicate-subarea", "subareas", name)
-                elif len(kept) < config.subareas:
-                    kept[key] = (name, description)
+                else:
+                    found[key] = (name, description)
+            kept = self._distinct(list(found.values()))
+        chosen = [list(found.values())[i] for i in kept[: config.subareas]]
         width = max(2, len(str(config.subareas)))
-        subareas = [Subarea(f"s{i:0{width}d}", name, desc) for i, (name, desc) in enumerate(kept.values(), 1)]
+        subareas = [Subarea(f"s{i:0{width}d}", name, desc) for i, (name, desc) in enumerate(chosen, 1)]
         self.counts["subareas_asked"] = config.subareas
         self.counts["subareas"] = len(subareas)
         return subareas
+
+    def _distinct(self, found: list[tuple[str, str]]) -> list[int]:
+        """The found subareas that are distinct topics, in order: one within `subarea_threshold` cosine
+        of an earlier one is merged into it (greedy and prefix-stable, as the question dedup), and the
+        merges so far are recorded in the manifest's counts."""
+        texts = [subarea_text(name, description) for name, description in found]
+        result = dedup_texts(texts, self.config.subarea_threshold)
+        self.counts["subareas_merged"] = [
+            {"name": found[i][0], "into": found[of][0], "cosine": round(similarity, 4)}
+            for i, (of, similarity) in sorted(result.duplicates.items())
+        ]
+        return result.kept
 
     # -- stage 2 -----------------------------------------------------------------------------------
 
@@ -498,9 +478,20 @@ def _write_dataset(
     run: _Run,
     calls: dict[str, int],
 ) -> GenerateResult:
-    """Split by subarea and write every file atomically, the manifest last (it marks completion)."""
-    by_split, assignment = split_pairs(pairs, config.split, config.seed)
-    counts = dict(run.counts)
+    """Split by subarea, audit the split, and write every file atomically, the manifest last (it marks
+    completion)."""
+    pairs, unfit, pair_check = check_pairs(pairs, config.axis, config.content_threshold)
+    by_split, assignment, leaks, audit = split_and_audit(
+        pairs,
+        subareas,
+        config.split,
+        config.seed,
+        question_threshold=config.leak_threshold,
+        subarea_threshold=config.subarea_threshold,
+    )
+    run.dropped.extend([*unfit, *leaks])
+    pairs = [p for split in SPLITS for p in by_split[split]]
+    counts = {**run.counts, "pairs": len(pairs), "pair_check": pair_check, "audit": audit.to_dict()}
     counts["pairs_per_split"] = {name: len(by_split[name]) for name in SPLITS}
     counts["subareas_per_split"] = {name: len(assignment[name]) for name in SPLITS}
     counts["dropped"] = dict(Counter(d.reason for d in run.dropped))
@@ -521,7 +512,7 @@ def _write_dataset(
         version=__version__,
     )
     out = config.out
-    for stale in _stale_temp_files(out):
+    for stale in stale_temp_files(out):
         stale.unlink(missing_ok=True)
     write_dataset_dir(out, manifest, subareas, pairs, run.dropped, by_split)
     if any(counts["shortfall"].values()):

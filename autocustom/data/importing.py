@@ -18,10 +18,19 @@ from typing import Any
 
 from autocustom import __version__
 from autocustom.axis import Axis, parse_axis
+from autocustom.data.audit import (
+    LEAK_THRESHOLD,
+    LEAK_THRESHOLD_HELP,
+    SUBAREA_THRESHOLD_HELP,
+    check_thresholds,
+    split_and_audit,
+)
+from autocustom.data.dedup import SUBAREA_THRESHOLD
 from autocustom.data.io import write_dataset_dir
+from autocustom.data.pair_check import CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP, check_pairs
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.sources import Row, read_rows
-from autocustom.data.split import check_ratios, split_pairs
+from autocustom.data.split import check_ratios
 from autocustom.errors import DataError, UsageError
 from autocustom.fields import AXIS_HELP, SPLIT_HELP, option, required
 from autocustom.fileio import require_new_dir, staged_dir
@@ -55,6 +64,9 @@ class ImportConfig:
         None, "Subareas to find by clustering (default sqrt(pairs/2), within 3..30)."
     )
     dedup_threshold: float = option(DEFAULT_DEDUP, "Cosine of a near-duplicate question.")
+    subarea_threshold: float = option(SUBAREA_THRESHOLD, SUBAREA_THRESHOLD_HELP)
+    leak_threshold: float = option(LEAK_THRESHOLD, LEAK_THRESHOLD_HELP)
+    content_threshold: float = option(CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP)
     split: tuple[float, float, float] = option((0.7, 0.15, 0.15), SPLIT_HELP, cli_type=list[float])
     seed: int = option(0, "Seed of the clustering and the split.")
 
@@ -67,10 +79,7 @@ class ImportConfig:
                 f"--clusters {self.clusters} must be at least 1",
                 "e.g. --clusters 6, or leave it out for the default",
             )
-        if not 0.0 < self.dedup_threshold <= 1.0:
-            raise UsageError(
-                f"--dedup-threshold {self.dedup_threshold} is outside (0, 1]", "e.g. --dedup-threshold 0.9"
-            )
+        check_thresholds(self)
 
 
 @dataclass
@@ -102,13 +111,26 @@ def import_pairs(config: ImportConfig, *, progress: ProgressCallback = no_progre
             f"has no usable row (first: {first})",
             "give each row a question and two different answers",
         )
-    subareas, pairs = _subareas(config, pairs, mapping)
+    subareas, pairs, merged = _subareas(config, pairs, mapping)
     pairs, dropped = _dedup(config, pairs, dropped)
-    by_split, assignment = split_pairs(pairs, config.split, config.seed)
+    pairs, unfit, pair_check = check_pairs(pairs, config.axis, config.content_threshold)
+    by_split, assignment, leaks, audit = split_and_audit(
+        pairs,
+        subareas,
+        config.split,
+        config.seed,
+        question_threshold=config.leak_threshold,
+        subarea_threshold=config.subarea_threshold,
+    )
+    dropped.extend([*unfit, *leaks])
+    pairs = [p for split in SPLITS for p in by_split[split]]
     counts = {
         "rows": len(rows),
         "pairs": len(pairs),
         "subareas": len(subareas),
+        "subareas_merged": merged,
+        "pair_check": pair_check,
+        "audit": audit.to_dict(),
         "pairs_per_split": {name: len(by_split[name]) for name in SPLITS},
         "subareas_per_split": {name: len(assignment[name]) for name in SPLITS},
         "dropped": dict(Counter(d.reason for d in dropped)),
@@ -216,14 +238,28 @@ def _unusable(question: str, answers: dict[str, str]) -> str | None:
     return None
 
 
-def _subareas(config: ImportConfig, pairs: list[Pair], mapping: Mapping) -> tuple[list[Subarea], list[Pair]]:
-    """Subareas from the subarea column (pairs carry its raw value until here), else by clustering."""
+def _subareas(
+    config: ImportConfig, pairs: list[Pair], mapping: Mapping
+) -> tuple[list[Subarea], list[Pair], list[dict[str, Any]]]:
+    """Subareas from the subarea column (pairs carry its raw value until here), values naming one topic
+    merged ("Cooking" and "cooking recipes" above `subarea_threshold`); else by clustering. Also returns
+    the merges, for the manifest."""
+    from autocustom.data.dedup import dedup_texts
+
     if mapping.subarea is None:
-        return cluster_subareas(pairs, config.clusters or cluster_count(len(pairs)), config.seed)
+        return (*cluster_subareas(pairs, config.clusters or cluster_count(len(pairs)), config.seed), [])
     names = sorted({p.subarea for p in pairs})
-    ids = {name: f"s{i + 1:02d}" for i, name in enumerate(names)}
-    subareas = [Subarea(ids[name], name or "(none)") for name in names]
-    return subareas, [Pair(p.id, ids[p.subarea], p.question, p.answers) for p in pairs]
+    result = dedup_texts([name or "(none)" for name in names], config.subarea_threshold)
+    into = {names[i]: names[of] for i, (of, _) in result.duplicates.items()}
+    kept = [names[i] for i in result.kept]
+    ids = {name: f"s{i + 1:02d}" for i, name in enumerate(kept)}
+    ids.update({name: ids[target] for name, target in into.items()})
+    subareas = [Subarea(ids[name], name or "(none)") for name in kept]
+    merged = [
+        {"name": names[i], "into": names[of], "cosine": round(similarity, 4)}
+        for i, (of, similarity) in sorted(result.duplicates.items())
+    ]
+    return subareas, [Pair(p.id, ids[p.subarea], p.question, p.answers) for p in pairs], merged
 
 
 def cluster_subareas(pairs: list[Pair], k: int, seed: int) -> tuple[list[Subarea], list[Pair]]:

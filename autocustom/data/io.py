@@ -8,9 +8,18 @@ from pathlib import Path
 
 from autocustom.axis import Axis
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
-from autocustom.errors import DataError
+from autocustom.errors import DataError, OutputExistsError
 from autocustom.fileio import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
-from autocustom.layout import DROPPED, MANIFEST, PAIRS, SUBAREAS, split_file
+from autocustom.layout import CALL_CACHE, DROPPED, MANIFEST, PAIRS, SUBAREAS, split_file
+
+# Files `generate` writes; a directory holding only these (and the cache's journal) is ours to resume.
+OUTPUT_FILES = (
+    MANIFEST,
+    SUBAREAS,
+    PAIRS,
+    DROPPED,
+    *(split_file(s) for s in SPLITS),
+)
 
 
 @dataclass
@@ -86,3 +95,40 @@ def write_dataset_dir(
         if name in by_split:  # a split left out stays absent (tests build such datasets)
             write_jsonl_atomic(out / split_file(name), by_split[name])
     write_json_atomic(out / MANIFEST, manifest.to_dict())
+
+
+def check_output_dir(out: Path, axis: Axis) -> None:
+    """Refuse an --out that is a file, another axis' dataset, or a directory of other files."""
+    fix_other = "choose another --out directory"
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} is an existing file", fix_other)
+    if not out.is_dir():
+        return
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        try:
+            existing = Axis.from_dict(Manifest.from_dict(read_json(manifest_path)).axis)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OutputExistsError(f"{manifest_path} is not a valid manifest ({exc})", fix_other) from None
+        if existing.poles != axis.poles:
+            raise OutputExistsError(
+                f"{out} holds a dataset of the axis {existing.label}, not {axis.label}",
+                f"{fix_other}, or rerun with --axis '{existing.label}' to resume it",
+            )
+        return
+    stale = set(stale_temp_files(out))
+    foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name) and p not in stale)
+    if foreign:
+        raise OutputExistsError(
+            f"--out {out} is a non-empty directory that is not a dataset (holds {', '.join(foreign[:3])})",
+            fix_other,
+        )
+
+
+def _ours(name: str) -> bool:
+    return name in OUTPUT_FILES or name == CALL_CACHE or name.startswith(f"{CALL_CACHE}-")
+
+
+def stale_temp_files(out: Path) -> list[Path]:
+    """Temporary files of an atomic write that a kill interrupted (`.pairs.jsonl.x1y2.tmp`)."""
+    return [p for p in out.glob(".*.tmp") if any(p.name.startswith(f".{name}.") for name in OUTPUT_FILES)]

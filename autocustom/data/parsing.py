@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 _NUMBERED = re.compile(r"^\s*(?:\(?\d{1,3}[.):]|#{1,6}\s*\d{1,3}[.):]?)\s+(.+)$")
 _BULLET = re.compile(r"^\s*[-*•+·]\s+(.+)$")
@@ -26,7 +27,17 @@ _QUESTION_START = re.compile(
     r"^(?:how|what|why|when|where|which|who|whom|whose|should|can|could|is|are|do|does|did|would|will|may)\b",
     re.IGNORECASE,
 )
+REPEAT_NGRAM = 4  # word n-gram that marks a loop ...
+REPEAT_TIMES = 3  # ... when it occurs this often in one text: rare in a few sentences of prose
+_WORD = re.compile(r"\w+")
 SUBAREA_MAX_WORDS = 8
+# list numbering left in an item: "2. ", "(3) ", "4) ", also after a bullet ("* 1. How to ...")
+_ENUMERATOR = re.compile(r"^\s*(?:[-*•+·]\s*)?\(?\d{1,3}[.):]\s+")
+_NOT_A_TOPIC = re.compile(
+    r"^(?:sure|okay|ok|certainly|here (?:are|is)|to avoid|note|for example|e\.g\.?|example|remember"
+    r"|the following|topics?|subareas?|list|these are|hint)\b",
+    re.IGNORECASE,
+)
 QUESTION_MIN_WORDS = 3
 
 
@@ -89,17 +100,32 @@ def strip_markup(text: str) -> str:
 def clean_subarea(item: str) -> tuple[str, str] | None:
     """(name, description) from a list item such as "Job interviews: how people ...", or None.
 
-    The name is what comes before the first ':' / ',' / ' - ' / '(' ; an item whose name is a sentence
-    rather than a topic (small models often write whole answers) is rejected.
+    The name is what comes before the first ':' / ',' / ' - ' / '(', without list numbering, Markdown
+    or quotes ("* 2. How to bake a cake*" is "How to bake a cake"). The rule for what is not a topic:
+    an item that ends with ':' (a header that introduces a list: "To avoid confusion, use the following
+    topic names:"), a name that opens like chatter or an instruction (`_NOT_A_TOPIC`: "Sure", "Here are",
+    "For example", "Note", "Topics"), and a name that is a sentence rather than a topic (more than
+    `SUBAREA_MAX_WORDS` words: small models often write whole answers).
     """
+    if item.rstrip().endswith(":"):
+        return None
+    item = topic_name(item)
     name, description = re.split(r"[:,(]|\s[-–—]\s", item, maxsplit=1)[0], ""
     if len(name) < len(item):
         description = item[len(name) :].lstrip(":,-–—( ").rstrip(") ").strip()
-    name = strip_markup(name).rstrip(".;,").strip()
+    name = strip_markup(name).rstrip(".;,").strip("*_ ")
     words = name.split()
     if not words or len(words) > SUBAREA_MAX_WORDS or not any(c.isalpha() for c in name):
         return None
+    if _NOT_A_TOPIC.match(name):
+        return None
     return name, description
+
+
+def topic_name(text: str) -> str:
+    """A topic as named without list numbering, Markdown or stray emphasis: "* 2. How to bake a cake*"
+    is "How to bake a cake"."""
+    return _ENUMERATOR.sub("", strip_markup(text)).strip("*_ ")
 
 
 def clean_question(item: str) -> str | None:
@@ -141,3 +167,14 @@ def answer_problem(text: str) -> str | None:
 def normalized(text: str) -> str:
     """A key under which two spellings of the same item compare equal (case, spaces, punctuation)."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def is_repetitive(text: str) -> bool:
+    """True for an empty text or one in which a word 4-gram occurs three or more times (a loop): the
+    degenerate reply a log-prob can hide (`contrast`'s repetition) and the degenerate written answer
+    (the pair check's)."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return True
+    grams = Counter(tuple(words[i : i + REPEAT_NGRAM]) for i in range(len(words) - REPEAT_NGRAM + 1))
+    return bool(grams) and max(grams.values()) >= REPEAT_TIMES

@@ -24,8 +24,6 @@ hide (a loop of likely tokens scores well).
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from autocustom.axis import Axis, Poles
+from autocustom.data.parsing import REPEAT_NGRAM, REPEAT_TIMES, is_repetitive
 from autocustom.data.schema import Pair
 from autocustom.llm.chat import PromptCondition, render_prompt
 from autocustom.scoring.stats import Estimate
@@ -42,12 +41,9 @@ from autocustom.scoring.stats import Estimate
 # model clears it on formal:casual (93-95%) and optimistic:pessimistic (83%), not on political lean.
 READABLE_ACCURACY = 0.75
 CHANCE = 0.5  # and its interval must clear chance: on a few pairs a lucky 6 of 8 is no evidence
-REPEAT_NGRAM = 4  # word n-gram that marks a loop ...
-REPEAT_TIMES = 3  # ... when it occurs this often in one reply: rare in 48 tokens of prose
 DEFAULT_FLUENCY_BUDGET = 0.1  # nats/token below the prompted judge's replies: ~10% less likely per token
 # the figures the judge's validation stands behind: without it they cannot be read
 JUDGED = ("reply_share", "base_reply_share", "reply_shift")
-_WORD = re.compile(r"\w+")
 
 
 def pole_condition(axis: Axis, pole: str) -> PromptCondition:
@@ -84,6 +80,14 @@ class ContrastJudge:
 
     def check(self, scorer, pairs: Sequence[Pair], poles: Poles, **batching: int) -> np.ndarray:
         """Per written pair, the share of its two answers the judge puts on the right side (0, 0.5 or 1)."""
+        r_toward_answer, r_opposite_answer = self.written_scores(scorer, pairs, poles, **batching)
+        return ((r_toward_answer > 0).astype(float) + (r_opposite_answer < 0).astype(float)) / 2
+
+    def written_scores(
+        self, scorer, pairs: Sequence[Pair], poles: Poles, **batching: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per written pair, the contrast score toward `poles.toward` of its toward answer and of its
+        opposite answer: the validation of the judge, and the pair check's lean (`inspect`)."""
         from autocustom.scoring.logprobs import pair_logprobs
 
         model, tokenizer = scorer
@@ -94,9 +98,7 @@ class ContrastJudge:
         told_opposite = pair_logprobs(
             model, tokenizer, list(pairs), toward, condition=pole_condition(self.axis, opposite), **batching
         )
-        r_toward_answer = told_toward[0] - told_opposite[0]
-        r_opposite_answer = told_toward[1] - told_opposite[1]
-        return ((r_toward_answer > 0).astype(float) + (r_opposite_answer < 0).astype(float)) / 2
+        return told_toward[0] - told_opposite[0], told_toward[1] - told_opposite[1]
 
 
 def _reply_logprobs(
@@ -108,15 +110,6 @@ def _reply_logprobs(
     condition = pole_condition(axis, pole)
     prompts = [render_prompt(tokenizer, condition.conversation(q)) for q in questions]
     return answer_logprobs(model, tokenizer, prompts, list(replies), **batching)
-
-
-def is_repetitive(reply: str) -> bool:
-    """True for an empty reply or one in which a word 4-gram occurs three or more times (a loop)."""
-    words = _WORD.findall(reply.lower())
-    if not words:
-        return True
-    grams = Counter(tuple(words[i : i + REPEAT_NGRAM]) for i in range(len(words) - REPEAT_NGRAM + 1))
-    return bool(grams) and max(grams.values()) >= REPEAT_TIMES
 
 
 def repetitive(replies: Sequence[str]) -> np.ndarray:

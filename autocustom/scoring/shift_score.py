@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
+from autocustom.data.audit import leakage_notes
 from autocustom.errors import UsageError
 from autocustom.fields import DATASET_HELP, required
 from autocustom.layout import ADAPTER_CONFIG, run_source
@@ -145,7 +146,7 @@ def shift_score(config: ScoreConfig, *, progress: ProgressCallback = no_progress
         metrics=measured.metrics,
         subareas=measured.subareas,
         gates=_gates(config, measured.metrics),
-        notes=_notes(plan, base_ref) + judge_notes(plan.judge, measured.metrics),
+        notes=_notes(plan, base_ref, dataset) + judge_notes(plan.judge, measured.metrics),
         plan=plan.describe(),
     )
     for gate in report.failed_gates():
@@ -201,8 +202,8 @@ def _settings(config: ScoreConfig, plan: EvalPlan, base_ref: str | None) -> dict
     }
 
 
-def _notes(plan: EvalPlan, base_ref: str | None) -> list[str]:
-    notes = []
+def _notes(plan: EvalPlan, base_ref: str | None, dataset) -> list[str]:
+    notes = leakage_notes(dataset.manifest)
     if base_ref is None:
         notes.append(
             "no base model recorded or given: BiasShift, TailShift, MMLU delta and Drift not applicable"

@@ -136,6 +136,28 @@ def test_a_model_that_repeats_itself_is_asked_again_then_the_shortfall_is_report
     assert result.counts["dropped"]["duplicate-subarea"] == 2 + 2 * 3
 
 
+def test_one_topic_under_two_names_is_merged_and_the_model_asked_again(tmp_path, scripted_backend):
+    def rewording(messages):
+        text = messages[-1]["content"]
+        if text.startswith("List ") and "Do not repeat" not in text:
+            return "1. Job interviews\n2. Interviews for a job\n3. Wedding toasts\n4. Customer complaints"
+        if text.startswith("List "):
+            return "1. Handling customer complaints\n2. Tax forms\n3. Team meetings"
+        return fake_reply(messages)
+
+    result = generate(make_config(tmp_path, subareas=4), backend=scripted_backend(rewording))
+    names = [s.name for s in load_dataset_dir(result.out).subareas]
+    assert names == ["Job interviews", "Wedding toasts", "Customer complaints", "Tax forms"]
+    merged = result.counts["subareas_merged"]
+    assert [(m["name"], m["into"]) for m in merged] == [
+        ("Interviews for a job", "Job interviews"),
+        ("Handling customer complaints", "Customer complaints"),
+    ]
+    assert all(m["cosine"] >= 0.8 for m in merged)
+    audit = json.loads((result.out / "manifest.json").read_text())["counts"]["audit"]
+    assert audit["passed"] and audit["questions"]["n"] > 0 and audit["subarea_threshold"] == 0.8
+
+
 def test_unparseable_replies_are_retried_then_recorded(tmp_path, scripted_backend):
     def junk_for_one_topic(messages):
         if "about wedding toasts" in messages[-1]["content"].lower():

@@ -106,3 +106,43 @@ def test_answer_problem(text, problem):
 
 def test_normalized_ignores_case_space_and_punctuation():
     assert normalized("  Job   Interviews!") == normalized("job interviews")
+
+
+# The packaged model's four replies to the subarea prompt in `make demo` (main 9fe99d2, issue 26), as
+# its call cache kept them (the first cut after three of its lines; the rest repeat the third): numbering
+# and Markdown in the names, a header echoing the prompt, repeats.
+DEMO_SUBAREA_REPLIES = [
+    "1. To avoid confusion, use the following topic names:\n* To avoid confusion, use the numbered topic "
+    'names:\n* For example, "to avoid confusion, use the numbered topic names:',
+    "1. How to cook a sandwich\n2. How to play a musical instrument\n3. How to play a musical instrument\n"
+    "4. How to bake a cake\n5. How to play a musical instrument\n6. How to play a musical instrument\n"
+    "7. How to cook a meal\n8. How to play a musical instrument\n9. How to play a musical instrument\n"
+    "10. How to cook a meal",
+    "Sure, here are 10 everyday topics where a formal person and a casual person would give different "
+    "answers:\n1. How to Cook a Sandwich\n2. How to Play a Musical Instrument\n3. How to Bake a Cake\n"
+    "4. How to Cook a Meal\n5. How to Bake a Cake\n6. How to Cook a Sandwich",
+    "* 1. How to cook a sandwich*\n* 2. How to play a musical instrument*\n* 3. How to bake a cake*\n"
+    "* 4. How to cook a meal*",
+]
+
+
+def test_the_demos_subarea_lines_clean_to_four_distinct_topics():
+    names = [
+        item[0] for reply in DEMO_SUBAREA_REPLIES for item in map(clean_subarea, parse_list(reply)) if item
+    ]
+    assert "To avoid confusion" not in names  # the header that echoed the prompt is not a topic
+    assert all(name[0].isalpha() and name[-1].isalpha() for name in names)  # no "1. ", no "*"
+    assert {normalized(name) for name in names} == {
+        "how to cook a sandwich",
+        "how to play a musical instrument",
+        "how to bake a cake",
+        "how to cook a meal",
+    }
+
+
+@pytest.mark.parametrize(
+    "item",
+    ["To avoid confusion, use the following topic names:", "Here are the topics", "Note: be brief", "Topics"],
+)
+def test_headers_and_instruction_echoes_are_not_topics(item):
+    assert clean_subarea(item) is None

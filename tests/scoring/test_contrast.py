@@ -8,13 +8,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from autocustom.axis import Axis
+from autocustom.data.parsing import is_repetitive
 from autocustom.data.schema import Pair
 from autocustom.llm.chat import render_prompt
 from autocustom.scoring.contrast import (
     READABLE_ACCURACY,
     ContrastJudge,
     contrast_notes,
-    is_repetitive,
     judge_readable,
     pole_condition,
     reply_sentence,
