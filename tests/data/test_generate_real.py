@@ -21,7 +21,11 @@ def assert_usable_dataset(out, config: GenerateConfig) -> None:
         for second in SPLITS:
             assert first == second or not subareas_of[first] & subareas_of[second]
     counts = dataset.manifest.counts
-    assert counts["pairs"] >= 3, counts
+    # at least 3 answered pairs; the pair check and the audit may drop some of a tiny run's (recorded)
+    checked_out = sum(
+        counts["dropped"].get(reason, 0) for reason in ("content-mismatch", "degenerate", "leak")
+    )
+    assert counts["pairs"] >= 1 and counts["pairs"] + checked_out >= 3, counts
     if len({s for ids in subareas_of.values() for s in ids}) >= 3:
         assert all(subareas_of.values()), counts
     assert counts["calls_made"] > 0

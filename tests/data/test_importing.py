@@ -42,7 +42,8 @@ def pairs_of(data: Path) -> dict[str, tuple[str, dict[str, str]]]:
 
 def test_csv_with_bom_quotes_and_newlines_keeps_answers_byte_exact(tmp_path):
     records = rows()
-    records[0]["Formal"] = '  Indeed, "quoted", with commas,\nand a second line.  '  # kept as written
+    # kept as written (and about the same thing as the casual answer, or the pair check drops it)
+    records[0]["Formal"] = '  Indeed, to boil pasta, "salt the water", with commas,\nand a second line.  '
     source = write_csv(tmp_path / "pairs.csv", records)
     out = tmp_path / "data"
     result = invoke(str(source), "--axis", "formal:casual", "--out", str(out), "--json")
