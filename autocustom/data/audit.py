@@ -87,6 +87,27 @@ def split_and_audit(
     return by_split, assignment, dropped, audit
 
 
+def checked_split(pairs: list[Pair], subareas: list[Subarea], config: Any):
+    """What `generate` and `import` do to their pairs before writing: the pair check (data/pair_check.py),
+    the split and its audit, with the settings of `config` (axis, content, leak and subarea thresholds,
+    split, seed). Returns (the kept pairs in split order, pairs per split, subarea ids per split, the
+    dropped, the counts of the pair check and the audit)."""
+    from autocustom.data.pair_check import check_pairs
+
+    pairs, unfit, pair_check = check_pairs(pairs, config.axis, config.content_threshold)
+    by_split, assignment, leaks, audit = split_and_audit(
+        pairs,
+        subareas,
+        config.split,
+        config.seed,
+        question_threshold=config.leak_threshold,
+        subarea_threshold=config.subarea_threshold,
+    )
+    kept = [p for split in ("train", *HELD_OUT) for p in by_split[split]]
+    counts = {"pair_check": pair_check, "audit": audit.to_dict()}
+    return kept, by_split, assignment, [*unfit, *leaks], counts
+
+
 def audit_split(
     by_split: dict[str, list[Pair]],
     assignment: dict[str, list[str]],

@@ -27,11 +27,11 @@ from autocustom.data.audit import (
     LEAK_THRESHOLD_HELP,
     SUBAREA_THRESHOLD_HELP,
     check_thresholds,
-    split_and_audit,
+    checked_split,
 )
 from autocustom.data.dedup import DEFAULT_BLOCK, SUBAREA_THRESHOLD, dedup_texts, subarea_text
 from autocustom.data.io import check_output_dir, stale_temp_files, write_dataset_dir
-from autocustom.data.pair_check import CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP, check_pairs
+from autocustom.data.pair_check import CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import check_ratios
 from autocustom.errors import UsageError
@@ -480,18 +480,9 @@ def _write_dataset(
 ) -> GenerateResult:
     """Split by subarea, audit the split, and write every file atomically, the manifest last (it marks
     completion)."""
-    pairs, unfit, pair_check = check_pairs(pairs, config.axis, config.content_threshold)
-    by_split, assignment, leaks, audit = split_and_audit(
-        pairs,
-        subareas,
-        config.split,
-        config.seed,
-        question_threshold=config.leak_threshold,
-        subarea_threshold=config.subarea_threshold,
-    )
-    run.dropped.extend([*unfit, *leaks])
-    pairs = [p for split in SPLITS for p in by_split[split]]
-    counts = {**run.counts, "pairs": len(pairs), "pair_check": pair_check, "audit": audit.to_dict()}
+    pairs, by_split, assignment, checked_out, checks = checked_split(pairs, subareas, config)
+    run.dropped.extend(checked_out)
+    counts = {**run.counts, "pairs": len(pairs), **checks}
     counts["pairs_per_split"] = {name: len(by_split[name]) for name in SPLITS}
     counts["subareas_per_split"] = {name: len(assignment[name]) for name in SPLITS}
     counts["dropped"] = dict(Counter(d.reason for d in run.dropped))

@@ -23,11 +23,11 @@ from autocustom.data.audit import (
     LEAK_THRESHOLD_HELP,
     SUBAREA_THRESHOLD_HELP,
     check_thresholds,
-    split_and_audit,
+    checked_split,
 )
 from autocustom.data.dedup import SUBAREA_THRESHOLD
 from autocustom.data.io import write_dataset_dir
-from autocustom.data.pair_check import CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP, check_pairs
+from autocustom.data.pair_check import CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.sources import Row, read_rows
 from autocustom.data.split import check_ratios
@@ -113,24 +113,14 @@ def import_pairs(config: ImportConfig, *, progress: ProgressCallback = no_progre
         )
     subareas, pairs, merged = _subareas(config, pairs, mapping)
     pairs, dropped = _dedup(config, pairs, dropped)
-    pairs, unfit, pair_check = check_pairs(pairs, config.axis, config.content_threshold)
-    by_split, assignment, leaks, audit = split_and_audit(
-        pairs,
-        subareas,
-        config.split,
-        config.seed,
-        question_threshold=config.leak_threshold,
-        subarea_threshold=config.subarea_threshold,
-    )
-    dropped.extend([*unfit, *leaks])
-    pairs = [p for split in SPLITS for p in by_split[split]]
+    pairs, by_split, assignment, checked_out, checks = checked_split(pairs, subareas, config)
+    dropped.extend(checked_out)
     counts = {
         "rows": len(rows),
         "pairs": len(pairs),
         "subareas": len(subareas),
         "subareas_merged": merged,
-        "pair_check": pair_check,
-        "audit": audit.to_dict(),
+        **checks,
         "pairs_per_split": {name: len(by_split[name]) for name in SPLITS},
         "subareas_per_split": {name: len(assignment[name]) for name in SPLITS},
         "dropped": dict(Counter(d.reason for d in dropped)),
