@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 # Demo sizes: the packaged model keeps 4-5 pairs of the 6 questions asked per subarea and finds ~9
 # distinct subareas of 10 asked (of 12 asked, it found 5). Split 0.4,0.3,0.3 by subarea puts 3 in
 # validation and 3 in test: >= 10 validation pairs to select a checkpoint on (train's
-# MIN_SELECTION_PAIRS) and >= 12 held-out test pairs; 10 min on 2 idle CPU cores (docs/results.md).
+# MIN_SELECTION_PAIRS) and >= 12 held-out test pairs; 9 min on 2 idle CPU cores (docs/results.md).
 # --judge contrast: the closing lines also say what the model's own replies did (docs/metrics.md);
 # --gen-tokens 32: the reply figures match 48 tokens' within their intervals, the stage takes half the time.
 demo: install

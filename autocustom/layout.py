@@ -82,6 +82,13 @@ STEER_GGUF = "control_vector.gguf"  # the chosen layers as a llama.cpp control v
 STEER_RESULT = "steer.json"
 STEER_GRID = "grid"
 
+# `selectivity` directory: every run on every axis' test split, one file per run and axis as measured
+SELECTIVITY_CONFIG = "selectivity_config.json"  # the runs, datasets and sizes the directory belongs to
+SELECTIVITY_RESULT = "selectivity.json"
+SELECTIVITY_TABLE = "selectivity.md"
+SELECTIVITY_PLOT = "selectivity.png"
+SELECTIVITY_CELLS = "cells"
+
 # `export` directory: a merged model that loads without autocustom, and what was checked of it
 EXPORT_CARD = "README.md"
 EXPORT_RECORD = "export.json"

@@ -18,7 +18,7 @@ from typing import Any
 
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.axis import Axis, parse_axis
-from autocustom.data.generate import GenerateConfig, GenerateResult, generate
+from autocustom.data.generate import PAIRING_HELP, PAIRINGS, GenerateConfig, GenerateResult, generate
 from autocustom.fields import AXIS_HELP, SPLIT_HELP, force_restart, option, required, result_settings
 from autocustom.fileio import read_json, write_json_atomic
 from autocustom.layout import RUN_DATA, RUN_RECORD, RUN_SCORE, RUN_TRAIN, claim_output
@@ -49,6 +49,7 @@ class RunConfig:
     concurrency: int = option(4, "Parallel requests (openai backend).")
     subareas: int = option(6, "Subareas (topics) where the poles differ.")
     questions_per_subarea: int = option(8, "Questions per subarea.")
+    pairing: str = option(PAIRINGS[0], PAIRING_HELP)
     # half the subareas train; validation and test each get a quarter: enough pairs to select and to score
     split: tuple[float, float, float] = option((0.5, 0.25, 0.25), SPLIT_HELP, cli_type=list[float])
     loss: str = option("contrastive", "contrastive, dpo, ipo or simpo.")
@@ -80,6 +81,7 @@ class RunConfig:
             out=self.out,
             subareas=self.subareas,
             questions_per_subarea=self.questions_per_subarea,
+            pairing=self.pairing,
             split=self.split,
             seed=self.seed,
             backend=self.backend,
@@ -160,7 +162,10 @@ def run(
     out = Path(out)
     data_dir, train_dir, score_path = out / RUN_DATA, out / RUN_TRAIN, out / RUN_SCORE
     generate_config = replace(generate_config, out=data_dir)
-    train_config = replace(train_config, data=str(data_dir), out=str(train_dir), resume=True)
+    # measure_final off: the shift-score stage measures the kept model on the same test split next
+    train_config = replace(
+        train_config, data=str(data_dir), out=str(train_dir), resume=True, measure_final=False
+    )
     train_config.validate()  # bad training and scoring options fail before the data is generated
     score_config.check(score_config.max_mmlu_drop)
     settings = {

@@ -135,14 +135,23 @@ def _training_section(train_dir: Path, plot_dir: Path, plots: list[Path], missin
             f"| best step | {summary['best_step']} of {summary['steps']} |",
             f"| stop reason | {summary['stop_reason']} |",
             f"| BiasShift (validation, best) | {format_estimate(summary.get('bias_shift'))} |",
-            f"| BiasShift (test) | {format_estimate(summary.get('bias_shift_test'))} |",
-            f"| MMLU before | {format_estimate(summary.get('mmlu_before'))} |",
-            f"| MMLU after | {format_estimate(summary.get('mmlu_after'))} |",
-            f"| Drift (nats/token) | {format_estimate(summary.get('drift'))} |",
+            *_final_rows(summary),
             f"| wall time | {summary['wall_seconds']:.0f} s ({summary['pairs_per_second']:.2f} pairs/s) |",
             "",
         ]
     return lines
+
+
+def _final_rows(summary: dict[str, Any]) -> list[str]:
+    """The kept model's final figures, or where they are when training left them to the run's score."""
+    if summary.get("extra", {}).get("final_measurement"):
+        return ["| kept model on the test split | the Shift score section below |"]
+    return [
+        f"| BiasShift (test) | {format_estimate(summary.get('bias_shift_test'))} |",
+        f"| MMLU before | {format_estimate(summary.get('mmlu_before'))} |",
+        f"| MMLU after | {format_estimate(summary.get('mmlu_after'))} |",
+        f"| Drift (nats/token) | {format_estimate(summary.get('drift'))} |",
+    ]
 
 
 def _score_section(score: dict[str, Any], plot_dir: Path, plots: list[Path]) -> list[str]:
@@ -290,6 +299,40 @@ def plot_dial(result: dict[str, Any], path: Path) -> Path:
 
 
 LABEL_OF_DIAL = {"bias_shift": "BiasShift", "drift": "Drift"}
+
+
+def plot_selectivity(result: dict[str, Any], path: Path) -> Path:
+    """Runs x axes, BiasShift as colour (diverging around 0) with the value and interval written in each
+    cell; the run's own axis outlined."""
+    import numpy as np
+
+    runs, axes = result["runs"], result["axes"]
+    cells = {(c["run"], c["axis"]): c for c in result["cells"]}
+    values = np.array(
+        [
+            [(cells[(r, a)]["metrics"].get("bias_shift") or {}).get("value", np.nan) for a in axes]
+            for r in runs
+        ]
+    )
+    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    plt, figure = _figure()
+    axis = figure.add_subplot(1, 1, 1)
+    image = axis.imshow(values, cmap="RdBu", vmin=-limit or -1.0, vmax=limit or 1.0, aspect="auto")
+    for i, run in enumerate(runs):
+        for j, label in enumerate(axes):
+            cell = cells[(run, label)]
+            shift = cell["metrics"].get("bias_shift")
+            text = f"{shift['value']:+.3f}\n[{shift['low']:+.3f}, {shift['high']:+.3f}]" if shift else "–"
+            dark = shift is not None and abs(shift["value"]) > 0.6 * limit  # white on the deep colours
+            colour = "white" if dark else "black"
+            axis.text(j, i, f"{text}\n→ {cell['toward']}", ha="center", va="center", fontsize=8, color=colour)
+            if cell["own_axis"]:
+                axis.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=2.5))
+    axis.set_xticks(range(len(axes)), [label.replace(":", ":\n") for label in axes])  # long pole names
+    axis.set_yticks(range(len(runs)), runs)
+    figure.colorbar(image, ax=axis)  # the title names the unit
+    axis.set_title(f"BiasShift vs base (nats/token), {result['split']} split (outlined: the run's own axis)")
+    return _save(plt, figure, path)
 
 
 def _errorbar(axis, points: list[tuple[float, dict[str, Any]]], **style: Any) -> None:

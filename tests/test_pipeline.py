@@ -53,6 +53,9 @@ def test_run_writes_every_stage_and_a_report_and_resumes(tmp_path, tiny_model_di
         assert png_size(plot) == PNG_SIZE
     report = (out / "report.md").read_text()
     assert "plots/training.png" in report and "BiasShift" in report and "Checkpoint selection" in report
+    # the test split is measured once, by the score stage: training left its final measurement to it
+    assert result.trained.bias_shift_test is None and result.trained.drift is None
+    assert "| kept model on the test split | the Shift score section below |" in report
     line = result.to_dict()["headline"]
     assert (
         line.startswith("test BiasShift toward formal")

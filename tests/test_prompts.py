@@ -14,6 +14,7 @@ GENERATE_PROMPTS = {
     "subareas": {"pole_a", "pole_b", "count", "poles_note", "avoid"},
     "questions": {"pole_a", "pole_b", "subarea", "count", "poles_note", "avoid"},
     "answers": {"pole", "question", "words", "pole_note"},
+    "rewrite": {"pole", "source_pole", "question", "answer", "words", "pole_note"},
 }
 
 

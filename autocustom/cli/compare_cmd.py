@@ -19,10 +19,12 @@ from autocustom.cli.common import (
     user_errors,
 )
 from autocustom.cli.options import config_options
+from autocustom.layout import SELECTIVITY_TABLE
 
 
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare_command)
+    app.command("selectivity")(selectivity_command)
 
 
 @config_options("autocustom.comparison.config:CompareConfig")
@@ -61,6 +63,39 @@ def compare_command(
     else:
         _render_compare(result.to_dict())
         stdout.print(f"table: {Path(config.out) / 'compare.md'}")
+
+
+@config_options("autocustom.comparison.selectivity:SelectivityConfig")
+def selectivity_command(
+    values: dict[str, Any],  # SelectivityConfig's fields, one option each (see autocustom.cli.options)
+    json_output: bool = JSON_OUTPUT,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+) -> None:
+    """What each customization does to the other axes: every run on every axis' held-out pairs.
+
+    Example:
+
+        autocustom selectivity --runs runs/formal,runs/optimistic --data data/formal,data/optimistic,data/political --out runs/selectivity
+
+    Each run is measured on its own axis toward its target pole and on every other axis toward that
+    axis' first pole (BiasShift against the run's base, with its 95% interval), plus Drift and the MMLU
+    change once per run. A run that moved another axis (interval excluding 0) is named in words.
+    Writes OUT/selectivity.json, .md and .png; a stopped measurement resumes per run and axis.
+    """
+    configure_logging(verbose)
+    with user_errors():
+        from autocustom.comparison.selectivity import SelectivityConfig, selectivity
+
+        config = SelectivityConfig(**values)
+        with progress_reporter(quiet=quiet) as progress:
+            result = selectivity(config, progress=progress)
+    if json_output:
+        emit_json(result.to_dict())
+        return
+    for finding in result.findings():
+        stdout.print(finding, markup=False, soft_wrap=True)
+    stdout.print(f"table: {result.out / SELECTIVITY_TABLE}")
 
 
 def _render_compare(result: dict[str, Any]) -> None:

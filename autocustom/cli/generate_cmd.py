@@ -58,6 +58,9 @@ def generate_command(
         f"wrote {counts['pairs']} pairs ({per_split}) in {counts['subareas']} subareas to {result.out}; "
         f"{counts['calls_made']} LLM calls, {counts['cache_hits']} from the cache"
     )
+    if counts.get("rewrite_first"):
+        written = ", ".join(f"{n} written {pole}" for pole, n in counts["rewrite_first"].items())
+        stderr.print(f"minimal pairs: {written} first, each rewritten into the other pole")
     for line in checks_lines(counts):
         stderr.print(line, soft_wrap=True)
     short = {k: v for k, v in result.shortfall.items() if v}

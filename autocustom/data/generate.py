@@ -11,10 +11,9 @@ sample (a new seed) a bounded number of times and then recorded in dropped.jsonl
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,15 @@ from typing import Any
 from autocustom import __version__, layout
 from autocustom.axis import Axis, parse_axis
 from autocustom.data import parsing
+from autocustom.data.asking import (
+    Asked,
+    Parser,
+    ask_parsed,
+    parse_answer,
+    parse_questions,
+    parse_subareas,
+    rewrite_parser,
+)
 from autocustom.data.audit import (
     LEAK_THRESHOLD,
     LEAK_THRESHOLD_HELP,
@@ -45,6 +53,14 @@ from autocustom.prompts import load_prompt
 log = logging.getLogger(__name__)
 
 PROMPTS = ("subareas", "questions", "answers")
+# independent: each pole answers the question on its own (the paper's way; the two answers may differ in
+# content). rewrite: a minimal pair, as in counterfactual data augmentation: one pole answers, then that
+# answer is rewritten into the other pole keeping its content, so the pair differs along the axis only.
+PAIRINGS = ("independent", "rewrite")
+PAIRING_HELP = (
+    "independent: each pole answers on its own; rewrite: one pole answers and the writer rewrites that "
+    "answer into the other pole keeping its content (the first pole alternates by question)."
+)
 # A list reply needs ~15-20 tokens per item; capping at this many stops a small model's repetition
 # loops ("1. Professionalism, 2. Professionalism, ...") early instead of at --max-new-tokens.
 LIST_TOKENS_PER_ITEM, LIST_TOKENS_EXTRA = 24, 32
@@ -64,6 +80,7 @@ class GenerateConfig:
     subarea_threshold: float = option(SUBAREA_THRESHOLD, SUBAREA_THRESHOLD_HELP)
     leak_threshold: float = option(LEAK_THRESHOLD, LEAK_THRESHOLD_HELP)
     content_threshold: float = option(CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP)
+    pairing: str = option(PAIRINGS[0], PAIRING_HELP)
     split: tuple[float, float, float] = option((0.7, 0.15, 0.15), SPLIT_HELP, cli_type=list[float])
     seed: int = option(0, "Seed of the sampling and the split.")
     backend: str = option("local", "local (transformers) or openai (any compatible server).")
@@ -99,6 +116,11 @@ class GenerateConfig:
                 raise UsageError(
                     f"{name.replace('_', '-')} is {value}; it must be at least 1", f"e.g. {example}"
                 )
+        if self.pairing not in PAIRINGS:
+            raise UsageError(
+                f"pairing is '{self.pairing}'; it must be one of {', '.join(PAIRINGS)}",
+                "e.g. --pairing rewrite",
+            )
         if self.max_retries < 0:
             raise UsageError(
                 f"max-retries is {self.max_retries}; it must be 0 or more", "e.g. --max-retries 3"
@@ -136,7 +158,8 @@ def generate(
     from autocustom.llm.cache import CachedBackend, CallCache
 
     check_output_dir(config.out, config.axis)
-    templates = {name: load_prompt(name) for name in PROMPTS}
+    names = PROMPTS + (("rewrite",) if config.pairing == "rewrite" else ())
+    templates = {name: load_prompt(name) for name in names}
     if backend is None:
         backend = _make_backend(config)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +201,10 @@ class _Question:
     text: str
 
 
+_Answers = dict[str, dict[str, str]]  # question id -> pole -> answer
+_Failures = dict[str, tuple[str, str, str]]  # question id -> (reason, pole, last reply)
+
+
 class _Run:
     """The three stages over one cached backend; collects dropped records and counts as it goes."""
 
@@ -190,40 +217,16 @@ class _Run:
         axis = config.axis
         self.poles_note = _poles_note(axis)
 
-    # -- sampling with bounded retries -------------------------------------------------------------
-
     def _sample(
         self,
         stage: str,
         conversations: list[Conversation],
-        parse: Callable[[str], Any],
+        parse: Parser | list[Parser],
         params: GenerationParams,
-    ) -> list[tuple[Any, str, str | None]]:
-        """Ask every conversation; re-ask (new seed) those whose reply `parse` rejects.
-
-        `parse` returns a value, or raises _Unusable(reason). Returns (value or None, last reply,
-        last reason or None) per conversation; all pending conversations of an attempt go in one
-        batch, so local batching and server concurrency are used.
-        """
-        results: list[tuple[Any, str, str | None]] = [(None, "", None)] * len(conversations)
-        pending = list(range(len(conversations)))
-        for attempt in range(self.config.max_retries + 1):
-            if not pending:
-                break
-            label = f"attempt {attempt + 1}" if attempt else ""
-            tick = _ticker(self.progress, stage, len(pending), label)
-            batch = [conversations[i] for i in pending]
-            attempt_params = dataclasses.replace(params, seed=params.seed + attempt)
-            replies = self.backend.complete(batch, attempt_params, on_reply=tick)
-            still = []
-            for index, reply in zip(pending, replies, strict=True):
-                try:
-                    results[index] = (parse(reply), reply, None)
-                except _Unusable as exc:
-                    results[index] = (None, reply, exc.reason)
-                    still.append(index)
-            pending = still
-        return results
+    ) -> list[Asked]:
+        return ask_parsed(
+            self.backend, stage, conversations, parse, params, self.config.max_retries, self.progress
+        )
 
     def _params(self, round_index: int, max_new_tokens: int) -> GenerationParams:
         return GenerationParams(
@@ -252,7 +255,7 @@ class _Run:
                 avoid=_avoid([list(found.values())[i][0] for i in kept]),
             )
             params = self._params(round_index, _list_tokens(config, config.subareas))
-            [(items, reply, reason)] = self._sample("subareas", [messages], _parse_subareas, params)
+            [(items, reply, reason)] = self._sample("subareas", [messages], parse_subareas, params)
             if items is None:
                 self._drop(f"subareas-round{round_index + 1}", "parse-failed", "subareas", reply, reason)
                 continue
@@ -321,7 +324,7 @@ class _Run:
                 for s in short
             ]
             params = self._params(round_index, _list_tokens(config, per_subarea))
-            results = self._sample("questions", conversations, _parse_questions, params)
+            results = self._sample("questions", conversations, parse_questions, params)
             for subarea, (items, reply, reason) in zip(short, results, strict=True):
                 if items is None:
                     self._drop(
@@ -372,24 +375,10 @@ class _Run:
 
     def answers(self, questions: Sequence[_Question]) -> list[Pair]:
         """One answer per pole per question; a question loses its pair when either answer is unusable."""
-        config, axis = self.config, self.config.axis
-        template = load_prompt("answers")
-        jobs = [(q, pole) for q in questions for pole in axis.poles]
-        conversations = [
-            template.render(
-                pole=pole, question=q.text, words=config.answer_words, pole_note=_pole_note(axis, pole)
-            )
-            for q, pole in jobs
-        ]
-        params = self._params(0, config.answer_max_new_tokens)
-        results = self._sample("answers", conversations, _parse_answer, params)
-        answers: dict[str, dict[str, str]] = {}
-        failed: dict[str, tuple[str, str, str]] = {}
-        for (question, pole), (text, reply, reason) in zip(jobs, results, strict=True):
-            if text is None:
-                failed.setdefault(question.id, (reason or "empty", pole, reply))
-            else:
-                answers.setdefault(question.id, {})[pole] = text
+        if self.config.pairing == "rewrite":
+            answers, failed = self._rewritten(questions)
+        else:
+            answers, failed = self._answer([(q, pole) for q in questions for pole in self.config.axis.poles])
         pairs = []
         for question in questions:
             if question.id in failed:
@@ -404,48 +393,50 @@ class _Run:
         self.counts["pairs"] = len(pairs)
         return pairs
 
+    def _rewritten(self, questions: Sequence[_Question]) -> tuple[_Answers, _Failures]:
+        """Minimal pairs: the first pole answers (alternating by question, so neither pole is always
+        the rewrite), then the writer rewrites each answer into the other pole, the answer in the prompt."""
+        axis = self.config.axis
+        first = {q.id: axis.poles[i % 2] for i, q in enumerate(questions)}
+        answers, failed = self._answer([(q, first[q.id]) for q in questions])
+        jobs = [(q, axis.opposite(first[q.id])) for q in questions if q.id not in failed]
+        sources = {q.id: answers[q.id][first[q.id]] for q, _pole in jobs}
+        rewrites, rewrite_failed = self._answer(jobs, sources=sources)
+        self.counts["rewrite_first"] = dict(Counter(first[q.id] for q, _pole in jobs))
+        for question_id, written in rewrites.items():
+            answers[question_id].update(written)
+        return answers, {**failed, **rewrite_failed}
+
+    def _answer(
+        self, jobs: Sequence[tuple[_Question, str]], sources: dict[str, str] | None = None
+    ) -> tuple[_Answers, _Failures]:
+        """Ask one answer per (question, pole) job: written from the question, or, with `sources`,
+        rewritten from the other pole's answer to it. Returns the answers and the first failure of
+        each question (reason, pole, reply)."""
+        config, axis = self.config, self.config.axis
+        stage = "rewrites" if sources is not None else "answers"
+        template = load_prompt("rewrite" if sources is not None else "answers")
+        conversations, parsers = [], []
+        for question, pole in jobs:
+            values = {"pole": pole, "question": question.text, "words": config.answer_words}
+            values["pole_note"] = _pole_note(axis, pole)
+            if sources is not None:
+                values |= {"source_pole": axis.opposite(pole), "answer": sources[question.id]}
+            conversations.append(template.render(**values))
+            parsers.append(parse_answer if sources is None else rewrite_parser(sources[question.id]))
+        params = self._params(0, config.answer_max_new_tokens)
+        results = self._sample(stage, conversations, parsers, params)
+        answers: _Answers = {}
+        failed: _Failures = {}
+        for (question, pole), (text, reply, reason) in zip(jobs, results, strict=True):
+            if text is None:
+                failed.setdefault(question.id, (reason or "empty", pole, reply))
+            else:
+                answers.setdefault(question.id, {})[pole] = text
+        return answers, failed
+
     def _drop(self, item_id: str, reason: str, stage: str, text: str, detail: str | None = None) -> None:
         self.dropped.append(Dropped(item_id, reason, stage, text=text[:500], detail=detail or ""))
-
-
-def _ticker(progress: ProgressCallback, stage: str, total: int, message: str) -> Callable[[int, str], None]:
-    """An on_reply callback that reports one unit of progress per reply as it arrives."""
-    done = 0
-
-    def tick(_index: int, _reply: str) -> None:
-        nonlocal done
-        done += 1
-        progress(ProgressEvent(stage, done, total, message))
-
-    return tick
-
-
-class _Unusable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _parse_subareas(reply: str) -> list[tuple[str, str]]:
-    items = [s for s in (parsing.clean_subarea(item) for item in parsing.parse_list(reply)) if s]
-    if not items:
-        raise _Unusable("no list of short topics in the reply")
-    return items
-
-
-def _parse_questions(reply: str) -> list[str]:
-    items = [q for q in (parsing.clean_question(item) for item in parsing.parse_list(reply)) if q]
-    if not items:
-        raise _Unusable("no list of questions in the reply")
-    return items
-
-
-def _parse_answer(reply: str) -> str:
-    text = parsing.clean_answer(reply)
-    problem = parsing.answer_problem(text)
-    if problem:
-        raise _Unusable(problem)
-    return text
 
 
 def _list_tokens(config: GenerateConfig, items: int) -> int:

@@ -82,7 +82,8 @@ def check_pairs(
         "not_degenerate": [not v.degenerate for v in verdicts],
     }
     figures = {name: share(passed) for name, passed in passing.items()}
-    return kept, dropped, {**figures, "content_threshold": content_threshold}
+    cosine = median_interval([v.cosine for v in verdicts])
+    return kept, dropped, {**figures, "content_cosine": cosine, "content_threshold": content_threshold}
 
 
 def verdicts_of(pairs: Sequence[Pair], axis: Axis, embed_texts=embed) -> list[PairVerdict]:
@@ -115,6 +116,26 @@ def share(passed: Sequence[bool]) -> dict[str, float | int | None]:
     }
 
 
+def median_interval(values: Sequence[float]) -> dict[str, float | int | None]:
+    """The median with its 95% bootstrap interval (scipy, percentile method, fixed seed): how alike
+    the two answers of a pair are, where the shares only say how many cleared the threshold."""
+    from scipy.stats import bootstrap
+
+    data = np.asarray(values, dtype=float)
+    if len(data) < 2:
+        median = round(float(data[0]), 4) if len(data) else None
+        return {"value": median, "low": None, "high": None, "n": len(data)}
+    interval = bootstrap(
+        (data,), np.median, confidence_level=0.95, n_resamples=2000, method="percentile", random_state=0
+    ).confidence_interval
+    return {
+        "value": round(float(np.median(data)), 4),
+        "low": round(float(interval.low), 4),
+        "high": round(float(interval.high), 4),
+        "n": len(data),
+    }
+
+
 def _degenerate(answers: list[str], echo: re.Pattern[str]) -> str:
     for answer in answers:
         if not answer.strip():
@@ -141,9 +162,12 @@ def checks_lines(counts: dict[str, Any]) -> list[str]:
     lines = []
     checks = counts.get("pair_check")
     if checks:
+        cosine = checks.get("content_cosine")  # absent in datasets made before it was recorded
+        median = f"; answers' median cosine {_median_text(cosine)}" if cosine and cosine["n"] else ""
         lines.append(
             f"pair check: same content {share_text(checks['same_content'])}; not degenerate "
             f"{share_text(checks['not_degenerate'])} (answers' cosine threshold {checks['content_threshold']})"
+            + median
         )
     audit = counts.get("audit")
     if audit:
@@ -169,3 +193,9 @@ def share_text(figure: dict[str, Any]) -> str:
     if not figure["n"]:
         return "no pairs to read"
     return f"{figure['k']}/{figure['n']} = {figure['share']:.2f} [{figure['low']:.2f}, {figure['high']:.2f}]"
+
+
+def _median_text(figure: dict[str, Any]) -> str:
+    if figure["low"] is None:
+        return f"{figure['value']:.2f} (n={figure['n']}: too few pairs for an interval)"
+    return f"{figure['value']:.2f} [{figure['low']:.2f}, {figure['high']:.2f}] (n={figure['n']})"

@@ -39,6 +39,14 @@ _NOT_A_TOPIC = re.compile(
     re.IGNORECASE,
 )
 QUESTION_MIN_WORDS = 3
+# A line that introduces the answer instead of being it ("Sure, here is the rewritten answer:", "Your
+# answer would be:", "Here is a revised version:"): a short sentence ending a line in a colon that names
+# the task.
+_LEAD_IN = re.compile(
+    r"(?:^|(?<=[.!?] ))[^\n:.!?]{0,100}\b(?:rewrit\w*|revis\w*|rephras\w*|version|answer|response|reply)\b"
+    r"[^\n:.!?]{0,40}:[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def parse_list(text: str) -> list[str]:
@@ -146,7 +154,11 @@ def clean_question(item: str) -> str | None:
 
 
 def clean_answer(text: str) -> str:
-    """An answer without its label, wrapping quotes, or a last sentence cut off by the token limit."""
+    """An answer without a lead-in line, its label, wrapping quotes, or a last sentence cut off by the
+    token limit; after a lead-in line, what follows the last one is the answer."""
+    lead_ins = list(_LEAD_IN.finditer(text))
+    if lead_ins and text[lead_ins[-1].end() :].strip():
+        text = text[lead_ins[-1].end() :]
     text = strip_markup(text.strip())
     if text and text[-1] not in ".!?\"')”":
         last_end = max(text.rfind(mark) for mark in (". ", "! ", "? "))

@@ -50,9 +50,9 @@ class Pair:
 class Dropped:
     """An item that did not make it into the dataset, and why.
 
-    Reasons: near-duplicate, parse-failed, empty, refused, duplicate-subarea, not-a-topic, and from the
-    pair check content-mismatch and degenerate, from the audit leak; on import also same-answer
-    (docs/data-format.md).
+    Reasons: near-duplicate, parse-failed, empty, refused, unchanged (a rewrite), duplicate-subarea,
+    not-a-topic, and from the pair check content-mismatch and degenerate, from the audit leak; on
+    import also same-answer (docs/data-format.md).
     """
 
     id: str

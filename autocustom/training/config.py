@@ -244,6 +244,9 @@ class TrainConfig(LoadOptions):
             "default because each evaluation then generates replies (seconds per question on CPU)"
         },
     )
+    # `run` turns it off: its shift-score measures the kept model on the same test split (with the judge
+    # when asked) right after, so measuring it here too would only double that stage's time
+    measure_final: bool = field(default=True, metadata={"cli": False, NEUTRAL: True})
     mmlu_questions: int | None = field(
         default=None, metadata={"help": size_help("MMLU retention subset size", MMLU_QUESTIONS)}
     )

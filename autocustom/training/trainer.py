@@ -219,13 +219,15 @@ def _result(
     if callback.best_step is None:  # the last model was saved instead of a selected one
         extra["best_rejected"] = True
     wait_for_writer()
-    final = measure(
-        kept_model(setup.model, out, adapter=setup.use_lora, device=setup.device),
-        setup.reference,
-        setup.final_plan,
-        tokenizer=setup.tokenizer,
-    ).metrics
-    if setup.final_plan.judge:  # --max-fluency-drop: the kept model's own replies on the final split
+    final: dict[str, Any] = {}
+    if config.measure_final:
+        kept = kept_model(setup.model, out, adapter=setup.use_lora, device=setup.device)
+        final = measure(kept, setup.reference, setup.final_plan, tokenizer=setup.tokenizer).metrics
+    else:
+        extra["final_measurement"] = "skipped: the caller measures the kept model itself (`run`: score.json)"
+    if (
+        final and setup.final_plan.judge
+    ):  # --max-fluency-drop: the kept model's own replies on the final split
         extra["replies"] = {name: estimate_dict(final[name]) for name in REPLY_FIGURES}
     row = callback.best_row
     best = estimate_from(row["bias_shift"]) if row else None
@@ -233,11 +235,11 @@ def _result(
         run_dir=str(out),
         best_step=callback.best_step,
         bias_shift=best,
-        bias_shift_test=final["bias_shift"] if setup.final_plan.split == "test" else None,
-        mmlu_before=final["mmlu_base_accuracy"],
-        mmlu_after=final["mmlu_accuracy"],
-        mmlu_delta_points=final["mmlu_delta_points"],
-        drift=final["drift"],
+        bias_shift_test=final.get("bias_shift") if setup.final_plan.split == "test" else None,
+        mmlu_before=final.get("mmlu_base_accuracy"),
+        mmlu_after=final.get("mmlu_accuracy"),
+        mmlu_delta_points=final.get("mmlu_delta_points"),
+        drift=final.get("drift"),
         stop_reason=callback.stop_reason or ("max-steps" if config.max_steps else "epochs"),
         steps=steps,
         wall_seconds=0.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -185,7 +186,13 @@ def test_another_axis_in_the_same_directory_is_refused(generated, scripted_backe
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"subareas": 0}, {"questions_per_subarea": 0}, {"split": (0.7, 0.2, 0.2)}, {"dedup_threshold": 0.0}],
+    [
+        {"subareas": 0},
+        {"questions_per_subarea": 0},
+        {"split": (0.7, 0.2, 0.2)},
+        {"dedup_threshold": 0.0},
+        {"pairing": "paraphrase"},
+    ],
 )
 def test_bad_settings_are_usage_errors(tmp_path, overrides):
     with pytest.raises(UsageError):
@@ -199,3 +206,47 @@ def test_question_and_answer_prompts_go_out_in_batches(generated):
     assert len(question_batches[0]) == 6  # every subarea's question prompt in one call
     assert len(answer_batches[0]) == 2 * 18  # every answer prompt, both poles, in one call
     assert [len(b) for b in answer_batches[1:]] == [2, 2, 2]  # then only the refused pair, re-sampled
+
+
+def rewriting_reply() -> tuple[object, dict[str, int]]:
+    """fake_reply, and a rewrite prompt answered with its source (unchanged) the first time it is
+    asked and with the source in the other pole's words after that."""
+    asked: dict[str, int] = {}
+    pattern = re.compile(
+        r"Here is an? (\w+) answer to it:\n(.+)\n\nRewrite this answer in the style of an? (\w+)"
+    )
+
+    def reply(messages):
+        text = messages[-1]["content"]
+        if not (match := pattern.search(text)):
+            return fake_reply(messages)
+        _source_pole, source, pole = match.groups()
+        asked[text] = asked.get(text, 0) + 1
+        return source if asked[text] == 1 else f"Put the {pole} way: {source}"
+
+    return reply, asked
+
+
+def test_rewrite_pairing_rewrites_the_first_answer_into_the_other_pole(tmp_path):
+    reply, asked = rewriting_reply()
+    backend = BatchRecordingBackend(reply)
+    result = generate(make_config(tmp_path, pairing="rewrite"), backend=backend)
+    pairs = read_jsonl(tmp_path / "ds" / "pairs.jsonl", Pair.from_dict)
+    assert pairs and len(asked) == len(pairs)  # one rewrite prompt per pair
+    first_poles = []
+    for pair in pairs:
+        [(rewritten, text)] = [(p, a) for p, a in pair.answers.items() if a.startswith("Put the")]
+        [(first, source)] = [(p, a) for p, a in pair.answers.items() if p != rewritten]
+        assert text == f"Put the {rewritten} way: {source}"  # the first answer was in the prompt
+        assert source.startswith(f"Speaking as someone {first}")  # written from the question
+        first_poles.append(first)
+    assert set(first_poles) == {"formal", "casual"}  # alternating: neither pole is always the rewrite
+    assert abs(first_poles.count("formal") - first_poles.count("casual")) <= 1
+    assert all(count == 2 for count in asked.values())  # the unchanged rewrite was asked again
+    assert result.counts["rewrite_first"] == {
+        "formal": first_poles.count("formal"),
+        "casual": first_poles.count("casual"),
+    }
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["settings"]["pairing"] == "rewrite"
+    assert manifest["prompts"]["rewrite"] == load_prompt("rewrite").sha256

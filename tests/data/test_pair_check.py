@@ -46,3 +46,14 @@ def test_mismatched_degenerate_and_echoing_pairs_are_dropped_with_their_reason()
     assert figures["not_degenerate"]["k"] == 2 and figures["not_degenerate"]["n"] == 4
     content = figures["same_content"]
     assert content["n"] == 4 and content["low"] <= content["share"] <= content["high"]
+    cosine = figures["content_cosine"]
+    assert cosine["n"] == 4 and cosine["low"] <= cosine["value"] <= cosine["high"]
+
+
+def test_the_answers_median_cosine_is_higher_for_a_minimal_pair_than_for_a_mismatched_one():
+    """The figure `--pairing rewrite` is judged on: how alike a pair's two answers are, with its interval."""
+    _, _, alike = check_pairs([GOOD] * 3, AXIS)
+    _, _, unlike = check_pairs([MISMATCHED] * 3, AXIS)
+    assert alike["content_cosine"]["value"] > unlike["content_cosine"]["value"]
+    _, _, one = check_pairs([GOOD], AXIS)
+    assert one["content_cosine"]["low"] is None  # one pair: a median, no interval

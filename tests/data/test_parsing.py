@@ -86,6 +86,26 @@ def test_clean_answer_drops_label_quotes_and_a_cut_last_sentence():
 
 
 @pytest.mark.parametrize(
+    "reply",
+    [
+        "Sure, I'd suggest rewriting the answer as follows:\n\nKeep it simple. Stay flexible.",
+        "Plan it well.\n\nYour answer would be:\n\nKeep it simple. Stay flexible.",
+        "Please provide a response in the format of a formal invitation, as it is a private event and the"
+        " use of a general greeting is considered casual. Here is a revised version:\n\nKeep it simple."
+        " Stay flexible.",
+    ],
+)
+def test_clean_answer_keeps_what_follows_a_lead_in_line(reply):
+    """Replies of the packaged model to prompts/rewrite.md (runs of 2026-12-07)."""
+    assert clean_answer(reply) == "Keep it simple. Stay flexible."
+
+
+def test_a_colon_inside_an_answer_is_not_a_lead_in():
+    reply = "Three things matter:\n1. Punctuality.\n2. Dress."
+    assert clean_answer(reply) == reply
+
+
+@pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("I'm sorry, I can't help with that.", "refused"),
