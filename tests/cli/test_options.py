@@ -1,4 +1,5 @@
-"""Command options that are config fields (train, shift-score, compare): same names, defaults and help."""
+"""Command options that are config fields (train, shift-score, compare, selectivity): same names, defaults
+and help; fields marked `cli: False` are the library's only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from autocustom.cli import app
+from autocustom.comparison.selectivity import SelectivityConfig
 from autocustom.comparison.study import CompareConfig
 from autocustom.scoring.shift_score import ScoreConfig
 from autocustom.training.config import TrainConfig
@@ -21,6 +23,7 @@ CONFIG_COMMANDS = {
     "train": (TrainConfig, {"json_output", "quiet", "verbose"}, {"data", "toward", "out"}),
     "shift-score": (ScoreConfig, {"out", "json_output", "verbose"}, {"model", "data"}),
     "compare": (CompareConfig, {"markdown", "json_output", "quiet", "verbose"}, {"data", "toward", "out"}),
+    "selectivity": (SelectivityConfig, {"json_output", "quiet", "verbose"}, {"runs", "data", "out"}),
 }
 
 
@@ -40,7 +43,7 @@ def option_default(field: dataclasses.Field[Any]) -> Any:
 def test_every_config_option_is_a_field_with_its_name_default_and_help(command):
     config, own, required = CONFIG_COMMANDS[command]
     params = command_params(command)
-    fields = {field.name: field for field in dataclasses.fields(config)}
+    fields = {field.name: field for field in dataclasses.fields(config) if field.metadata.get("cli", True)}
     assert set(params) == set(fields) | own and not set(fields) & own
     assert {name for name, field in fields.items() if field.metadata.get("required")} == required
     for name, field in fields.items():
