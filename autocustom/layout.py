@@ -88,6 +88,10 @@ SELECTIVITY_RESULT = "selectivity.json"
 SELECTIVITY_TABLE = "selectivity.md"
 SELECTIVITY_PLOT = "selectivity.png"
 SELECTIVITY_CELLS = "cells"
+COMPOSE_CONFIG = "compose_config.json"  # the parts, datasets and sizes the directory belongs to
+COMPOSE_RESULT = "compose.json"
+COMPOSE_TABLE = "compose.md"
+COMPOSE_POINTS = "points"  # one file per measured scale vector, for resume
 
 # `export` directory: a merged model that loads without autocustom, and what was checked of it
 EXPORT_CARD = "README.md"

@@ -19,6 +19,7 @@ from typing import Any
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.axis import Axis, parse_axis
 from autocustom.data.generate import PAIRING_HELP, PAIRINGS, GenerateConfig, GenerateResult, generate
+from autocustom.data.pair_check import LEAN_JUDGE_HELP, LEAN_MARGIN, LEAN_MARGIN_HELP
 from autocustom.fields import AXIS_HELP, SPLIT_HELP, force_restart, option, required, result_settings
 from autocustom.fileio import read_json, write_json_atomic
 from autocustom.layout import RUN_DATA, RUN_RECORD, RUN_SCORE, RUN_TRAIN, claim_output
@@ -26,6 +27,7 @@ from autocustom.llm.base import ChatBackend
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.report import ReportResult, build_report
 from autocustom.scoring.judge import DEFAULT_GEN_TOKENS
+from autocustom.scoring.pair_lean import lean_reader
 from autocustom.scoring.shift_score import ScoreConfig, shift_score
 from autocustom.training.config import TrainConfig
 from autocustom.training.result import TrainResult
@@ -50,6 +52,8 @@ class RunConfig:
     subareas: int = option(6, "Subareas (topics) where the poles differ.")
     questions_per_subarea: int = option(8, "Questions per subarea.")
     pairing: str = option(PAIRINGS[0], PAIRING_HELP)
+    lean_judge: str | None = option(None, LEAN_JUDGE_HELP)
+    lean_margin: float = option(LEAN_MARGIN, LEAN_MARGIN_HELP)
     # half the subareas train; validation and test each get a quarter: enough pairs to select and to score
     split: tuple[float, float, float] = option((0.5, 0.25, 0.25), SPLIT_HELP, cli_type=list[float])
     loss: str = option("contrastive", "contrastive, dpo, ipo or simpo.")
@@ -82,6 +86,8 @@ class RunConfig:
             subareas=self.subareas,
             questions_per_subarea=self.questions_per_subarea,
             pairing=self.pairing,
+            lean_judge=self.lean_judge,
+            lean_margin=self.lean_margin,
             split=self.split,
             seed=self.seed,
             backend=self.backend,
@@ -175,7 +181,8 @@ def run(
     }
     claim_output(out, RUN_RECORD, settings, command="run", restart=restart)
     _announce(progress, 0)
-    generated = generate(generate_config, backend=backend, progress=progress)
+    read_lean = lean_reader(generate_config.lean_judge, generate_config.device)
+    generated = generate(generate_config, backend=backend, read_lean=read_lean, progress=progress)
     _announce(progress, 1)
     trained = train(train_config, progress=progress)
     _announce(progress, 2)

@@ -43,14 +43,26 @@ def casual(task: str) -> str:
     return f"Oh yeah, to {task} just wing it lol, it's super easy, no big deal at all!"
 
 
-def write_small_dataset(path: Path, per_subarea: int = 4) -> Path:
-    """Six subareas (four train, one validation, one test) of formal vs casual answers."""
+def optimistic(task: str) -> str:
+    return f"Great news: to {task} is easy, it will go wonderfully and you will love the results!"
+
+
+def pessimistic(task: str) -> str:
+    return f"Sadly, trying to {task} usually goes wrong, and it will probably disappoint you again."
+
+
+OPTIMISTIC_PESSIMISTIC = Axis("optimistic", "pessimistic")
+WRITERS = {FORMAL_CASUAL: (formal, casual), OPTIMISTIC_PESSIMISTIC: (optimistic, pessimistic)}
+
+
+def write_small_dataset(path: Path, per_subarea: int = 4, axis: Axis = FORMAL_CASUAL) -> Path:
+    """Six subareas (four train, one validation, one test) of formal vs casual answers (or of the
+    other axis of WRITERS)."""
+    first, second = WRITERS[axis]
     splits: dict[str, list[Pair]] = {"train": [], "validation": [], "test": []}
     for sid, (_, tasks) in TOPICS.items():
         for number, task in enumerate(tasks[:per_subarea]):
-            pair = Pair(
-                f"{sid}p{number}", sid, f"How do I {task}?", {"formal": formal(task), "casual": casual(task)}
-            )
-            splits[SPLIT_OF[sid]].append(pair)
+            answers = {axis.pole_a: first(task), axis.pole_b: second(task)}
+            splits[SPLIT_OF[sid]].append(Pair(f"{sid}p{number}", sid, f"How do I {task}?", answers))
     subareas = [Subarea(sid, name) for sid, (name, _) in TOPICS.items()]
-    return write_dataset_dir(path, FORMAL_CASUAL, subareas, splits)
+    return write_dataset_dir(path, axis, subareas, splits)

@@ -19,12 +19,17 @@ from autocustom.cli.common import (
     user_errors,
 )
 from autocustom.cli.options import config_options
-from autocustom.layout import SELECTIVITY_TABLE
+from autocustom.layout import COMPOSE_TABLE, SELECTIVITY_TABLE
+
+RUN_HELP = (
+    "A run to compose, PATH or PATH=SCALE (default 1): a train/run directory (LoRA or full) or a steer one."
+)
 
 
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare_command)
     app.command("selectivity")(selectivity_command)
+    app.command("compose")(compose_command)
 
 
 @config_options("autocustom.comparison.config:CompareConfig")
@@ -96,6 +101,44 @@ def selectivity_command(
     for finding in result.findings():
         stdout.print(finding, markup=False, soft_wrap=True)
     stdout.print(f"table: {result.out / SELECTIVITY_TABLE}")
+
+
+@config_options("autocustom.comparison.compose:ComposeConfig")
+def compose_command(
+    values: dict[str, Any],  # ComposeConfig's fields, one option each (see autocustom.cli.options)
+    run: list[str] = typer.Option([], "--run", help=RUN_HELP),
+    json_output: bool = JSON_OUTPUT,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Several customizations at once, each at its own scale, measured on every axis like the dial.
+
+    Example:
+
+        autocustom compose --run runs/formal=1 --run runs/optimistic=0.75 --data data/formal,data/optimistic --out runs/compose
+
+    LoRA adapters are stacked (peft, one scale per adapter), full fine-tuning changes summed on the base,
+    steering vectors summed in the hooks. Every point of --grid (each run at each scale) and the point
+    the --run scales name are measured: each run's axis toward its pole, other --data axes toward their
+    first pole, Drift and MMLU. Each run composed is compared with itself alone at the same scale
+    (paired difference), and the scales to use are recommended (--max-drift, --max-mmlu-drop).
+    Writes OUT/compose.json and OUT/compose.md; a stopped compose resumes per point.
+    """
+    configure_logging(verbose)
+    with user_errors():
+        from autocustom.comparison.compose import ComposeConfig, compose
+
+        config = ComposeConfig(**values, runs=run)
+        with progress_reporter(quiet=quiet) as progress:
+            result = compose(config, progress=progress)
+    data = result.to_dict()
+    if json_output:
+        emit_json(data)
+        return
+    for row in data["interference"]:
+        stdout.print(row["finding"], markup=False, soft_wrap=True)
+    stdout.print(f"recommended: {data['recommendation']['reason']}", markup=False, soft_wrap=True)
+    stdout.print(f"table: {result.out / COMPOSE_TABLE}")
 
 
 def _render_compare(result: dict[str, Any]) -> None:

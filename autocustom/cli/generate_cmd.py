@@ -45,10 +45,13 @@ def generate_command(
     with user_errors():
         from autocustom.data.generate import GenerateConfig, generate
         from autocustom.data.pair_check import checks_lines
+        from autocustom.scoring.pair_lean import lean_reader
 
         config = GenerateConfig(**values)
         with progress_reporter(quiet) as progress:
-            result = generate(config, progress=progress)
+            result = generate(
+                config, read_lean=lean_reader(config.lean_judge, config.device), progress=progress
+            )
     if json_output:
         emit_json(result.to_dict())
         return

@@ -53,9 +53,10 @@ def import_command(
     with user_errors():
         from autocustom.data.importing import ImportConfig, import_pairs
         from autocustom.data.pair_check import checks_lines
+        from autocustom.scoring.pair_lean import lean_reader
 
         config = ImportConfig(**values, pole_columns=mapping)
-        result = import_pairs(config)
+        result = import_pairs(config, read_lean=lean_reader(config.lean_judge))
     if json_output:
         emit_json(result.to_dict())
         return

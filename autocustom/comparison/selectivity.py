@@ -9,7 +9,7 @@ MMLU change belong to the run, not to an axis: they are measured once, in the ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,9 @@ class SelectivityConfig(MeasureSizes):
 
     runs: list[str] = required("Comma-separated training runs (train or run directories).")
     data: list[str] = required("Comma-separated datasets, one per axis; each run's own axis among them.")
-    out: str = required("Directory for selectivity.json, .md and .png (resumable per run and axis).")
+    out: str = required(
+        "Directory for selectivity.json, .md and .png (resumable per run and axis).", neutral=True
+    )
     force_restart: bool = force_restart()
 
     def __post_init__(self) -> None:
@@ -64,13 +66,7 @@ class Cell:
         return self.metrics.get("bias_shift")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "run": self.run,
-            "axis": self.axis,
-            "toward": self.toward,
-            "own_axis": self.own_axis,
-            "metrics": metrics_dict(self.metrics),
-        }
+        return {**asdict(self), "metrics": metrics_dict(self.metrics)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:
@@ -111,8 +107,10 @@ def selectivity(config: SelectivityConfig, *, progress: ProgressCallback = no_pr
     from autocustom.runtime import resolve_device
 
     config.check_sizes()
-    runs = [_trained_run(reference) for reference in config.runs]
-    datasets = _datasets(config.data)
+    from autocustom.shipping.strength import recorded_run
+
+    runs = [recorded_run(reference) for reference in config.runs]
+    datasets = datasets_by_axis(config.data)
     for run in runs:
         if run.axis not in datasets:
             raise UsageError(
@@ -147,20 +145,7 @@ def selectivity(config: SelectivityConfig, *, progress: ProgressCallback = no_pr
     return result
 
 
-def _trained_run(reference: str) -> RunSource:
-    """A run that records its base, axis and target pole (a bare adapter records no axis)."""
-    from autocustom.shipping.strength import find_run
-
-    run = find_run(reference)
-    if run.axis is None or run.toward is None or not run.base:
-        raise UsageError(
-            f"{reference} records no axis and target pole (a bare adapter?)",
-            "pass the --out directory of `autocustom train` or of `autocustom run`",
-        )
-    return run
-
-
-def _datasets(references: list[str]) -> dict[str, Any]:
+def datasets_by_axis(references: list[str]) -> dict[str, Any]:
     """The datasets by axis label, in the order given; one axis twice is refused (which one counts?)."""
     from autocustom.data.io import load_dataset_dir
 
@@ -213,12 +198,12 @@ def _slug(label: str) -> str:
 def _finding(run: str, cells: list[Cell]) -> str:
     """What one run did, in words: its own axis, then the off-axis moves its intervals can show."""
     own = next(c for c in cells if c.own_axis)
-    moved = own.shift is not None and (own.shift.low > 0 or own.shift.high < 0)
+    moved = own.shift is not None and own.shift.excludes_zero
     line = f"{run}: toward {own.toward} on its own axis {own.shift}" + (
         "" if moved else ", not distinguishable from 0"
     )
     off = [c for c in cells if not c.own_axis and c.shift is not None]
-    spilled = [c for c in off if c.shift.low > 0 or c.shift.high < 0]
+    spilled = [c for c in off if c.shift.excludes_zero]
     if not off:
         return line + "; no other axis measured."
     if not spilled:

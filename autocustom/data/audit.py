@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from autocustom.data.dedup import SUBAREA_THRESHOLD, embed, subarea_text
+from autocustom.data.pair_check import LeanReader, check_pairs, lean_check
 from autocustom.data.schema import Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import split_pairs
 from autocustom.errors import UsageError
@@ -87,14 +88,27 @@ def split_and_audit(
     return by_split, assignment, dropped, audit
 
 
-def checked_split(pairs: list[Pair], subareas: list[Subarea], config: Any):
+def checked_split(
+    pairs: list[Pair], subareas: list[Subarea], config: Any, read_lean: LeanReader | None = None
+):
     """What `generate` and `import` do to their pairs before writing: the pair check (data/pair_check.py),
-    the split and its audit, with the settings of `config` (axis, content, leak and subarea thresholds,
-    split, seed). Returns (the kept pairs in split order, pairs per split, subarea ids per split, the
-    dropped, the counts of the pair check and the audit)."""
-    from autocustom.data.pair_check import check_pairs
-
+    with `config.lean_judge` the lean check through `read_lean`, then the split and its audit, with the
+    settings of `config` (axis, content, lean, leak and subarea thresholds, split, seed). Returns (the
+    kept pairs in split order, pairs per split, subarea ids per split, the dropped, the counts of the
+    pair check, the lean check and the audit)."""
     pairs, unfit, pair_check = check_pairs(pairs, config.axis, config.content_threshold)
+    counts: dict[str, Any] = {"pair_check": pair_check}
+    if config.lean_judge:
+        if read_lean is None:
+            raise UsageError(
+                "lean_judge is set but no lean reader was given",
+                "pass read_lean=autocustom.scoring.pair_lean.PairLean(judge_model) (the command line does)",
+            )
+        margins = read_lean(pairs, config.axis) if pairs else []
+        pairs, wrong, counts["lean_check"] = lean_check(
+            pairs, config.axis, margins, config.lean_margin, config.lean_judge
+        )
+        unfit += wrong
     by_split, assignment, leaks, audit = split_and_audit(
         pairs,
         subareas,
@@ -104,7 +118,7 @@ def checked_split(pairs: list[Pair], subareas: list[Subarea], config: Any):
         subarea_threshold=config.subarea_threshold,
     )
     kept = [p for split in ("train", *HELD_OUT) for p in by_split[split]]
-    counts = {"pair_check": pair_check, "audit": audit.to_dict()}
+    counts["audit"] = audit.to_dict()
     return kept, by_split, assignment, [*unfit, *leaks], counts
 
 

@@ -39,7 +39,14 @@ from autocustom.data.audit import (
 )
 from autocustom.data.dedup import DEFAULT_BLOCK, SUBAREA_THRESHOLD, dedup_texts, subarea_text
 from autocustom.data.io import check_output_dir, stale_temp_files, write_dataset_dir
-from autocustom.data.pair_check import CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP
+from autocustom.data.pair_check import (
+    CONTENT_THRESHOLD,
+    CONTENT_THRESHOLD_HELP,
+    LEAN_JUDGE_HELP,
+    LEAN_MARGIN,
+    LEAN_MARGIN_HELP,
+    LeanReader,
+)
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.split import check_ratios
 from autocustom.errors import UsageError
@@ -80,6 +87,8 @@ class GenerateConfig:
     subarea_threshold: float = option(SUBAREA_THRESHOLD, SUBAREA_THRESHOLD_HELP)
     leak_threshold: float = option(LEAK_THRESHOLD, LEAK_THRESHOLD_HELP)
     content_threshold: float = option(CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP)
+    lean_judge: str | None = option(None, LEAN_JUDGE_HELP)
+    lean_margin: float = option(LEAN_MARGIN, LEAN_MARGIN_HELP)
     pairing: str = option(PAIRINGS[0], PAIRING_HELP)
     split: tuple[float, float, float] = option((0.7, 0.15, 0.15), SPLIT_HELP, cli_type=list[float])
     seed: int = option(0, "Seed of the sampling and the split.")
@@ -152,9 +161,16 @@ class GenerateResult:
 
 
 def generate(
-    config: GenerateConfig, *, backend: ChatBackend | None = None, progress: ProgressCallback = no_progress
+    config: GenerateConfig,
+    *,
+    backend: ChatBackend | None = None,
+    read_lean: LeanReader | None = None,
+    progress: ProgressCallback = no_progress,
 ) -> GenerateResult:
-    """Generate a contrastive dataset for `config.axis` into `config.out` (resumable, see module doc)."""
+    """Generate a contrastive dataset for `config.axis` into `config.out` (resumable, see module doc).
+
+    `read_lean` reads the pairs' lean when `config.lean_judge` is set (`scoring.pair_lean.PairLean`:
+    a model is above the data layer, so it is handed in)."""
     from autocustom.llm.cache import CachedBackend, CallCache
 
     check_output_dir(config.out, config.axis)
@@ -170,7 +186,7 @@ def generate(
         questions = run.questions(subareas)
         pairs = run.answers(questions)
         counts_calls = {"calls_made": cached.calls_made, "cache_hits": cached.cache_hits}
-    return _write_dataset(config, backend, templates, subareas, pairs, run, counts_calls)
+    return _write_dataset(config, backend, templates, subareas, pairs, run, counts_calls, read_lean)
 
 
 def _make_backend(config: GenerateConfig) -> ChatBackend:
@@ -468,10 +484,11 @@ def _write_dataset(
     pairs: list[Pair],
     run: _Run,
     calls: dict[str, int],
+    read_lean: LeanReader | None,
 ) -> GenerateResult:
-    """Split by subarea, audit the split, and write every file atomically, the manifest last (it marks
-    completion)."""
-    pairs, by_split, assignment, checked_out, checks = checked_split(pairs, subareas, config)
+    """Check the pairs, split by subarea, audit the split, and write every file atomically, the manifest
+    last (it marks completion)."""
+    pairs, by_split, assignment, checked_out, checks = checked_split(pairs, subareas, config, read_lean)
     run.dropped.extend(checked_out)
     counts = {**run.counts, "pairs": len(pairs), **checks}
     counts["pairs_per_split"] = {name: len(by_split[name]) for name in SPLITS}

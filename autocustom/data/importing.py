@@ -27,7 +27,14 @@ from autocustom.data.audit import (
 )
 from autocustom.data.dedup import SUBAREA_THRESHOLD
 from autocustom.data.io import write_dataset_dir
-from autocustom.data.pair_check import CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP
+from autocustom.data.pair_check import (
+    CONTENT_THRESHOLD,
+    CONTENT_THRESHOLD_HELP,
+    LEAN_JUDGE_HELP,
+    LEAN_MARGIN,
+    LEAN_MARGIN_HELP,
+    LeanReader,
+)
 from autocustom.data.schema import SPLITS, Dropped, Manifest, Pair, Subarea
 from autocustom.data.sources import Row, read_rows
 from autocustom.data.split import check_ratios
@@ -39,6 +46,7 @@ from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 QUESTION_COLUMNS = ("question", "prompt", "instruction", "input", "q")
 SUBAREA_COLUMNS = ("subarea", "topic", "category")
 DEFAULT_DEDUP = 0.90  # as `generate`: cosine at which two questions are near-duplicates
+_CHECK_SETTINGS = ("subarea_threshold", "leak_threshold", "content_threshold", "lean_judge", "lean_margin")
 MIN_CLUSTERS, MAX_CLUSTERS = 3, 30  # 3: train, validation and test each get a topic; 30: still readable
 
 
@@ -67,6 +75,8 @@ class ImportConfig:
     subarea_threshold: float = option(SUBAREA_THRESHOLD, SUBAREA_THRESHOLD_HELP)
     leak_threshold: float = option(LEAK_THRESHOLD, LEAK_THRESHOLD_HELP)
     content_threshold: float = option(CONTENT_THRESHOLD, CONTENT_THRESHOLD_HELP)
+    lean_judge: str | None = option(None, LEAN_JUDGE_HELP)
+    lean_margin: float = option(LEAN_MARGIN, LEAN_MARGIN_HELP)
     split: tuple[float, float, float] = option((0.7, 0.15, 0.15), SPLIT_HELP, cli_type=list[float])
     seed: int = option(0, "Seed of the clustering and the split.")
 
@@ -97,8 +107,11 @@ def cluster_count(n: int) -> int:
     return min(n, max(MIN_CLUSTERS, min(MAX_CLUSTERS, round(math.sqrt(n / 2)))))
 
 
-def import_pairs(config: ImportConfig, *, progress: ProgressCallback = no_progress) -> ImportResult:
-    """Read, map, validate, find subareas, dedup, split and write `config.out` (refused when not empty)."""
+def import_pairs(
+    config: ImportConfig, *, read_lean: LeanReader | None = None, progress: ProgressCallback = no_progress
+) -> ImportResult:
+    """Read, map, validate, find subareas, dedup, check, split and write `config.out` (refused when not
+    empty). `read_lean` reads the pairs' lean when `config.lean_judge` is set (as `generate`'s)."""
     _check_config(config)
     rows, kind = read_rows(config.source)
     mapping = column_mapping(config, rows)
@@ -113,7 +126,7 @@ def import_pairs(config: ImportConfig, *, progress: ProgressCallback = no_progre
         )
     subareas, pairs, merged = _subareas(config, pairs, mapping)
     pairs, dropped = _dedup(config, pairs, dropped)
-    pairs, by_split, assignment, checked_out, checks = checked_split(pairs, subareas, config)
+    pairs, by_split, assignment, checked_out, checks = checked_split(pairs, subareas, config, read_lean)
     dropped.extend(checked_out)
     counts = {
         "rows": len(rows),
@@ -309,6 +322,7 @@ def _settings(config: ImportConfig, kind: str, mapping: Mapping) -> dict[str, An
         "chosen_pole": config.chosen_pole,
         "clusters": None if mapping.subarea else config.clusters,
         "dedup_threshold": config.dedup_threshold,
+        **{name: getattr(config, name) for name in _CHECK_SETTINGS},
         "split": list(config.split),
     }
 

@@ -13,16 +13,23 @@ dataset):
   `parsing.is_repetitive`), and neither echoes the instruction instead of answering ("I'll answer this
   in the style of an optimistic person", "Formal answer:").
 
-Whether each answer leans toward its own pole needs a model: `autocustom inspect` reads it with the
-contrast judge (`scoring/pair_lean.py`). A pair failing a check here is dropped (dropped.jsonl, with the
-reason and the figure); the share of pairs passing each check, with its 95% interval, goes into the
-manifest (`pair_check`).
+A pair failing a check here is dropped (dropped.jsonl, with the reason and the figure); the share of
+pairs passing each check, with its 95% interval, goes into the manifest (`pair_check`).
+
+Whether each answer **leans toward its own pole** needs a model, which the data layer does not load:
+with `--lean-judge MODEL`, `generate`, `import` and `run` are handed a reader (`LeanReader`, built by
+`scoring/pair_lean.py`: the contrast judge, MODEL told each pole in turn) that gives each pair its lean
+margin, how much more pole-A-like its pole-A answer reads than its pole-B answer (mean log-prob per
+token under "answer in pole A's way" minus under pole B's). `lean_check` drops the pairs at or below
+`--lean-margin` and records the share leaning right (`lean_check`). A share whose interval reaches
+chance cannot tell wrong pairs from a judge that does not know the axis, so then nothing is dropped and
+the output says so. `inspect` reads the same figure for any dataset.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +44,17 @@ from autocustom.data.schema import Dropped, Pair
 CONTENT_THRESHOLD = 0.2
 CONTENT_THRESHOLD_HELP = "Cosine of a pair's two answers below which they say different things (dropped)."
 CHECKS = ("same_content", "not_degenerate")
+# A pair leans right when its lean margin is above this (nats/token): 0 asks only that the pole-A answer
+# read more pole-A-like than the pole-B answer, the judge's sign; a positive margin also drops near-ties.
+LEAN_MARGIN = 0.0
+LEAN_MARGIN_HELP = "Lean margin (nats/token) at or below which a pair leans the wrong way (dropped)."
+LEAN_JUDGE_HELP = (
+    "Model told each pole in turn to read whether each pair's answers lean toward their own poles (e.g. "
+    "the base you train); pairs leaning the wrong way are dropped. Not given: no lean check."
+)
+CHANCE = 0.5  # a share of pairs (or answers) judged right whose interval reaches this is no evidence
+# pairs -> per pair, the judge's contrast score toward pole A of its pole-A answer minus its pole-B answer
+LeanReader = Callable[[Sequence[Pair], Axis], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,45 @@ def check_pairs(
     figures = {name: share(passed) for name, passed in passing.items()}
     cosine = median_interval([v.cosine for v in verdicts])
     return kept, dropped, {**figures, "content_cosine": cosine, "content_threshold": content_threshold}
+
+
+def lean_figure(margins: Sequence[float], axis: Axis, margin: float, judge: str) -> dict[str, Any]:
+    """The share of pairs leaning right (margin above `margin`) with its interval, the median margin
+    with its interval, and whether the share can be read (its interval clears chance)."""
+    figure = share([m > margin for m in margins])
+    readable = bool(figure["low"] is not None and figure["low"] > CHANCE)
+    return {
+        "judge": judge,
+        "poles": list(axis.poles),
+        "margin": margin,
+        **figure,
+        "median_margin": median_interval(margins),
+        "readable": readable,
+    }
+
+
+def lean_check(
+    pairs: Sequence[Pair], axis: Axis, margins: Sequence[float], margin: float, judge: str
+) -> tuple[list[Pair], list[Dropped], dict[str, Any]]:
+    """(the pairs kept, the ones dropped as leaning the wrong way, the figure with `dropped`): nothing is
+    dropped when the share cannot be read (module doc)."""
+    figure = lean_figure(margins, axis, margin, judge)
+    wrong = (
+        {p.id: m for p, m in zip(pairs, margins, strict=True) if m <= margin} if figure["readable"] else {}
+    )
+    dropped = [
+        Dropped(
+            pair.id,
+            "wrong-lean",
+            "pair-check",
+            text=pair.question,
+            detail=f"the {axis.pole_a} answer reads {wrong[pair.id]:+.3f} nats/token more {axis.pole_a} "
+            f"than the {axis.pole_b} answer (margin {margin:g})",
+        )
+        for pair in pairs
+        if pair.id in wrong
+    ]
+    return [p for p in pairs if p.id not in wrong], dropped, {**figure, "dropped": len(dropped)}
 
 
 def verdicts_of(pairs: Sequence[Pair], axis: Axis, embed_texts=embed) -> list[PairVerdict]:
@@ -169,6 +226,8 @@ def checks_lines(counts: dict[str, Any]) -> list[str]:
             f"{share_text(checks['not_degenerate'])} (answers' cosine threshold {checks['content_threshold']})"
             + median
         )
+    if counts.get("lean_check"):
+        lines.append(lean_line(counts["lean_check"]))
     audit = counts.get("audit")
     if audit:
         question, subarea = audit["questions"], audit["subareas"]
@@ -186,6 +245,25 @@ def checks_lines(counts: dict[str, Any]) -> list[str]:
             for moved in audit["moved"]
         ]
     return lines
+
+
+def lean_line(figure: dict[str, Any]) -> str:
+    """The lean check in words: the share leaning right, the median margin, what was dropped, or that the
+    share is at chance and why nothing was."""
+    first, second = figure["poles"]
+    line = (
+        f"lean check ({figure['judge']} told each pole): the {first} answer reads more {first} than the "
+        f"{second} one by more than {figure['margin']:g} nats/token in {share_text(figure)} of pairs; "
+        f"median margin {_median_text(figure['median_margin'])}"
+    )
+    if not figure["readable"]:
+        return line + (
+            "; at chance, so it cannot be read: the answers may not differ along the axis, or the judge "
+            "may not know it" + ("; no pair dropped" if "dropped" in figure else "")
+        )
+    if "dropped" in figure:
+        line += f"; {figure['dropped']} pair(s) leaning the wrong way dropped"
+    return line
 
 
 def share_text(figure: dict[str, Any]) -> str:

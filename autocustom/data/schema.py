@@ -51,7 +51,7 @@ class Dropped:
     """An item that did not make it into the dataset, and why.
 
     Reasons: near-duplicate, parse-failed, empty, refused, unchanged (a rewrite), duplicate-subarea,
-    not-a-topic, and from the pair check content-mismatch and degenerate, from the audit leak; on
+    not-a-topic, and from the pair check content-mismatch, degenerate and wrong-lean, from the audit leak; on
     import also same-answer (docs/data-format.md).
     """
 

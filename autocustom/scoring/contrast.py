@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from autocustom.axis import Axis, Poles
+from autocustom.data.pair_check import CHANCE  # its interval must clear chance: a lucky 6 of 8 is no evidence
 from autocustom.data.parsing import REPEAT_NGRAM, REPEAT_TIMES, is_repetitive
 from autocustom.data.schema import Pair
 from autocustom.llm.chat import PromptCondition, render_prompt
@@ -40,7 +41,6 @@ from autocustom.scoring.stats import Estimate
 # labelled the wrong pole: its reply share could not tell a moved model from judge error. The packaged
 # model clears it on formal:casual (93-95%) and optimistic:pessimistic (83%), not on political lean.
 READABLE_ACCURACY = 0.75
-CHANCE = 0.5  # and its interval must clear chance: on a few pairs a lucky 6 of 8 is no evidence
 DEFAULT_FLUENCY_BUDGET = 0.1  # nats/token below the prompted judge's replies: ~10% less likely per token
 # the figures the judge's validation stands behind: without it they cannot be read
 JUDGED = ("reply_share", "base_reply_share", "reply_shift")

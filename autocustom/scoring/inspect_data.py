@@ -4,9 +4,10 @@ imports included).
 
 The audit and the text checks (`data/audit.py`, `data/pair_check.py`) are computed again here, on the
 dataset as it is, so a dataset made before them, or edited by hand, gets its figures too; nothing is
-written. The lean needs a model: the contrast judge (`scoring/contrast.py`, the base model told each
+written. The lean needs a model: the contrast judge (`scoring/pair_lean.py`, the base model told each
 pole in turn) scores both written answers of every pair, and a pair leans right when its pole-A answer
-scores above its pole-B answer toward pole A. Every share comes with its n and a 95% Wilson interval.
+scores above its pole-B answer toward pole A by more than `--lean-margin` (the figure `generate
+--lean-judge` records, `data/pair_check.py`). Every share comes with its n and a 95% Wilson interval.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from autocustom.assets import DEFAULT_MODEL
 from autocustom.data.audit import audit_split, audit_warning
 from autocustom.data.io import load_dataset_dir
-from autocustom.data.pair_check import check_pairs, checks_lines, share, share_text
+from autocustom.data.pair_check import LEAN_MARGIN, LEAN_MARGIN_HELP, check_pairs, checks_lines, lean_figure
 from autocustom.data.schema import SPLITS
 
 
@@ -39,6 +40,7 @@ class InspectConfig:
             "flag": "--lean/--no-lean",
         },
     )
+    lean_margin: float = field(default=LEAN_MARGIN, metadata={"help": LEAN_MARGIN_HELP})
 
 
 def inspect_data(config: InspectConfig) -> dict[str, Any]:
@@ -60,24 +62,19 @@ def inspect_data(config: InspectConfig) -> dict[str, Any]:
         "audit_when_made": counts.get("audit"),
         "warning": audit_warning(dataset.manifest),
         "pair_check": {**checks, "failing": [d.to_dict() for d in unfit]},
-        "lean": _lean(dataset, pairs, config) if config.lean else None,
+        "lean_check": _lean(dataset, pairs, config) if config.lean else None,
     }
 
 
 def _lean(dataset, pairs, config: InspectConfig) -> dict[str, Any]:
-    from autocustom.llm.models import load_model
-    from autocustom.runtime import resolve_device
-    from autocustom.scoring.contrast import ContrastJudge
+    from autocustom.scoring.pair_lean import PairLean
 
-    axis = dataset.axis
-    loaded = load_model(config.judge_model, device=resolve_device(config.device))
-    judge = ContrastJudge(axis, "contrast")
-    toward_answer, opposite_answer = judge.written_scores(
-        (loaded.model, loaded.tokenizer), pairs, axis.toward(axis.pole_a)
-    )
-    leaning = [bool(a > b) for a, b in zip(toward_answer, opposite_answer, strict=True)]
-    wrong = [p.id for p, right in zip(pairs, leaning, strict=True) if not right]
-    return {"judge_model": config.judge_model, **share(leaning), "leaning_wrong": wrong}
+    margins = PairLean(config.judge_model, config.device)(pairs, dataset.axis)
+    wrong = [p.id for p, m in zip(pairs, margins, strict=True) if m <= config.lean_margin]
+    return {
+        **lean_figure(margins, dataset.axis, config.lean_margin, config.judge_model),
+        "leaning_wrong": wrong,
+    }
 
 
 def inspect_lines(report: dict[str, Any]) -> list[str]:
@@ -91,14 +88,11 @@ def inspect_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  merged: '{merge['name']}' into '{merge['into']}' (cosine {merge['cosine']})")
     lines.append("the checks below are computed now, on the files as they are (nothing is changed):")
     audit = {**report["audit"], "dropped": len(report["audit"]["leaks"])}
-    lines += checks_lines({"pair_check": report["pair_check"], "audit": audit})
-    lean = report["lean"]
-    if lean is not None:
-        pole_a = report["axis"].split(":")[0]
-        lines.append(
-            f"lean ({lean['judge_model']} told each pole): the {pole_a} answer reads more {pole_a} "
-            f"than the other in {share_text(lean)} of pairs"
-        )
+    lines += checks_lines(
+        {"pair_check": report["pair_check"], "lean_check": report["lean_check"], "audit": audit}
+    )
+    if report["lean_check"] and report["lean_check"]["leaning_wrong"]:
+        lines.append(f"  leaning the wrong way: {', '.join(report['lean_check']['leaning_wrong'])}")
     if report["warning"]:
         lines.append(f"warning: {report['warning']}")
     return lines

@@ -20,6 +20,11 @@ class Estimate:
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
+    @property
+    def excludes_zero(self) -> bool:
+        """The 95% interval lies wholly on one side of 0: a move the items can tell from none."""
+        return self.low > 0 or self.high < 0
+
     def __str__(self) -> str:
         return f"{self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
 

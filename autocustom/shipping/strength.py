@@ -35,6 +35,18 @@ def find_run(reference: str) -> RunSource:
     )
 
 
+def recorded_run(reference: str) -> RunSource:
+    """A run that records its base, axis and target pole, as `selectivity` and `compose` need (a bare
+    adapter records no axis): UsageError otherwise."""
+    run = find_run(reference)
+    if run.axis is None or run.toward is None or not run.base:
+        raise UsageError(
+            f"{reference} records no axis and target pole (a bare adapter?)",
+            "pass the --out directory of `autocustom train` or of `autocustom run`",
+        )
+    return run
+
+
 @dataclass
 class ScaledModel:
     """A trained model that `set_scale` puts at any strength, beside the frozen base it came from."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from autocustom import __version__
@@ -250,3 +251,23 @@ def test_rewrite_pairing_rewrites_the_first_answer_into_the_other_pole(tmp_path)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["settings"]["pairing"] == "rewrite"
     assert manifest["prompts"]["rewrite"] == load_prompt("rewrite").sha256
+
+
+def test_the_lean_reader_it_is_handed_reads_every_checked_pair_and_its_verdict_is_kept(
+    tmp_path, scripted_backend
+):
+    """`generate` hands the pairs to the reader `--lean-judge` builds (tests/scoring/test_pair_lean.py
+    reads with the real model); a pair read as leaning the wrong way is dropped and recorded."""
+    read = []
+
+    def read_lean(pairs, axis):
+        read.extend(pairs)
+        return np.array([-1.0 if i == 0 else 1.0 for i in range(len(pairs))])
+
+    config = make_config(tmp_path, lean_judge="a-judge", lean_margin=0.0)
+    result = generate(config, backend=scripted_backend(fake_reply), read_lean=read_lean)
+    figure = result.counts["lean_check"]
+    assert figure["n"] == len(read) and figure["k"] == len(read) - 1 and figure["dropped"] == 1
+    [wrong] = [d for d in read_dropped(tmp_path / "ds" / "dropped.jsonl") if d.reason == "wrong-lean"]
+    assert wrong.id == read[0].id and result.counts["pairs"] == len(read) - 1
+    assert result.manifest.settings["lean_judge"] == "a-judge"

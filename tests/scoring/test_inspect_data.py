@@ -23,10 +23,10 @@ def test_inspect_reads_a_swapped_pair_and_writes_nothing(small_dataset, smollm2_
     result = CliRunner().invoke(app, ["inspect", str(data), "--judge-model", str(smollm2_dir), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert swapped["id"] in report["lean"]["leaning_wrong"]
+    assert swapped["id"] in report["lean_check"]["leaning_wrong"]
     assert (
-        report["lean"]["n"] == 18
-        and report["lean"]["low"] <= report["lean"]["share"] <= report["lean"]["high"]
+        report["lean_check"]["n"] == 18
+        and report["lean_check"]["low"] <= report["lean_check"]["share"] <= report["lean_check"]["high"]
     )
     assert report["pair_check"]["same_content"]["n"] == 18 and report["audit"]["passed"]
     assert report["warning"] is not None  # a hand-made dataset: no audit when it was made
