@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
     app.command("compare")(compare_command)
     app.command("selectivity")(selectivity_command)
     app.command("compose")(compose_command)
+    app.command("export-composition")(export_composition_command)
 
 
 @config_options("autocustom.comparison.config:CompareConfig")
@@ -139,6 +140,43 @@ def compose_command(
         stdout.print(row["finding"], markup=False, soft_wrap=True)
     stdout.print(f"recommended: {data['recommendation']['reason']}", markup=False, soft_wrap=True)
     stdout.print(f"table: {result.out / COMPOSE_TABLE}")
+
+
+@config_options("autocustom.comparison.compose_export:ComposeExportConfig")
+def export_composition_command(
+    values: dict[str, Any],  # ComposeExportConfig's fields, one option each (see autocustom.cli.options)
+    json_output: bool = JSON_OUTPUT,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+) -> None:
+    """A composition at one measured scale vector as one merged model plain transformers loads.
+
+    Example:
+
+        autocustom export-composition --compose runs/compose --out exports/formal-optimistic --scales 1,0.5
+
+    LoRA runs are merged at their scales, full fine-tuning changes summed; the export's margins on every
+    axis are checked against compose's at that point (1e-4). Without --scales, compose's recommendation.
+    Exit 1 when a check fails.
+    """
+    configure_logging(verbose)
+    with user_errors():
+        from autocustom.comparison.compose_export import ComposeExportConfig, export_composition
+
+        config = ComposeExportConfig(**values)
+        with progress_reporter(quiet=quiet) as progress:
+            result = export_composition(config, progress=progress)
+    if json_output:
+        emit_json(result.to_dict())
+    else:
+        scales = ", ".join(f"{p['axis']} {p['scale']:g}" for p in result.parts)
+        stdout.print(
+            f"exported to {result.out} ({scales}): {', '.join(result.files)}", markup=False, soft_wrap=True
+        )
+        for check in result.checks:
+            stdout.print(f"check {check.line()}", markup=False, soft_wrap=True)
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 def _render_compare(result: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,9 @@ class ComposeResult:
     points: list[Point]
     interference: list[dict[str, Any]]
     recommendation: dict[str, Any]
+    plans: dict[
+        str, dict[str, Any]
+    ]  # by axis: the plan's description (its pair ids: what the margins are of)
     reused: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +128,7 @@ class ComposeResult:
             "points": [{k: v for k, v in p.to_dict().items() if k != "margins"} for p in self.points],
             "interference": self.interference,
             "recommendation": self.recommendation,
+            "plans": self.plans,
             "reused": self.reused,
             "settings": self.settings,
         }
@@ -172,6 +177,7 @@ def compose(config: ComposeConfig, *, progress: ProgressCallback = no_progress) 
         points,
         interference(parts, config.point, by_scales, config.bootstrap, config.seed),
         recommend(points, parts, config.max_drift, config.max_mmlu_drop),
+        {label: plan.describe() for label, plan in plans.items()},
         reused,
         config_record(config),
     )
@@ -191,27 +197,41 @@ def _measure_points(
 ) -> tuple[list[Point], int]:
     """Each point measured (the composition loaded once, when one is still to measure) or read back."""
     from autocustom.scoring.judge import open_judge
-    from autocustom.scoring.measure import Reference, measure
+    from autocustom.scoring.measure import Reference
 
     files = {scales: out / COMPOSE_POINTS / f"{_label(scales)}.json" for scales in wanted}
     done = {scales: Point.from_dict(read_json(path)) for scales, path in files.items() if path.is_file()}
     todo = [scales for scales in wanted if scales not in done]
     if todo:
         composition = open_composition(parts, device, config)
-        for index, scales in enumerate(todo):
-            progress(ProgressEvent("compose", index, len(todo), _label(scales)))
-            composition.set_scales(scales)
-            cells, margins = {}, {}
-            for label, plan in plans.items():
-                with open_judge(config, datasets[label].axis, device=config.device) as judge:
-                    reference = Reference(composition.base, composition.tokenizer, judge)
-                    measured = measure(composition.model, reference, plan, tokenizer=composition.tokenizer)
-                cells[label] = measured.metrics
-                margins[label] = measured.observations.margins.tolist()
-            done[scales] = Point(scales, cells, margins)
-            write_json_atomic(files[scales], done[scales].to_dict())
+        with ExitStack() as stack:
+            # the base side is the same at every point: one Reference per axis pays for it once
+            references = {
+                label: Reference(
+                    composition.base,
+                    composition.tokenizer,
+                    stack.enter_context(open_judge(config, datasets[label].axis, device=config.device)),
+                )
+                for label in plans
+            }
+            for index, scales in enumerate(todo):
+                progress(ProgressEvent("compose", index, len(todo), _label(scales)))
+                composition.set_scales(scales)
+                done[scales] = _measure_point(composition, scales, plans, references)
+                write_json_atomic(files[scales], done[scales].to_dict())
         progress(ProgressEvent("compose", len(todo), len(todo), "done"))
     return [done[scales] for scales in wanted], len(wanted) - len(todo)
+
+
+def _measure_point(composition, scales: tuple[float, ...], plans, references) -> Point:
+    from autocustom.scoring.measure import measure
+
+    cells, margins = {}, {}
+    for label, plan in plans.items():
+        measured = measure(composition.model, references[label], plan, tokenizer=composition.tokenizer)
+        cells[label] = measured.metrics
+        margins[label] = measured.observations.margins.tolist()
+    return Point(scales, cells, margins)
 
 
 def interference(

@@ -265,7 +265,7 @@ def _write_hf(config: ExportConfig, source: RunSource, dialled: DialResult, stag
     scaled.tokenizer.save_pretrained(staging)
     del merged, scaled
     expected = np.asarray(read_json(dial_scale_file(dialled.out, config.scale))["margins"])
-    exported = _load_plain(staging, device)
+    exported = load_plain(staging, device)
     margins = _margins(exported, config, dialled)
     worst = float(np.max(np.abs(margins - expected))) if len(expected) else 0.0
     note = f"max |margin - dial's| over {len(expected)} {config.split} pairs"
@@ -302,7 +302,7 @@ def _gguf_check(config, dialled: DialResult, staging: Path, name: str, hf) -> Ch
     """Per-token answer log-probs of the GGUF (dequantised by transformers) against the HF export's."""
     from autocustom.runtime import resolve_device
 
-    gguf = _load_plain(staging, resolve_device(config.device), gguf_file=name)
+    gguf = load_plain(staging, resolve_device(config.device), gguf_file=name)
     a, b = (
         _token_logprobs(hf.model, hf.tokenizer, config, dialled),
         _token_logprobs(gguf.model, hf.tokenizer, config, dialled),
@@ -321,7 +321,7 @@ def _gguf_check(config, dialled: DialResult, staging: Path, name: str, hf) -> Ch
     )
 
 
-def _load_plain(folder: Path, device, gguf_file: str | None = None):
+def load_plain(folder: Path, device, gguf_file: str | None = None):
     """The exported model as a user loads it: transformers only (no peft, no autocustom model code)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -390,7 +390,7 @@ def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> 
     axis = f"{dialled.axis['pole_a']}:{dialled.axis['pole_b']}"
     lines = [
         "---",
-        f"base_model: {_hub_id(dialled.base)}",
+        f"base_model: {hub_id(dialled.base)}",
         "library_name: transformers",
         "tags: [autocustom]",
         "---",
@@ -454,7 +454,7 @@ def _manifest(data: str) -> str:
     )
 
 
-def _hub_id(base: str) -> str:
+def hub_id(base: str) -> str:
     """The hub id a model card names as its base (a packaged name means its hub original)."""
     from autocustom.assets import PACKAGED_MODELS
 

@@ -1,4 +1,5 @@
-"""Command options that are config fields (train, shift-score, compare, selectivity): same names, defaults
+"""Command options that are config fields (train, shift-score, compare, selectivity, compose,
+export-composition): same names, defaults
 and help; fields marked `cli: False` are the library's only."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from autocustom.cli import app
+from autocustom.comparison.compose import ComposeConfig
+from autocustom.comparison.compose_export import ComposeExportConfig
 from autocustom.comparison.selectivity import SelectivityConfig
 from autocustom.comparison.study import CompareConfig
 from autocustom.scoring.shift_score import ScoreConfig
@@ -24,6 +27,8 @@ CONFIG_COMMANDS = {
     "shift-score": (ScoreConfig, {"out", "json_output", "verbose"}, {"model", "data"}),
     "compare": (CompareConfig, {"markdown", "json_output", "quiet", "verbose"}, {"data", "toward", "out"}),
     "selectivity": (SelectivityConfig, {"json_output", "quiet", "verbose"}, {"runs", "data", "out"}),
+    "compose": (ComposeConfig, {"run", "json_output", "quiet", "verbose"}, {"data", "out"}),
+    "export-composition": (ComposeExportConfig, {"json_output", "quiet", "verbose"}, {"compose", "out"}),
 }
 
 

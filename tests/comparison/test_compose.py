@@ -104,17 +104,20 @@ def test_one_part_at_1_is_that_run_alone_and_all_at_0_the_base(
     )
 
 
-def test_the_grid_is_measured_resumed_compared_and_a_point_recommended(
-    tmp_path, lora_run, optimism_lora, small_dataset, optimism_data
-):
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory, lora_run, optimism_lora, small_dataset, optimism_data):
     config = ComposeConfig(
         runs=[f"{lora_run}=1", f"{optimism_lora}=0.5"],
         data=[str(small_dataset), str(optimism_data)],
-        out=str(tmp_path / "compose"),
+        out=str(tmp_path_factory.mktemp("compose") / "out"),
         grid=[0.0, 1.0],
         **SIZES,
     )
-    result = compose(config)
+    return compose(config), config
+
+
+def test_the_grid_is_measured_resumed_compared_and_a_point_recommended(composed):
+    result, config = composed
     scales = [p.scales for p in result.points]
     assert scales == grid_points([0.0, 1.0], (1.0, 0.5))
     assert set(scales) == {(0, 0), (0, 1), (1, 0), (1, 1), (1, 0.5), (0, 0.5)}
@@ -136,6 +139,47 @@ def test_the_grid_is_measured_resumed_compared_and_a_point_recommended(
 
     again = compose(config)  # resumed: every point read back, the same figures
     assert again.reused == 6 and again.to_dict()["points"] == data["points"]
+
+
+def test_a_composition_exports_as_one_plain_model_with_compose_s_margins(composed, tmp_path):
+    result, _config = composed
+    out = tmp_path / "export"
+    exported = CliRunner().invoke(
+        app,
+        [
+            "export-composition",
+            "--compose",
+            str(result.out),
+            "--out",
+            str(out),
+            "--scales",
+            "1,0.5",
+            "--json",
+        ],
+    )
+    assert exported.exit_code == 0, exported.output
+    record = json.loads(exported.stdout)
+    assert [c["name"] for c in record["checks"]] == [
+        "formal:casual margins equal compose's",
+        "optimistic:pessimistic margins equal compose's",
+    ]
+    assert record["passed"] and all(c["value"] <= 1e-4 for c in record["checks"])
+    assert not (out / "adapter_config.json").exists() and (out / "README.md").is_file()
+    assert "at s = 0.5" in (out / "README.md").read_text()
+
+    unmeasured = CliRunner().invoke(
+        app,
+        [
+            "export-composition",
+            "--compose",
+            str(result.out),
+            "--out",
+            str(tmp_path / "x"),
+            "--scales",
+            "0.5,0.5",
+        ],
+    )
+    assert unmeasured.exit_code == 2 and "has not measured the scales 0.5x0.5" in unmeasured.output
 
 
 def _refused(args: list[str], tmp_path) -> str:
