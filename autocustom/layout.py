@@ -92,6 +92,7 @@ COMPOSE_CONFIG = "compose_config.json"  # the parts, datasets and sizes the dire
 COMPOSE_RESULT = "compose.json"
 COMPOSE_TABLE = "compose.md"
 COMPOSE_POINTS = "points"  # one file per measured scale vector, for resume
+ADAPTERS_RECORD = "adapters.json"  # export-composition --format adapters: each adapter, its safe scales
 
 # `export` directory: a merged model that loads without autocustom, and what was checked of it
 EXPORT_CARD = "README.md"

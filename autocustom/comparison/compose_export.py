@@ -1,16 +1,28 @@
-"""`export-composition`: a composition at one measured scale vector as one merged model that plain
-transformers loads (neither peft nor autocustom needed), checked against what `compose` measured.
+"""`export-composition`: a composition shipped either way.
+
+- `--format hf` (default): the composition at one measured scale vector as one merged model that plain
+  transformers loads (neither peft nor autocustom needed), checked against what `compose` measured;
+  `--format gguf` adds that model as a llama.cpp GGUF (its converter), checked as `export`'s is.
+- `--format adapters` (LoRA runs only): the base and each adapter as llama.cpp GGUF files side by side,
+  each adapter with the scales `compose` measured safe for it alone (its Drift and MMLU drop inside
+  compose's budgets) in the model card and `adapters.json`, and the `llama-server` command line that
+  serves them with a scale per request (its `lora` field: `[{"id": 0, "scale": 1.0}, ...]`). Each
+  adapter is checked by loading it with its scale in llama.cpp's runtime (llama-cpp-python, in the
+  python `--llama-python` names) and getting a reply.
 
 LoRA parts are merged into the base at their scales (peft's `merge_and_unload` merges every active
 adapter with its current scaling), full fine-tuning parts are already summed into the weights
 (`composed_model.py`). A steering part is refused: it adds to activations, and a Llama-style layer has
 no bias to hold it (its llama.cpp control vector, `control_vector.gguf`, is its export). Only a scale
-vector that `compose` measured can be exported, because the check compares the export's margins on
+vector that `compose` measured can be merged, because the check compares the export's margins on
 every axis with the ones measured at that point (1e-4, as `export` compares with the dial).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +34,21 @@ from autocustom.comparison.composed_model import open_composition, read_part
 from autocustom.errors import UsageError
 from autocustom.fields import NEUTRAL, required
 from autocustom.fileio import read_json, require_new_dir, staged_dir, write_json_atomic, write_text_atomic
-from autocustom.layout import COMPOSE_POINTS, COMPOSE_RESULT, EXPORT_CARD, EXPORT_RECORD
+from autocustom.layout import ADAPTERS_RECORD, COMPOSE_POINTS, COMPOSE_RESULT, EXPORT_CARD, EXPORT_RECORD
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
-from autocustom.shipping.export import MARGIN_TOLERANCE, Check, hub_id, load_plain, public_reference
+from autocustom.shipping.export import (
+    MARGIN_TOLERANCE,
+    Check,
+    converter,
+    gguf_check,
+    hub_id,
+    load_plain,
+    public_reference,
+)
+from autocustom.shipping.llama_cpp import convert_lora, convert_model
 
 SCHEMA = "autocustom.export-composition/1"
+FORMATS = ("hf", "gguf", "adapters")
 
 
 @dataclass
@@ -41,6 +63,27 @@ class ComposeExportConfig:
             "help": "Comma-separated scales, one per run, a point compose measured; default: its recommendation."
         },
     )
+    format: str = field(
+        default="hf",
+        metadata={"help": "hf (one merged model) or adapters (base + adapter GGUFs for llama.cpp)."},
+    )
+    quantize: str = field(
+        default="f16", metadata={"help": "GGUF type of --format adapters: f16, bf16, q8_0, f32."}
+    )
+    llama_cpp: str | None = field(
+        default=None,
+        metadata={"help": "llama.cpp checkout (or unpacked llama-cpp-python sdist) with its converters."},
+    )
+    fetch_llama_cpp: bool = field(
+        default=False,
+        metadata={
+            "help": "Download llama.cpp's converters (llama-cpp-python's source) from the package index."
+        },
+    )
+    llama_python: str | None = field(
+        default=None,
+        metadata={"help": "Python with llama-cpp-python that checks each adapter (default: this one)."},
+    )
     device: str | None = field(default=None, metadata={NEUTRAL: True, "help": "auto, cpu, cuda or cuda:N."})
 
 
@@ -50,8 +93,9 @@ class ComposeExportResult:
     base: str
     parts: list[dict[str, Any]]  # run, kind, axis, toward, scale
     checks: list[Check]
-    figures: dict[str, dict[str, Any]]  # by axis: compose's figures at this point
+    figures: dict[str, dict[str, Any]]  # by axis: compose's figures at this point ({} for adapters)
     files: list[str] = field(default_factory=list)
+    usage: list[str] = field(default_factory=list)  # how to run what was written
 
     @property
     def passed(self) -> bool:
@@ -67,6 +111,7 @@ class ComposeExportResult:
             "passed": self.passed,
             "figures": self.figures,
             "files": self.files,
+            "usage": self.usage,
         }
 
     def record(self) -> dict[str, Any]:
@@ -78,13 +123,19 @@ class ComposeExportResult:
 def export_composition(
     config: ComposeExportConfig, *, progress: ProgressCallback = no_progress
 ) -> ComposeExportResult:
-    """Merge, save and check; raises AutocustomError on bad input (exit 2)."""
+    """Merge (or convert), save and check; raises AutocustomError on bad input (exit 2)."""
     from autocustom.runtime import resolve_device
 
+    if config.format not in FORMATS:
+        raise UsageError(
+            f"--format {config.format} is not one of {', '.join(FORMATS)}", "e.g. --format adapters"
+        )
     composed = read_json(Path(config.compose) / COMPOSE_RESULT)
+    parts = [read_part(part["run"]) for part in composed["parts"]]
+    if config.format == "adapters":
+        return _export_adapters(config, composed, parts, progress)
     scales = _scales(config, composed)
     point = _measured_point(Path(config.compose), composed, scales)
-    parts = [read_part(part["run"]) for part in composed["parts"]]
     steering = [part.reference for part in parts if part.kind == "steering"]
     if steering:
         raise UsageError(
@@ -92,6 +143,7 @@ def export_composition(
             "cannot hold",
             "compose without it, and ship the vector as its llama.cpp control vector (control_vector.gguf)",
         )
+    llama_cpp = converter(config) if config.format == "gguf" else None  # a missing one fails first
     out = Path(config.out)
     require_new_dir(out)
     device = resolve_device(config.device)
@@ -105,7 +157,18 @@ def export_composition(
         composition.tokenizer.save_pretrained(staging)
         del merged, model, composition
         progress(ProgressEvent("export", 1, 2, "check"))
-        checks = _checks(staging, composed, point, device)
+        exported = load_plain(staging, device)
+        checks = _checks(exported, composed, point)
+        usage = [f"AutoModelForCausalLM.from_pretrained('{out.name}')"]
+        if llama_cpp is not None:
+            name = f"model-{config.quantize}.gguf"
+            convert_model(staging, staging / name, outtype=config.quantize, llama_cpp=llama_cpp)
+            first = next(iter(composed["plans"].values()))
+            pairs = (_plan_pairs(first), first["toward"])
+            checks.append(
+                gguf_check(staging, name, exported, pairs, config.quantize, first["batch_size"], device)
+            )
+            usage.append(f"llama-cli -m {out.name}/{name}")
         described = [
             {"run": p["run"], "kind": p["kind"], "axis": p["axis"], "toward": p["toward"], "scale": s}
             for p, s in zip(composed["parts"], scales, strict=True)
@@ -113,7 +176,7 @@ def export_composition(
         figures = {
             axis: {k: v for k, v in cell.items() if v} for axis, cell in point.to_dict()["cells"].items()
         }
-        result = ComposeExportResult(out, composed["base"], described, checks, figures)
+        result = ComposeExportResult(out, composed["base"], described, checks, figures, usage=usage)
         write_text_atomic(staging / EXPORT_CARD, _card(result))
         write_json_atomic(staging / EXPORT_RECORD, result.record())
         result.files = sorted(p.name for p in staging.iterdir())
@@ -150,19 +213,13 @@ def _measured_point(compose_dir: Path, composed: dict[str, Any], scales: tuple[f
     return Point.from_dict(read_json(file))
 
 
-def _checks(staging: Path, composed: dict[str, Any], point: Point, device: Any) -> list[Check]:
+def _checks(exported, composed: dict[str, Any], point: Point) -> list[Check]:
     """Per axis of the composition, the exported model's margins against compose's at this point."""
-    from autocustom.data.io import load_dataset_dir
     from autocustom.scoring.logprobs import pair_margins
 
-    exported = load_plain(staging, device)
     checks = []
     for axis, plan in composed["plans"].items():
-        dataset = load_dataset_dir(plan["data"])
-        ids = plan["pair_ids"]
-        pairs = sorted(
-            (p for p in dataset.split(plan["split"]) if p.id in set(ids)), key=lambda p: ids.index(p.id)
-        )
+        pairs = _plan_pairs(plan)
         margins = pair_margins(
             exported.model,
             exported.tokenizer,
@@ -177,6 +234,16 @@ def _checks(staging: Path, composed: dict[str, Any], point: Point, device: Any) 
             Check(f"{axis} margins equal compose's", worst, MARGIN_TOLERANCE, at_least=False, note=note)
         )
     return checks
+
+
+def _plan_pairs(plan: dict[str, Any]) -> list:
+    """The pairs a described plan measured, in its order (what compose's margins are of)."""
+    from autocustom.data.io import load_dataset_dir
+
+    ids = plan["pair_ids"]
+    order = {pair_id: index for index, pair_id in enumerate(ids)}
+    found = [p for p in load_dataset_dir(plan["data"]).split(plan["split"]) if p.id in order]
+    return sorted(found, key=lambda p: order[p.id])
 
 
 def _card(result: ComposeExportResult) -> str:
@@ -224,7 +291,178 @@ def _card(result: ComposeExportResult) -> str:
         "",
         "## Use",
         "",
-        f"    AutoModelForCausalLM.from_pretrained('{name}')",
+        *[f"    {line}" for line in result.usage],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# the question each adapter answers in llama.cpp's runtime: any question shows it loads and generates
+CHECK_QUESTION = "How should I spend a free afternoon?"
+CHECK_SCRIPT = """
+import json, sys
+from llama_cpp import Llama
+base, adapter, scale, question = json.loads(sys.argv[1])
+model = Llama(model_path=base, lora_path=adapter, lora_scale=scale, n_ctx=512, n_threads=2, verbose=False)
+reply = model.create_chat_completion(messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0)
+print(json.dumps(reply["choices"][0]["message"]["content"]))
+"""
+
+
+def _export_adapters(
+    config: ComposeExportConfig, composed: dict[str, Any], parts, progress
+) -> ComposeExportResult:
+    """The base GGUF and every adapter's, side by side, each adapter's safe scales, the server line, and
+    each adapter checked in llama.cpp's runtime at its scale of the asked point."""
+    from autocustom.llm.models import resolve_model_dir
+
+    not_lora = [f"{part.reference} ({part.kind})" for part in parts if part.kind != "lora"]
+    if not_lora:
+        raise UsageError(
+            f"--format adapters ships LoRA adapters; {', '.join(not_lora)} is not one",
+            "use --format hf (one merged model) for full fine-tuning runs",
+        )
+    scales = tuple(float(s) for s in (config.scales or composed["point"]))
+    if len(scales) != len(parts):
+        raise UsageError(f"--scales has {len(scales)} values for {len(parts)} runs", "give one scale per run")
+    llama_cpp = converter(config)
+    python = config.llama_python or sys.executable
+    _check_llama_python(python)
+    out = Path(config.out)
+    require_new_dir(out)
+    base_dir = resolve_model_dir(composed["base"])
+    with staged_dir(out) as staging:
+        progress(ProgressEvent("export", 0, len(parts) + 1, "base gguf"))
+        base_file = f"base-{config.quantize}.gguf"
+        convert_model(base_dir, staging / base_file, outtype=config.quantize, llama_cpp=llama_cpp)
+        described, checks = [], []
+        for index, (part, record) in enumerate(zip(parts, composed["parts"], strict=True)):
+            progress(ProgressEvent("export", index + 1, len(parts) + 1, f"adapter {index}"))
+            file = f"adapter-{index}-{record['axis'].replace(':', '-')}-{config.quantize}.gguf"
+            convert_lora(part.weights, base_dir, staging / file, outtype=config.quantize, llama_cpp=llama_cpp)
+            described.append(
+                {**record, "id": index, "file": file, "scale": scales[index], **_safe(composed, index)}
+            )
+            checks.append(_reply_check(python, staging / base_file, staging / file, index, scales[index]))
+        usage = _server_usage(out.name, base_file, described)
+        result = ComposeExportResult(out, composed["base"], described, checks, {}, usage=usage)
+        record = {
+            "schema": SCHEMA,
+            "base": base_file,
+            "adapters": described,
+            "budgets": composed["recommendation"]["budgets"],
+            "usage": usage,
+        }
+        write_json_atomic(staging / ADAPTERS_RECORD, record)
+        write_text_atomic(staging / EXPORT_CARD, _adapters_card(result))
+        write_json_atomic(staging / EXPORT_RECORD, result.record())
+        result.files = sorted(p.name for p in staging.iterdir())
+    progress(ProgressEvent("export", len(parts) + 1, len(parts) + 1, "done"))
+    return result
+
+
+def _safe(composed: dict[str, Any], index: int) -> dict[str, Any]:
+    """The part's measurements alone (every other part at 0) and the scales among them whose Drift and
+    MMLU drop stay inside compose's budgets: its safe range, as far as the grid measured it."""
+    from autocustom.comparison.compose import inside_budgets
+
+    budgets = composed["recommendation"]["budgets"]
+    alone = [
+        Point.from_dict(p)
+        for p in composed["points"]
+        if all(s == 0 for j, s in enumerate(p["scales"]) if j != index)
+    ]
+    alone.sort(key=lambda p: p.scales[index])
+    axis = composed["parts"][index]["axis"]
+    measured = [
+        {
+            "scale": p.scales[index],
+            "bias_shift": p.cells[axis]["bias_shift"].to_dict() if p.cells[axis].get("bias_shift") else None,
+            "drift": p.whole("drift").to_dict() if p.whole("drift") else None,
+            "inside_budgets": inside_budgets(p, budgets["max_drift"], budgets["max_mmlu_drop"]),
+        }
+        for p in alone
+    ]
+    return {"measured_alone": measured, "safe_scales": [m["scale"] for m in measured if m["inside_budgets"]]}
+
+
+def _check_llama_python(python: str) -> None:
+    try:
+        found = subprocess.run([python, "-c", "import llama_cpp"], capture_output=True).returncode == 0
+    except OSError:
+        found = False
+    if not found:
+        raise UsageError(
+            f"{python} cannot import llama_cpp, which checks each adapter in llama.cpp's runtime",
+            "pip install llama-cpp-python there, or pass --llama-python with a python that has it",
+        )
+
+
+def _reply_check(python: str, base: Path, adapter: Path, index: int, scale: float) -> Check:
+    """Load the adapter with its scale in llama-cpp-python and ask one question: a reply, or the error."""
+
+    arguments = json.dumps([str(base), str(adapter), scale, CHECK_QUESTION])
+    done = subprocess.run([python, "-c", CHECK_SCRIPT, arguments], capture_output=True, text=True)
+    reply = (
+        json.loads(done.stdout.strip().splitlines()[-1])
+        if done.returncode == 0 and done.stdout.strip()
+        else ""
+    )
+    error = "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no output"])[-1]
+    note = f"reply: {reply[:60]!r}" if not error else f"llama_cpp failed: {error[:200]}"
+    return Check(
+        f"adapter {index} replies in llama.cpp at scale {scale:g}",
+        float(len(reply)),
+        1.0,
+        at_least=True,
+        note=note,
+    )
+
+
+def _server_usage(name: str, base_file: str, adapters: list[dict[str, Any]]) -> list[str]:
+    loras = " ".join(f"--lora {name}/{a['file']}" for a in adapters)
+    request = json.dumps(
+        {
+            "messages": [{"role": "user", "content": CHECK_QUESTION}],
+            "lora": [{"id": a["id"], "scale": a["scale"]} for a in adapters],
+        }
+    )
+    return [
+        f"llama-server -m {name}/{base_file} {loras} --lora-init-without-apply",
+        f"curl localhost:8080/v1/chat/completions -d '{request}'   # a scale per adapter, per request",
+    ]
+
+
+def _adapters_card(result: ComposeExportResult) -> str:
+    """README.md of the adapters: each one's axis, file and safe scales, the checks, how to serve them."""
+    name = Path(result.out).name
+    lines = [
+        "---",
+        f"base_model: {hub_id(result.base)}",
+        "tags: [autocustom, lora, gguf]",
+        "---",
+        "",
+        f"# {name}: {len(result.parts)} LoRA adapters of {public_reference(result.base)}, served side by side",
+        "",
+        "Made by [autocustom](https://github.com/autocustom/autocustom) `compose`. Safe scales: those at which "
+        "the adapter alone kept Drift and the MMLU drop inside compose's budgets (test split; `adapters.json` "
+        "holds each measurement with its 95% interval).",
+        "",
+        "| id | file | axis → pole | safe scales (measured alone) |",
+        "|---|---|---|---|",
+        *[
+            f"| {a['id']} | `{a['file']}` | {a['axis']} → {a['toward']} | "
+            f"{', '.join(f'{s:g}' for s in a['safe_scales']) or 'none measured'} |"
+            for a in result.parts
+        ],
+        "",
+        "## Checks of this export",
+        "",
+        *[f"- {check.line()}" for check in result.checks],
+        "",
+        "## Use",
+        "",
+        *[f"    {line}" for line in result.usage],
         "",
     ]
     return "\n".join(lines)

@@ -170,7 +170,7 @@ def export_model(config: ExportConfig, *, progress: ProgressCallback = no_progre
     out = Path(config.out)
     require_new_dir(out)
     source = find_run(config.model)
-    llama_cpp = _converter(config) if config.format == "gguf" else None
+    llama_cpp = converter(config) if config.format == "gguf" else None
     dialled = _dial_at_scale(config, source, progress)
     with staged_dir(out) as staging:
         progress(ProgressEvent("export", 0, 3, "merge"))
@@ -219,7 +219,7 @@ def _check(config: ExportConfig) -> None:
         )
 
 
-def _converter(config: ExportConfig) -> Path:
+def converter(config: Any) -> Path:
     """llama.cpp's converter, found (or fetched) before any model is loaded, so a missing one fails fast."""
     from autocustom.shipping.llama_cpp import fetch_llama_cpp, find_llama_cpp
 
@@ -299,21 +299,29 @@ def _write_gguf(config, source, dialled, exported, staging: Path, llama_cpp: Pat
 
 
 def _gguf_check(config, dialled: DialResult, staging: Path, name: str, hf) -> Check:
-    """Per-token answer log-probs of the GGUF (dequantised by transformers) against the HF export's."""
     from autocustom.runtime import resolve_device
 
-    gguf = load_plain(staging, resolve_device(config.device), gguf_file=name)
+    pairs = (_plan_pairs(dialled), dialled.toward)
+    return gguf_check(
+        staging, name, hf, pairs, config.quantize, config.batch_size, resolve_device(config.device)
+    )
+
+
+def gguf_check(staging: Path, name: str, hf, pairs, quantize: str, batch_size: int, device) -> Check:
+    """Per-token answer log-probs of the GGUF (dequantised by transformers) against the HF export's, on
+    `pairs` = (the pairs, the pole whose answers are scored)."""
+    gguf = load_plain(staging, device, gguf_file=name)
     a, b = (
-        _token_logprobs(hf.model, hf.tokenizer, config, dialled),
-        _token_logprobs(gguf.model, hf.tokenizer, config, dialled),
+        _token_logprobs(hf.model, hf.tokenizer, *pairs, batch_size),
+        _token_logprobs(gguf.model, hf.tokenizer, *pairs, batch_size),
     )
     r = float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 else float("nan")
-    quantised = config.quantize not in UNQUANTISED
+    quantised = quantize not in UNQUANTISED
     note = f"Pearson r over {len(a)} answer tokens" + (
         " (quantised: reported, not gated)" if quantised else ""
     )
     return Check(
-        f"gguf {config.quantize} log-probs correlate",
+        f"gguf {quantize} log-probs correlate",
         r,
         None if quantised else GGUF_MIN_R,
         at_least=True,
@@ -360,17 +368,12 @@ def _margins(loaded, config: ExportConfig, dialled: DialResult) -> np.ndarray:
     )
 
 
-def _token_logprobs(model, tokenizer, config: ExportConfig, dialled: DialResult) -> np.ndarray:
+def _token_logprobs(model, tokenizer, pairs, toward: str, batch_size: int) -> np.ndarray:
     from autocustom.scoring.logprobs import pair_token_logprobs
     from autocustom.scoring.plan import EVAL_MAX_LENGTH
 
     scored = pair_token_logprobs(
-        model,
-        tokenizer,
-        _plan_pairs(dialled),
-        dialled.toward,
-        batch_size=config.batch_size,
-        max_length=EVAL_MAX_LENGTH,
+        model, tokenizer, pairs, toward, batch_size=batch_size, max_length=EVAL_MAX_LENGTH
     )
     return np.concatenate([part for parts in scored for part in parts])
 

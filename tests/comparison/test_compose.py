@@ -180,6 +180,11 @@ def test_a_composition_exports_as_one_plain_model_with_compose_s_margins(compose
         ],
     )
     assert unmeasured.exit_code == 2 and "has not measured the scales 0.5x0.5" in unmeasured.output
+    unknown = CliRunner().invoke(
+        app,
+        ["export-composition", "--compose", str(result.out), "--out", str(tmp_path / "y"), "--format", "zip"],
+    )
+    assert unknown.exit_code == 2 and "--format zip is not one of hf, gguf, adapters" in unknown.output
 
 
 def _refused(args: list[str], tmp_path) -> str:
@@ -203,3 +208,44 @@ def test_bad_compositions_are_one_line_exit_2(
     assert "different base models" in _refused(
         ["--run", str(lora_run), "--run", str(other_base), *data], tmp_path
     )
+
+
+@pytest.mark.slow
+def test_the_adapters_ship_side_by_side_and_each_replies_in_llama_cpp(composed, tmp_path, llama_cpp_dir):
+    from tests.llama_server import server_python
+
+    result, _config = composed
+    out = tmp_path / "adapters"
+    args = ["--compose", str(result.out), "--out", str(out), "--format", "adapters", "--json"]
+    args += ["--llama-cpp", str(llama_cpp_dir), "--llama-python", str(server_python())]
+    exported = CliRunner().invoke(app, ["export-composition", *args])
+    assert exported.exit_code == 0, exported.output
+    record = json.loads(exported.stdout)
+    assert record["passed"] and [c["name"] for c in record["checks"]] == [
+        "adapter 0 replies in llama.cpp at scale 1",
+        "adapter 1 replies in llama.cpp at scale 0.5",
+    ]
+    adapters = json.loads((out / "adapters.json").read_text())
+    assert (out / adapters["base"]).is_file() and all(
+        (out / a["file"]).is_file() for a in adapters["adapters"]
+    )
+    measured = [[m["scale"] for m in a["measured_alone"]] for a in adapters["adapters"]]
+    assert measured == [[0.0, 1.0], [0.0, 0.5, 1.0]]  # the grid, and the asked point's 0.5 alone
+    assert [a["safe_scales"] for a in adapters["adapters"]] == measured  # no budget was set
+    server, request = record["usage"]
+    assert server.count("--lora ") == 2 and "--lora-init-without-apply" in server
+    assert '"lora": [{"id": 0, "scale": 1.0}, {"id": 1, "scale": 0.5}]' in request
+
+
+@pytest.mark.slow
+def test_the_merged_composition_converts_to_gguf(composed, tmp_path, llama_cpp_dir):
+    result, _config = composed
+    out = tmp_path / "gguf"
+    args = ["--compose", str(result.out), "--out", str(out), "--scales", "1,0.5", "--format", "gguf"]
+    exported = CliRunner().invoke(
+        app, ["export-composition", *args, "--llama-cpp", str(llama_cpp_dir), "--json"]
+    )
+    assert exported.exit_code == 0, exported.output
+    record = json.loads(exported.stdout)
+    assert record["passed"] and record["checks"][-1]["name"] == "gguf f16 log-probs correlate"
+    assert (out / "model-f16.gguf").is_file() and "llama-cli -m gguf/model-f16.gguf" in record["usage"]

@@ -100,13 +100,6 @@ def test_push_to_hub_offline_fails_in_one_line_and_keeps_the_export(full_run, tm
     assert (tmp_path / "export" / "config.json").is_file()
 
 
-@pytest.fixture(scope="session")
-def llama_cpp_dir():
-    from autocustom.shipping.llama_cpp import fetch_llama_cpp
-
-    return fetch_llama_cpp()
-
-
 @pytest.mark.parametrize("run", ["full_run", "lora_run"])
 def test_gguf_export_reads_back_through_transformers_and_correlates_with_the_hf_export(
     request, run, tmp_path, llama_cpp_dir

