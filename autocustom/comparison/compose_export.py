@@ -45,7 +45,13 @@ from autocustom.shipping.export import (
     load_plain,
     public_reference,
 )
-from autocustom.shipping.llama_cpp import convert_lora, convert_model
+from autocustom.shipping.llama_cpp import (
+    OUTTYPES,
+    convert_lora,
+    convert_model,
+    fetch_llama_cpp_field,
+    llama_cpp_field,
+)
 
 SCHEMA = "autocustom.export-composition/1"
 FORMATS = ("hf", "gguf", "adapters")
@@ -65,21 +71,15 @@ class ComposeExportConfig:
     )
     format: str = field(
         default="hf",
-        metadata={"help": "hf (one merged model) or adapters (base + adapter GGUFs for llama.cpp)."},
-    )
-    quantize: str = field(
-        default="f16", metadata={"help": "GGUF type of --format adapters: f16, bf16, q8_0, f32."}
-    )
-    llama_cpp: str | None = field(
-        default=None,
-        metadata={"help": "llama.cpp checkout (or unpacked llama-cpp-python sdist) with its converters."},
-    )
-    fetch_llama_cpp: bool = field(
-        default=False,
         metadata={
-            "help": "Download llama.cpp's converters (llama-cpp-python's source) from the package index."
+            "help": "hf (one merged model), gguf (hf + its llama.cpp GGUF) or adapters (base + adapter GGUFs)."
         },
     )
+    quantize: str = field(
+        default="f16", metadata={"help": f"GGUF type (gguf, adapters): {', '.join(OUTTYPES)}."}
+    )
+    llama_cpp: str | None = llama_cpp_field()
+    fetch_llama_cpp: bool = fetch_llama_cpp_field()
     llama_python: str | None = field(
         default=None,
         metadata={"help": "Python with llama-cpp-python that checks each adapter (default: this one)."},
@@ -246,18 +246,18 @@ def _plan_pairs(plan: dict[str, Any]) -> list:
     return sorted(found, key=lambda p: order[p.id])
 
 
+def _front_matter(base: str, *entries: str) -> list[str]:
+    """The hub's YAML header of a model card: its base model and `entries`."""
+    return ["---", f"base_model: {hub_id(base)}", *entries, "---", ""]
+
+
 def _card(result: ComposeExportResult) -> str:
     """README.md of the export: the parts and their scales, compose's figures there, the checks, use."""
     from autocustom.scoring.stats import format_estimate
 
     name = Path(result.out).name
     lines = [
-        "---",
-        f"base_model: {hub_id(result.base)}",
-        "library_name: transformers",
-        "tags: [autocustom]",
-        "---",
-        "",
+        *_front_matter(result.base, "library_name: transformers", "tags: [autocustom]"),
         f"# {name}: {public_reference(result.base)} customized along {len(result.parts)} axes at once",
         "",
         "Made by [autocustom](https://github.com/autocustom/autocustom) `compose`, merged at these scales "
@@ -437,11 +437,7 @@ def _adapters_card(result: ComposeExportResult) -> str:
     """README.md of the adapters: each one's axis, file and safe scales, the checks, how to serve them."""
     name = Path(result.out).name
     lines = [
-        "---",
-        f"base_model: {hub_id(result.base)}",
-        "tags: [autocustom, lora, gguf]",
-        "---",
-        "",
+        *_front_matter(result.base, "tags: [autocustom, lora, gguf]"),
         f"# {name}: {len(result.parts)} LoRA adapters of {public_reference(result.base)}, served side by side",
         "",
         "Made by [autocustom](https://github.com/autocustom/autocustom) `compose`. Safe scales: those at which "

@@ -31,7 +31,7 @@ from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.scoring.options import MeasureOptions
 from autocustom.scoring.stats import metrics_dict
 from autocustom.shipping.dial import DialConfig, DialResult, default_dial_dir, dial
-from autocustom.shipping.llama_cpp import OUTTYPES
+from autocustom.shipping.llama_cpp import OUTTYPES, fetch_llama_cpp_field, llama_cpp_field
 from autocustom.shipping.strength import find_run
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,8 @@ class ExportConfig(MeasureOptions):
     dial: str | None = field(
         default=None, metadata={"help": "Dial directory to read and extend; default: MODEL/dial."}
     )
-    llama_cpp: str | None = field(
-        default=None,
-        metadata={"help": "llama.cpp checkout (or unpacked llama-cpp-python sdist) with its converter."},
-    )
-    fetch_llama_cpp: bool = field(
-        default=False,
-        metadata={
-            "help": "Download llama.cpp's converter (llama-cpp-python's source) from the package index."
-        },
-    )
+    llama_cpp: str | None = llama_cpp_field()
+    fetch_llama_cpp: bool = fetch_llama_cpp_field()
     push_to_hub: str | None = field(
         default=None, metadata={"help": "Also upload the hf export to this hub repo."}
     )

@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import uuid
 from collections.abc import Sequence
+from dataclasses import field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -38,6 +39,26 @@ CONVERTER = "convert_hf_to_gguf.py"
 LORA_CONVERTER = "convert_lora_to_gguf.py"
 OUTTYPES = ("f16", "bf16", "q8_0", "f32")  # the converters' --outtype choices we support
 ENV_VAR = "LLAMA_CPP_DIR"
+
+
+def llama_cpp_field() -> Any:
+    """`--llama-cpp` of a config that converts with llama.cpp (`export`, `export-composition`)."""
+    return field(
+        default=None,
+        metadata={"help": "llama.cpp checkout (or unpacked llama-cpp-python sdist) with its converters."},
+    )
+
+
+def fetch_llama_cpp_field() -> Any:
+    """`--fetch-llama-cpp`, beside `llama_cpp_field`."""
+    return field(
+        default=False,
+        metadata={
+            "help": "Download llama.cpp's converters (llama-cpp-python's source) from the package index."
+        },
+    )
+
+
 # what a fetch keeps of vendor/llama.cpp: the Python converters and their gguf-py, not the C++ sources
 _KEEP_DIRS = ("conversion/", "gguf-py/gguf/", "requirements/")
 _KEEP_FILES = re.compile(r"(convert_[\w-]+\.py|requirements\.txt|LICENSE|gguf-py/(pyproject\.toml|LICENSE))")
