@@ -2,7 +2,8 @@
 
 - `--format hf` (default): the composition at one measured scale vector as one merged model that plain
   transformers loads (neither peft nor autocustom needed), checked against what `compose` measured;
-  `--format gguf` adds that model as a llama.cpp GGUF (its converter), checked as `export`'s is.
+  `--format gguf` adds that model as a llama.cpp GGUF (its converter), checked as `export`'s is, and
+  `--ollama` its Modelfile.
 - `--format adapters` (LoRA runs only): the base and each adapter as llama.cpp GGUF files side by side,
   each adapter with the scales `compose` measured safe for it alone (its Drift and MMLU drop inside
   compose's budgets) in the model card and `adapters.json`, and the `llama-server` command line that
@@ -34,7 +35,14 @@ from autocustom.comparison.composed_model import open_composition, read_part
 from autocustom.errors import UsageError
 from autocustom.fields import NEUTRAL, required
 from autocustom.fileio import read_json, require_new_dir, staged_dir, write_json_atomic, write_text_atomic
-from autocustom.layout import ADAPTERS_RECORD, COMPOSE_POINTS, COMPOSE_RESULT, EXPORT_CARD, EXPORT_RECORD
+from autocustom.layout import (
+    ADAPTERS_RECORD,
+    COMPOSE_POINTS,
+    COMPOSE_RESULT,
+    EXPORT_CARD,
+    EXPORT_RECORD,
+    MODELFILE,
+)
 from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.shipping.export import (
     MARGIN_TOLERANCE,
@@ -51,6 +59,7 @@ from autocustom.shipping.llama_cpp import (
     convert_model,
     fetch_llama_cpp_field,
     llama_cpp_field,
+    ollama_modelfile,
 )
 
 SCHEMA = "autocustom.export-composition/1"
@@ -80,6 +89,9 @@ class ComposeExportConfig:
     )
     llama_cpp: str | None = llama_cpp_field()
     fetch_llama_cpp: bool = fetch_llama_cpp_field()
+    ollama: bool = field(
+        default=False, metadata={"help": "Also write an Ollama Modelfile (with --format gguf)."}
+    )
     llama_python: str | None = field(
         default=None,
         metadata={"help": "Python with llama-cpp-python that checks each adapter (default: this one)."},
@@ -143,6 +155,8 @@ def export_composition(
             "cannot hold",
             "compose without it, and ship the vector as its llama.cpp control vector (control_vector.gguf)",
         )
+    if config.ollama and config.format != "gguf":
+        raise UsageError("--ollama needs a GGUF file", "add --format gguf")
     llama_cpp = converter(config) if config.format == "gguf" else None  # a missing one fails first
     out = Path(config.out)
     require_new_dir(out)
@@ -169,6 +183,11 @@ def export_composition(
                 gguf_check(staging, name, exported, pairs, config.quantize, first["batch_size"], device)
             )
             usage.append(f"llama-cli -m {out.name}/{name}")
+            if config.ollama:
+                write_text_atomic(staging / MODELFILE, ollama_modelfile(name, exported.tokenizer))
+                usage.append(
+                    f"cd {out.name} && ollama create {out.name} -f {MODELFILE} && ollama run {out.name}"
+                )
         described = [
             {"run": p["run"], "kind": p["kind"], "axis": p["axis"], "toward": p["toward"], "scale": s}
             for p, s in zip(composed["parts"], scales, strict=True)

@@ -241,7 +241,17 @@ def test_the_adapters_ship_side_by_side_and_each_replies_in_llama_cpp(composed, 
 def test_the_merged_composition_converts_to_gguf(composed, tmp_path, llama_cpp_dir):
     result, _config = composed
     out = tmp_path / "gguf"
-    args = ["--compose", str(result.out), "--out", str(out), "--scales", "1,0.5", "--format", "gguf"]
+    args = [
+        "--compose",
+        str(result.out),
+        "--out",
+        str(out),
+        "--scales",
+        "1,0.5",
+        "--format",
+        "gguf",
+        "--ollama",
+    ]
     exported = CliRunner().invoke(
         app, ["export-composition", *args, "--llama-cpp", str(llama_cpp_dir), "--json"]
     )
@@ -249,3 +259,4 @@ def test_the_merged_composition_converts_to_gguf(composed, tmp_path, llama_cpp_d
     record = json.loads(exported.stdout)
     assert record["passed"] and record["checks"][-1]["name"] == "gguf f16 log-probs correlate"
     assert (out / "model-f16.gguf").is_file() and "llama-cli -m gguf/model-f16.gguf" in record["usage"]
+    assert "FROM ./model-f16.gguf" in (out / "Modelfile").read_text()
