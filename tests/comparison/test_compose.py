@@ -141,22 +141,16 @@ def test_the_grid_is_measured_resumed_compared_and_a_point_recommended(composed)
     assert again.reused == 6 and again.to_dict()["points"] == data["points"]
 
 
+def _export(result, out, *options: str):
+    return CliRunner().invoke(
+        app, ["export-composition", "--compose", str(result.out), "--out", str(out), *options]
+    )
+
+
 def test_a_composition_exports_as_one_plain_model_with_compose_s_margins(composed, tmp_path):
     result, _config = composed
     out = tmp_path / "export"
-    exported = CliRunner().invoke(
-        app,
-        [
-            "export-composition",
-            "--compose",
-            str(result.out),
-            "--out",
-            str(out),
-            "--scales",
-            "1,0.5",
-            "--json",
-        ],
-    )
+    exported = _export(result, out, "--scales", "1,0.5", "--json")
     assert exported.exit_code == 0, exported.output
     record = json.loads(exported.stdout)
     assert [c["name"] for c in record["checks"]] == [
@@ -167,23 +161,9 @@ def test_a_composition_exports_as_one_plain_model_with_compose_s_margins(compose
     assert not (out / "adapter_config.json").exists() and (out / "README.md").is_file()
     assert "at s = 0.5" in (out / "README.md").read_text()
 
-    unmeasured = CliRunner().invoke(
-        app,
-        [
-            "export-composition",
-            "--compose",
-            str(result.out),
-            "--out",
-            str(tmp_path / "x"),
-            "--scales",
-            "0.5,0.5",
-        ],
-    )
+    unmeasured = _export(result, tmp_path / "x", "--scales", "0.5,0.5")
     assert unmeasured.exit_code == 2 and "has not measured the scales 0.5x0.5" in unmeasured.output
-    unknown = CliRunner().invoke(
-        app,
-        ["export-composition", "--compose", str(result.out), "--out", str(tmp_path / "y"), "--format", "zip"],
-    )
+    unknown = _export(result, tmp_path / "y", "--format", "zip")
     assert unknown.exit_code == 2 and "--format zip is not one of hf, gguf, adapters" in unknown.output
 
 
@@ -216,9 +196,8 @@ def test_the_adapters_ship_side_by_side_and_each_replies_in_llama_cpp(composed, 
 
     result, _config = composed
     out = tmp_path / "adapters"
-    args = ["--compose", str(result.out), "--out", str(out), "--format", "adapters", "--json"]
-    args += ["--llama-cpp", str(llama_cpp_dir), "--llama-python", str(server_python())]
-    exported = CliRunner().invoke(app, ["export-composition", *args])
+    llama = ("--llama-cpp", str(llama_cpp_dir), "--llama-python", str(server_python()))
+    exported = _export(result, out, "--format", "adapters", "--json", *llama)
     assert exported.exit_code == 0, exported.output
     record = json.loads(exported.stdout)
     assert record["passed"] and [c["name"] for c in record["checks"]] == [
@@ -241,20 +220,17 @@ def test_the_adapters_ship_side_by_side_and_each_replies_in_llama_cpp(composed, 
 def test_the_merged_composition_converts_to_gguf(composed, tmp_path, llama_cpp_dir):
     result, _config = composed
     out = tmp_path / "gguf"
-    args = [
-        "--compose",
-        str(result.out),
-        "--out",
-        str(out),
+    options = (
         "--scales",
         "1,0.5",
         "--format",
         "gguf",
         "--ollama",
-    ]
-    exported = CliRunner().invoke(
-        app, ["export-composition", *args, "--llama-cpp", str(llama_cpp_dir), "--json"]
+        "--llama-cpp",
+        str(llama_cpp_dir),
+        "--json",
     )
+    exported = _export(result, out, *options)
     assert exported.exit_code == 0, exported.output
     record = json.loads(exported.stdout)
     assert record["passed"] and record["checks"][-1]["name"] == "gguf f16 log-probs correlate"
