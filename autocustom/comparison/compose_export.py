@@ -175,19 +175,8 @@ def export_composition(
         checks = _checks(exported, composed, point)
         usage = [f"AutoModelForCausalLM.from_pretrained('{out.name}')"]
         if llama_cpp is not None:
-            name = f"model-{config.quantize}.gguf"
-            convert_model(staging, staging / name, outtype=config.quantize, llama_cpp=llama_cpp)
-            first = next(iter(composed["plans"].values()))
-            pairs = (_plan_pairs(first), first["toward"])
-            checks.append(
-                gguf_check(staging, name, exported, pairs, config.quantize, first["batch_size"], device)
-            )
-            usage.append(f"llama-cli -m {out.name}/{name}")
-            if config.ollama:
-                write_text_atomic(staging / MODELFILE, ollama_modelfile(name, exported.tokenizer))
-                usage.append(
-                    f"cd {out.name} && ollama create {out.name} -f {MODELFILE} && ollama run {out.name}"
-                )
+            gguf_checks, gguf_usage = _write_gguf(config, composed, exported, staging, llama_cpp, device)
+            checks, usage = checks + gguf_checks, usage + gguf_usage
         described = [
             {"run": p["run"], "kind": p["kind"], "axis": p["axis"], "toward": p["toward"], "scale": s}
             for p, s in zip(composed["parts"], scales, strict=True)
@@ -201,6 +190,21 @@ def export_composition(
         result.files = sorted(p.name for p in staging.iterdir())
     progress(ProgressEvent("export", 2, 2, "done"))
     return result
+
+
+def _write_gguf(config: ComposeExportConfig, composed, exported, staging: Path, llama_cpp: Path, device):
+    """The merged model as GGUF (llama.cpp's converter), read back and correlated with the hf export on
+    the first axis' pairs; with --ollama its Modelfile. Returns (the checks, how to run it)."""
+    name, out = f"model-{config.quantize}.gguf", Path(config.out).name
+    convert_model(staging, staging / name, outtype=config.quantize, llama_cpp=llama_cpp)
+    first = next(iter(composed["plans"].values()))
+    pairs = (_plan_pairs(first), first["toward"])
+    checks = [gguf_check(staging, name, exported, pairs, config.quantize, first["batch_size"], device)]
+    usage = [f"llama-cli -m {out}/{name}"]
+    if config.ollama:
+        write_text_atomic(staging / MODELFILE, ollama_modelfile(name, exported.tokenizer))
+        usage.append(f"cd {out} && ollama create {out} -f {MODELFILE} && ollama run {out}")
+    return checks, usage
 
 
 def _scales(config: ComposeExportConfig, composed: dict[str, Any]) -> tuple[float, ...]:
