@@ -141,13 +141,7 @@ def compose(config: ComposeConfig, *, progress: ProgressCallback = no_progress) 
     config.check_sizes()
     parts = [read_part(reference) for reference in config.references]
     check_parts(parts)
-    datasets = datasets_by_axis(config.data)
-    for part in parts:
-        if part.axis not in datasets:
-            raise UsageError(
-                f"{part.reference} is of the axis {part.axis}, and no --data dataset is of that axis",
-                f"add its dataset to --data (it records: {part.data})",
-            )
+    datasets = datasets_by_axis(config.data, parts)
     own = [part.axis for part in parts]
     axes = own + [label for label in datasets if label not in own]
     towards = {label: datasets[label].axis.pole_a for label in datasets} | {p.axis: p.toward for p in parts}

@@ -47,6 +47,7 @@ from autocustom.progress import ProgressCallback, ProgressEvent, no_progress
 from autocustom.shipping.export import (
     MARGIN_TOLERANCE,
     Check,
+    card_tail,
     converter,
     gguf_check,
     hub_id,
@@ -308,27 +309,21 @@ def _card(result: ComposeExportResult) -> str:
             if cell.get("drift")
         ],
         "",
-        "## Checks of this export",
-        "",
-        *[f"- {check.line()}" for check in result.checks],
-        "",
-        "## Use",
-        "",
-        *[f"    {line}" for line in result.usage],
-        "",
+        *card_tail(result.checks, result.usage),
     ]
     return "\n".join(lines)
 
 
 # the question each adapter answers in llama.cpp's runtime: any question shows it loads and generates
 CHECK_QUESTION = "How should I spend a free afternoon?"
+# run by the python that has llama-cpp-python; the reply goes to a file, as llama.cpp may write to stdout
 CHECK_SCRIPT = """
-import json, sys
+import json, pathlib, sys
 from llama_cpp import Llama
-base, adapter, scale, question = json.loads(sys.argv[1])
+base, adapter, scale, question, reply_file = json.loads(sys.argv[1])
 model = Llama(model_path=base, lora_path=adapter, lora_scale=scale, n_ctx=512, n_threads=2, verbose=False)
 reply = model.create_chat_completion(messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0)
-print(json.dumps(reply["choices"][0]["message"]["content"]))
+pathlib.Path(reply_file).write_text(reply["choices"][0]["message"]["content"], encoding="utf-8")
 """
 
 
@@ -423,14 +418,11 @@ def _check_llama_python(python: str) -> None:
 
 def _reply_check(python: str, base: Path, adapter: Path, index: int, scale: float) -> Check:
     """Load the adapter with its scale in llama-cpp-python and ask one question: a reply, or the error."""
-
-    arguments = json.dumps([str(base), str(adapter), scale, CHECK_QUESTION])
+    reply_file = adapter.with_name(f".reply-{index}.txt")  # inside the staging folder, removed below
+    arguments = json.dumps([str(base), str(adapter), scale, CHECK_QUESTION, str(reply_file)])
     done = subprocess.run([python, "-c", CHECK_SCRIPT, arguments], capture_output=True, text=True)
-    reply = (
-        json.loads(done.stdout.strip().splitlines()[-1])
-        if done.returncode == 0 and done.stdout.strip()
-        else ""
-    )
+    reply = reply_file.read_text(encoding="utf-8") if done.returncode == 0 and reply_file.is_file() else ""
+    reply_file.unlink(missing_ok=True)
     error = "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no output"])[-1]
     note = f"reply: {reply[:60]!r}" if not error else f"llama_cpp failed: {error[:200]}"
     return Check(
@@ -475,13 +467,6 @@ def _adapters_card(result: ComposeExportResult) -> str:
             for a in result.parts
         ],
         "",
-        "## Checks of this export",
-        "",
-        *[f"- {check.line()}" for check in result.checks],
-        "",
-        "## Use",
-        "",
-        *[f"    {line}" for line in result.usage],
-        "",
+        *card_tail(result.checks, result.usage),
     ]
     return "\n".join(lines)

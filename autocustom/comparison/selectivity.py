@@ -105,18 +105,11 @@ class SelectivityResult:
 def selectivity(config: SelectivityConfig, *, progress: ProgressCallback = no_progress) -> SelectivityResult:
     """Measure every run on every dataset's test split; raises AutocustomError on bad input (exit 2)."""
     from autocustom.runtime import resolve_device
-
-    config.check_sizes()
     from autocustom.shipping.strength import recorded_run
 
+    config.check_sizes()
     runs = [recorded_run(reference) for reference in config.runs]
-    datasets = datasets_by_axis(config.data)
-    for run in runs:
-        if run.axis not in datasets:
-            raise UsageError(
-                f"{run.reference} was trained on the axis {run.axis}, and no --data dataset is of that axis",
-                f"add its dataset to --data (its run_config.json names it: {run.data})",
-            )
+    datasets = datasets_by_axis(config.data, runs)
     device = resolve_device(config.device)
     settings = {
         **result_settings(config),
@@ -145,8 +138,9 @@ def selectivity(config: SelectivityConfig, *, progress: ProgressCallback = no_pr
     return result
 
 
-def datasets_by_axis(references: list[str]) -> dict[str, Any]:
-    """The datasets by axis label, in the order given; one axis twice is refused (which one counts?)."""
+def datasets_by_axis(references: list[str], runs: list[Any]) -> dict[str, Any]:
+    """The datasets by axis label, in the order given; one axis twice is refused (which one counts?),
+    and so is a run (anything with `reference`, `axis`, `data`) whose axis none of them is."""
     from autocustom.data.io import load_dataset_dir
 
     datasets: dict[str, Any] = {}
@@ -160,6 +154,12 @@ def datasets_by_axis(references: list[str]) -> dict[str, Any]:
                 f"{reference} has no {SPLIT} pairs to measure on", "regenerate it with a test split"
             )
         datasets[label] = dataset
+    for run in runs:
+        if run.axis not in datasets:
+            raise UsageError(
+                f"{run.reference} is of the axis {run.axis}, and no --data dataset is of that axis",
+                f"add its dataset to --data (the run records it: {run.data})",
+            )
     return datasets
 
 

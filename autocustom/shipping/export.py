@@ -416,16 +416,23 @@ def model_card(result: ExportResult, source: RunSource, dialled: DialResult) -> 
         "",
         f"Recommended strength from the dial: {_recommended(dialled)}.",
         "",
+        *card_tail(result.checks, result.usage),
+    ]
+    return "\n".join(lines)
+
+
+def card_tail(checks: list[Check], usage: list[str]) -> list[str]:
+    """The end of every model card autocustom writes: the checks of the export, then how to run it."""
+    return [
         "## Checks of this export",
         "",
-        *[f"- {c.line()}" for c in result.checks],
+        *[f"- {check.line()}" for check in checks],
         "",
         "## Use",
         "",
-        *[f"    {line}" for line in result.usage],
+        *[f"    {line}" for line in usage],
         "",
     ]
-    return "\n".join(lines)
 
 
 def public_reference(reference: str) -> str:
