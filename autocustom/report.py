@@ -490,11 +490,12 @@ def _differences_markdown(differences: list[dict[str, Any]]) -> list[str]:
         "Paired differences on the plain prompt (A - B over the same items; * where the 95% interval "
         "excludes 0):",
         "",
-        "| A - B | BiasShift |" + (" reply shift |" if replies else ""),
-        "|---|---|" + ("---|" if replies else ""),
+        "| A - B | BiasShift |" + (" reply shift | reply share |" if replies else ""),
+        "|---|---|" + ("---|---|" if replies else ""),
     ]
     for d in differences:
-        cells = [_marked(d["bias_shift"])] + ([_marked(d["reply_shift"])] if replies else [])
+        judged = [_marked(d["reply_shift"]), _marked(d.get("reply_share"))]  # .get: compare.json before it
+        cells = [_marked(d["bias_shift"])] + (judged if replies else [])
         lines.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
     return lines
 

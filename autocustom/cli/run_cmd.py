@@ -80,11 +80,11 @@ def _render_run(result: dict[str, Any]) -> None:
 
 
 def _exit_on_gates(score: dict[str, Any]) -> None:
+    from autocustom.cli.score_cmd import failed_gate_line
+
     failed = [g for g in score["gates"] if not g["passed"]]
     for gate in failed:
-        stderr.print(
-            f"gate failed: --{gate['name']} {gate['threshold']} ({gate['metric']} = {gate['value']})"
-        )
+        stderr.print(failed_gate_line(gate), soft_wrap=True)
     if failed:
         raise typer.Exit(EXIT_GATE)
 

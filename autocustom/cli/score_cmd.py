@@ -58,9 +58,17 @@ def shift_score_command(
     else:
         render_score(result)
     for gate in report.failed_gates():
-        stderr.print(f"gate failed: --{gate.name} {gate.threshold} ({gate.metric} = {_number(gate.value)})")
+        stderr.print(failed_gate_line(gate.to_dict()), soft_wrap=True)
     if not report.passed:
         raise typer.Exit(EXIT_GATE)
+
+
+def failed_gate_line(gate: dict[str, Any]) -> str:
+    """A failed gate in one line: the figure the gate compares (a drop is minus its metric's delta)."""
+    return (
+        f"gate failed: --{gate['name']} {gate['threshold']}: {_number(gate['value'])} "
+        f"(read from {gate['metric']})"
+    )
 
 
 def render_score(result: dict[str, Any]) -> None:

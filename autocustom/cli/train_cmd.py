@@ -57,7 +57,7 @@ def train_command(
     if json_output:
         emit_json(result.to_dict())
     else:
-        _render(result, config.out)
+        _render(result, config.out, config.toward)
     if config.require_improvement and not result.improved:
         stderr.print(f"gate failed: --require-improvement ({result.selection})", soft_wrap=True)
         raise typer.Exit(EXIT_GATE)
@@ -80,7 +80,7 @@ def _dry_run(plan: Any, json_output: bool) -> None:
         raise typer.Exit(EXIT_GATE)
 
 
-def _render(result: Any, out: str) -> None:
+def _render(result: Any, out: str, toward: str) -> None:
     stderr.print(result.selection, soft_wrap=True)
     shift, test = result.bias_shift, result.bias_shift_test
     stderr.print(f"best step {result.best_step}; stopped by {result.stop_reason}; run in {out}")
@@ -90,3 +90,9 @@ def _render(result: Any, out: str) -> None:
     stderr.print(
         f"MMLU {result.mmlu_before} -> {result.mmlu_after} (n={result.mmlu_questions}); Drift {result.drift}"
     )
+    replies = result.extra.get("replies")  # with --max-fluency-drop: the kept model's own replies
+    if replies:
+        from autocustom.scoring.contrast import reply_lines
+
+        for line in reply_lines(result.plans["final"]["judge"], replies, toward):
+            stderr.print(line, soft_wrap=True)

@@ -38,6 +38,7 @@ JUDGE_COLUMNS = ("win_rate", "lc_win_rate", "reply_tokens", "judge_consistency")
 # with --judge contrast: the replies' lean, its move from the base's, what it cost them, the judge's check
 CONTRAST_COLUMNS = (
     "reply_share",
+    "reply_share_gain",
     "reply_shift",
     "fluency_vs_prompted",
     "repetition",

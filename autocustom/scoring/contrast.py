@@ -35,7 +35,7 @@ from autocustom.data.pair_check import CHANCE  # its interval must clear chance:
 from autocustom.data.parsing import REPEAT_NGRAM, REPEAT_TIMES, is_repetitive
 from autocustom.data.schema import Pair
 from autocustom.llm.chat import PromptCondition, render_prompt
-from autocustom.scoring.stats import Estimate
+from autocustom.scoring.stats import Estimate, estimate_from
 
 # Below this share of written answers judged on the right side, one reply in four or more would be
 # labelled the wrong pole: its reply share could not tell a moved model from judge error. The packaged
@@ -43,7 +43,7 @@ from autocustom.scoring.stats import Estimate
 READABLE_ACCURACY = 0.75
 DEFAULT_FLUENCY_BUDGET = 0.1  # nats/token below the prompted judge's replies: ~10% less likely per token
 # the figures the judge's validation stands behind: without it they cannot be read
-JUDGED = ("reply_share", "base_reply_share", "reply_shift")
+JUDGED = ("reply_share", "base_reply_share", "reply_shift", "reply_share_gain")
 
 
 def pole_condition(axis: Axis, pole: str) -> PromptCondition:
@@ -196,8 +196,19 @@ def reply_sentence(metrics: dict[str, Any], toward: str) -> str | None:
         moved = f"less {toward} than the base's"
     else:
         moved = "not distinguishable from the base's"
+    gain = metrics.get("reply_share_gain")  # absent from figures written before it was measured
+    paired = f"paired change {gain['value']:+.2f} [{gain['low']:+.2f}, {gain['high']:+.2f}]; " if gain else ""
     return (
         f"Its own replies: the judge reads {round(share['value'] * n)} of {n} held-out replies as {toward}, "
-        f"against {round(base['value'] * n)} of the base's (reply shift {shift['value']:+.3f} "
+        f"against {round(base['value'] * n)} of the base's ({paired}reply shift {shift['value']:+.3f} "
         f"[{shift['low']:+.3f}, {shift['high']:+.3f}] nats/token: {moved})."
     )
+
+
+def reply_lines(judge: str, figures: dict[str, Any], toward: str) -> list[str]:
+    """A model's own replies in words, from their figures as JSON (`train`'s closing lines with a
+    fluency budget): how many the judge reads as the pole against the base's, then its check, what the
+    replies cost and how many loop."""
+    sentence = reply_sentence(figures, toward)
+    notes = contrast_notes(judge, {name: estimate_from(value) for name, value in figures.items()})
+    return ([sentence] if sentence else []) + notes

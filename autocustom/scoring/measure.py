@@ -87,6 +87,10 @@ METRICS: tuple[Metric, ...] = (
         "reply_shift", "reply shift", True, "nats/token", ("contrast", "base_contrast"),
         lambda p, r, b: paired_difference(r, b, **p.boot),
     ),
+    Metric(  # the share's own paired change: replies the judge moved across to the pole, net of those moved back
+        "reply_share_gain", "reply share vs base", True, "share", ("contrast", "base_contrast"),
+        lambda p, r, b: paired_difference(r > 0, b > 0, **p.boot),
+    ),
     Metric("fluency", "fluency", True, "nats/token", ("fluency",), lambda p, f: bootstrap(f, **p.boot)),
     Metric(
         "fluency_vs_prompted", "fluency vs prompted", True, "nats/token", ("fluency", "prompted_fluency"),

@@ -180,13 +180,18 @@ class EvalCallback(TrainerCallback, ExportableState):
         if self.best_step is None:
             return f"{budget} ruled out every evaluated checkpoint (steps {ruled}): none was within it"
         kept = self.best_row or {}
-        share = kept.get("reply_share")
-        figures = f"fluency drop {kept.get('fluency_drop'):+.3f}" + (
-            f", replies toward the pole {share['value']:.0%} [{share['low']:.0%}, {share['high']:.0%}] "
-            f"(n={share['n']})"
-            if share
-            else ""
+        fluency, loops, share = (
+            kept.get(key) for key in ("fluency_vs_prompted", "repetition", "reply_share")
         )
+        figures = f"fluency drop {kept.get('fluency_drop'):+.3f}" + (
+            f" [{-fluency['high']:+.3f}, {-fluency['low']:+.3f}]" if fluency else ""
+        )  # the drop is minus the paired difference: its interval flips
+        for label, estimate in (("replies that loop", loops), ("replies toward the pole", share)):
+            if estimate:
+                figures += (
+                    f", {label} {estimate['value']:.0%} [{estimate['low']:.0%}, {estimate['high']:.0%}] "
+                    f"(n={estimate['n']})"
+                )
         ruled_text = f"ruled out steps {ruled}" if ruled else "ruled out no checkpoint"
         return f"{budget} {ruled_text}; the kept step {self.best_step} is within it ({figures})"
 
@@ -224,7 +229,10 @@ ROW_METRICS = {
     "bias_shift": "bias_shift",
     "mmlu": "mmlu_accuracy",
     "drift": "drift",
-    "reply_share": "reply_share",  # with --max-fluency-drop: the replies the judge reads as the pole
+    # with --max-fluency-drop: the replies the judge reads as the pole, what they cost, how many loop
+    "reply_share": "reply_share",
+    "fluency_vs_prompted": "fluency_vs_prompted",
+    "repetition": "repetition",
 }
 
 

@@ -14,9 +14,12 @@ SUMMARY_SCHEMA = "autocustom.train-summary/2"  # 2: final figures measured on th
 REPLY_FIGURES = (
     "reply_share",
     "base_reply_share",
+    "reply_share_gain",
     "reply_shift",
     "fluency_vs_prompted",
+    "fluency_vs_base",
     "repetition",
+    "base_repetition",
     "judge_accuracy",
 )
 

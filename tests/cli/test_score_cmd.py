@@ -119,6 +119,7 @@ def test_base_scored_against_itself_has_zero_shift_and_pinned_schema(app, tiny_m
         "reply_share",
         "base_reply_share",
         "reply_shift",
+        "reply_share_gain",
         "fluency",
         "fluency_vs_prompted",
         "fluency_vs_base",
@@ -218,7 +219,7 @@ def test_the_contrast_judge_reads_replies_and_its_gates_decide_exit_code(
     metrics = report["metrics"]
     for name in ("reply_share", "base_reply_share", "repetition", "judge_accuracy"):
         assert metrics[name]["n"] == 4 and 0 <= metrics[name]["value"] <= 1, name
-    for name in ("reply_shift", "fluency", "fluency_vs_prompted", "fluency_vs_base"):
+    for name in ("reply_shift", "reply_share_gain", "fluency", "fluency_vs_prompted", "fluency_vs_base"):
         assert (
             metrics[name]["n"] == 4
             and metrics[name]["low"] <= metrics[name]["value"] <= metrics[name]["high"]
@@ -236,7 +237,8 @@ def test_the_contrast_judge_reads_replies_and_its_gates_decide_exit_code(
         ("max-fluency-drop", False),
         ("min-reply-share", False),
     ]
-    assert "max-fluency-drop" in failed.stderr
+    assert "gate failed: --max-fluency-drop -100.0: " in failed.stderr  # the drop it compared, not the delta
+    assert "(read from fluency_vs_prompted)" in failed.stderr
 
 
 def test_the_base_against_itself_has_no_reply_shift(app, tiny_model_dir, data):
@@ -245,7 +247,7 @@ def test_the_base_against_itself_has_no_reply_shift(app, tiny_model_dir, data):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
     assert metrics["reply_shift"]["value"] == 0 and metrics["fluency_vs_base"]["value"] == 0
-    assert metrics["reply_share"] == metrics["base_reply_share"]
+    assert metrics["reply_share"] == metrics["base_reply_share"] and metrics["reply_share_gain"]["value"] == 0
 
 
 def test_replies_without_a_base_are_not_judged(app, tiny_model_dir, data):

@@ -160,3 +160,16 @@ def test_require_improvement_exits_1_when_no_checkpoint_beats_the_base(tmp_path,
     plain = invoke(*args, "--out", str(tmp_path / "plain"))
     assert plain.exit_code == 0  # without the gate the same run succeeds and only says so
     assert "not better than the base" in plain.stderr
+
+
+def test_a_fluency_budget_prints_the_kept_models_replies_in_words(tmp_path, dataset, tiny_model_dir):
+    args = ["--data", str(dataset), "--toward", "formal", "--model", str(tiny_model_dir), *SMALL, "--quiet"]
+    result = invoke(*args, "--out", str(tmp_path / "run"), "--max-fluency-drop", "100")
+    assert result.exit_code == 0, result.output
+    assert "the kept step 1 is within it (fluency drop" in result.stderr
+    assert "replies that loop" in result.stderr and "replies toward the pole" in result.stderr
+    lines = result.stderr.splitlines()
+    # the tiny random model does not know the axis: its judge is unreadable, and the line says so
+    assert any(line.startswith("its own replies cannot be read on this axis") for line in lines), lines
+    assert any(line.startswith("fluency: replies") for line in lines)
+    assert any(line.startswith("the contrast judge (contrast:base) put") for line in lines)

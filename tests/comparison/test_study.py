@@ -40,8 +40,8 @@ def finished(tmp_path_factory, dataset, tiny_model_dir):
 
 def test_every_method_and_condition_has_a_row(finished):
     _, result = finished
-    n = len(METHODS) - 1
-    assert len(result.differences) == n * (n - 1) // 2  # every pair of methods beside the base
+    n = len(METHODS)
+    assert len(result.differences) == n * (n - 1) // 2  # every pair of methods, the base included
     cells = {(row.method, row.condition) for row in result.rows}
     conditions = ["plain", "padding-8", "padding-16", "adversarial"]
     assert cells == {(m, c) for m in METHODS for c in conditions}
@@ -194,14 +194,24 @@ def test_the_contrast_judge_columns_and_notes(dataset, tiny_model_dir, tmp_path)
     )  # fmt: skip
     result = compare(config)
     base, prompted = (next(r for r in result.rows if r.method == m) for m in ("base", "system-prompt"))
-    for name in ("reply_share", "reply_shift", "fluency_vs_prompted", "repetition", "judge_accuracy"):
+    for name in (
+        "reply_share",
+        "reply_share_gain",
+        "reply_shift",
+        "fluency_vs_prompted",
+        "repetition",
+        "judge_accuracy",
+    ):
         assert prompted.metrics[name].n == result.n_pairs, name
     assert base.metrics["reply_shift"].value == 0 and "win_rate" not in base.metrics
     table = (tmp_path / "contrast" / "compare.md").read_text()
     assert "replies toward pole" in table and "fluency vs prompted" in table
     assert sum("the contrast judge (contrast:base) put" in note for note in result.notes) == 1
     assert any("fluency budget (0.1 nats/token" in note for note in result.notes)
-    assert result.differences == []  # one method beside the base: nothing to pair
+    (difference,) = result.differences  # the one method against the base
+    assert (difference["a"], difference["b"]) == ("system-prompt", "base")
+    assert difference["reply_share"]["value"] == pytest.approx(prompted.metrics["reply_share_gain"].value)
+    assert difference["bias_shift"]["value"] == pytest.approx(prompted.metrics["bias_shift"].value)
 
 
 def test_methods_are_paired_item_by_item():
@@ -213,17 +223,31 @@ def test_methods_are_paired_item_by_item():
 
     rows = [
         row("base", [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]),
-        row("contrastive", [0.1, 0.2, 0.3], [0.5, 0.5, 0.5]),
-        row("dpo", [0.3, 0.5, 0.4], None),
+        row("contrastive", [0.1, 0.2, 0.3], [0.5, -0.5, -0.5]),
+        row("dpo", [0.3, 0.5, 0.4], [0.2, -0.1, 0.6]),
         row("dpo", [9.0, 9.0, 9.0], None, condition="adversarial"),  # only the plain prompt is paired
+        row("steer", [0.1, 0.2, 0.3], None),
     ]
-    (difference,) = method_differences(rows, n_boot=200, seed=0)
-    assert (difference["a"], difference["b"]) == ("dpo", "contrastive")  # later minus earlier
+    differences = method_differences(rows, n_boot=200, seed=0)
+    assert [(d["a"], d["b"]) for d in differences] == [  # later minus earlier, the base first
+        ("contrastive", "base"), ("dpo", "base"), ("dpo", "contrastive"),
+        ("steer", "base"), ("steer", "contrastive"), ("steer", "dpo"),
+    ]  # fmt: skip
+    against_base, _, difference, *with_steer = differences
+    assert against_base["bias_shift"]["value"] == pytest.approx(0.2)  # contrastive's BiasShift
+    assert against_base["reply_share"]["value"] == pytest.approx(1 / 3)  # 1 of 3 replies moved across
     assert difference["bias_shift"]["value"] == pytest.approx(0.2) and difference["bias_shift"]["n"] == 3
-    assert difference["reply_shift"] is None  # dpo's replies were not judged
+    assert difference["reply_shift"]["value"] == pytest.approx(0.4)  # mean of -0.3, +0.4, +1.1
+    assert difference["reply_share"]["value"] == pytest.approx(1 / 3)  # read as formal: 1,0,1 against 1,0,0
+    assert [(d["b"], d["reply_shift"], d["reply_share"]) for d in with_steer] == [
+        ("base", None, None),  # the steering vector's replies were not judged
+        ("contrastive", None, None),
+        ("dpo", None, None),
+    ]
     table = compare_markdown({"axis": {"pole_a": "formal", "pole_b": "casual"}, "toward": "formal",
                               "n_pairs": 3, "rows": [], "differences": [difference]})  # fmt: skip
     assert "| dpo - contrastive | +0.200 [" in table and "] * |" in table
+    assert "| reply shift | reply share |" in table
 
 
 def test_an_openai_judge_without_a_model_is_refused_before_any_work(dataset, tmp_path):

@@ -19,6 +19,8 @@ from autocustom.scoring.contrast import (
     pole_condition,
     reply_sentence,
 )
+from autocustom.scoring.measure import METRIC, Observations
+from autocustom.scoring.plan import EvalPlan
 from autocustom.scoring.stats import Estimate
 from tests.scoring import CASUAL, FORMAL, QUESTIONS
 
@@ -146,8 +148,24 @@ def test_the_reply_sentence_counts_replies():
         "reply_share": {"value": 0.75, "n": 12},
         "base_reply_share": {"value": 0.25, "n": 12},
         "reply_shift": {"value": 0.3, "low": 0.1, "high": 0.5, "n": 12},
+        "reply_share_gain": {"value": 0.5, "low": 0.25, "high": 0.75, "n": 12},
     }
     sentence = reply_sentence(metrics, "formal")
     assert "reads 9 of 12 held-out replies as formal, against 3 of the base's" in sentence
+    assert "(paired change +0.50 [+0.25, +0.75]; reply shift +0.300" in sentence
     assert "more formal than the base's" in sentence
     assert reply_sentence({}, "formal") is None
+
+
+def test_the_reply_share_gain_counts_replies_moved_across_net_of_those_moved_back():
+    plan = EvalPlan(data="d", split="test", toward="formal", opposite="casual", pairs=())
+    observations = Observations(
+        contrast=np.array([0.4, 0.2, -0.1, 0.3, -0.5]),  # 3 of 5 read as formal
+        base_contrast=np.array([-0.2, -0.1, 0.3, 0.1, -0.4]),  # 2 of 5: 2 moved across, 1 moved back
+    )
+    gain = METRIC["reply_share_gain"](plan, observations)
+    assert gain.value == pytest.approx((2 - 1) / 5) and gain.n == 5
+    assert gain.low <= gain.value <= gain.high
+    share, base = METRIC["reply_share"](plan, observations), METRIC["base_reply_share"](plan, observations)
+    assert gain.value == pytest.approx(share.value - base.value)
+    assert METRIC["reply_share_gain"](plan, Observations(contrast=observations.contrast)) is None  # no base

@@ -152,9 +152,15 @@ def test_selection_line_says_how_far_the_kept_checkpoint_can_be_trusted():
 
 
 def _row(step: int, shift: float, fluency_drop: float | None) -> dict:
-    share = {"value": 0.5, "low": 0.2, "high": 0.8, "n": 6}
+    share, loops = (
+        {"value": 0.5, "low": 0.2, "high": 0.8, "n": 6},
+        {"value": 0.0, "low": 0.0, "high": 0.0, "n": 6},
+    )
+    fluency = None if fluency_drop is None else {"value": -fluency_drop, "low": -fluency_drop - 0.1,
+                                                 "high": -fluency_drop + 0.05, "n": 6}  # fmt: skip
     return {"step": step, "bias_shift": {"value": shift}, "mmlu_drop_points": None, "drift": None,
-            "fluency_drop": fluency_drop, "reply_share": share}  # fmt: skip
+            "fluency_drop": fluency_drop, "reply_share": share, "fluency_vs_prompted": fluency,
+            "repetition": loops}  # fmt: skip
 
 
 def test_the_fluency_budget_keeps_the_best_checkpoint_within_it():
@@ -169,6 +175,7 @@ def test_the_fluency_budget_keeps_the_best_checkpoint_within_it():
     assert budgeted.best_step == 3 and budgeted.ruled_out == [2, 4]  # a missing figure is no pass
     note = budgeted.budget_note()
     assert "ruled out steps 2, 4" in note and "the kept step 3 is within it (fluency drop +0.080" in note
+    assert "fluency drop +0.080 [+0.030, +0.180], replies that loop 0% [0%, 0%] (n=6)" in note
     assert "replies toward the pole 50% [20%, 80%] (n=6)" in note
     strict = EvalCallback(max_fluency_drop=0.01)
     for row in history:
