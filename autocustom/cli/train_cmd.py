@@ -90,7 +90,7 @@ def _render(result: Any, out: str, toward: str) -> None:
     stderr.print(
         f"MMLU {result.mmlu_before} -> {result.mmlu_after} (n={result.mmlu_questions}); Drift {result.drift}"
     )
-    replies = result.extra.get("replies")  # with --max-fluency-drop: the kept model's own replies
+    replies = result.extra.get("replies")  # a fluency budget or on-policy training: the kept model's replies
     if replies:
         from autocustom.scoring.contrast import reply_lines
 

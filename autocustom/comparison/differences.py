@@ -1,8 +1,8 @@
 """Method against method on the same items: is one customization better than another, not only the base?
 
-`compare` pairs every method with every earlier one, the base included, on the first model's plain rows. A row is anything
-with `model`, `method`, `condition`, `margins` and `replies` (compare's `Row`), so this module needs
-nothing of the command that makes the rows.
+`compare` pairs every method with every earlier one, the base included, on the first model's plain
+rows. A row is anything with `model`, `method`, `condition`, `margins` and `replies` (compare's `Row`),
+so this module needs nothing of the command that makes the rows.
 """
 
 from __future__ import annotations
